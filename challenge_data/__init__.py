@@ -1,0 +1,1 @@
+"""Challenge recipes (TOML) and the committed checksums of the embedded ones."""

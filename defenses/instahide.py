@@ -1,0 +1,158 @@
+"""Vectorised InstaHide and Mixup encryption.
+
+Follows the authors' reference implementation (Huang, Song, Li, Arora, "InstaHide:
+Instance-hiding Schemes for Private Distributed Learning", ICML 2020, `train_cross.py`):
+coefficients are k draws of |N(0,1)| normalised to sum 1, redrawn while any exceeds c1 or,
+cross-dataset, while the two private coefficients sum below c2; every element of the mix is
+multiplied by an independent random sign (InstaHide only).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from hidebench.types import MODES, SCHEMES, HidebenchError, PublicView, SecretKey, check_images, private_slots
+
+# Give up on rejection sampling when fewer than this fraction of draws is accepted.
+MIN_ACCEPTANCE = 1e-4
+
+
+@dataclass
+class EncryptionConfig:
+    """Scheme parameters. T encryptions are made for each private image (it is slot 0)."""
+
+    k: int = 6
+    mode: str = "cross"
+    scheme: str = "instahide"
+    T: int = 50
+    c1: float = 0.65
+    c2: float = 0.3
+
+    def __post_init__(self):
+        if self.scheme not in SCHEMES:
+            raise HidebenchError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        if self.mode not in MODES:
+            raise HidebenchError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if int(self.k) != self.k or self.k < 2:
+            raise HidebenchError(f"k must be an integer >= 2, got {self.k}")
+        if self.mode == "cross" and self.k < 3:
+            raise HidebenchError("cross-dataset mixing needs k >= 3 (2 private images + at least 1 public patch)")
+        if int(self.T) != self.T or self.T < 1:
+            raise HidebenchError(f"T must be a positive integer, got {self.T}")
+        if not 0 < self.c1 <= 1:
+            raise HidebenchError(f"c1 must lie in (0, 1], got {self.c1}")
+        if self.c1 * self.k <= 1:
+            raise HidebenchError(
+                f"infeasible: with k={self.k} coefficients summing to 1, at least one is >= 1/k = {1 / self.k:.3f} > c1={self.c1}")
+        if self.mode == "cross":
+            if not 0 <= self.c2 <= 1:
+                raise HidebenchError(f"c2 must lie in [0, 1], got {self.c2}")
+            if self.c2 > 2 * self.c1:
+                raise HidebenchError(f"infeasible: two private coefficients <= c1={self.c1} cannot sum to c2={self.c2}")
+        self.k, self.T = int(self.k), int(self.T)
+
+    @property
+    def n_private_slots(self) -> int:
+        return private_slots(self.mode, self.k)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_lambdas(rng: np.random.Generator, n: int, cfg: EncryptionConfig) -> np.ndarray:
+    """n x k coefficients with the rejection rule of the reference code, drawn in batches."""
+    out = np.empty((n, cfg.k), dtype=np.float64)
+    filled, drawn, accepted = 0, 0, 0
+    while filled < n:
+        batch = max(1024, 2 * (n - filled))
+        lam = np.abs(rng.standard_normal((batch, cfg.k)))
+        lam /= lam.sum(axis=1, keepdims=True)
+        ok = lam.max(axis=1) <= cfg.c1
+        if cfg.mode == "cross":
+            ok &= lam[:, 0] + lam[:, 1] >= cfg.c2
+        drawn += batch
+        accepted += int(ok.sum())
+        acc = lam[ok][: n - filled]
+        out[filled: filled + len(acc)] = acc
+        filled += len(acc)
+        if filled < n and drawn >= 100 / MIN_ACCEPTANCE and accepted < drawn * MIN_ACCEPTANCE:
+            raise HidebenchError(
+                f"coefficient constraints accept fewer than {MIN_ACCEPTANCE:.0e} of draws "
+                f"(k={cfg.k}, c1={cfg.c1}, c2={cfg.c2}); relax c1 or c2")
+    return out
+
+
+def _distinct_others(rng: np.random.Generator, first: np.ndarray, n: int, m: int) -> np.ndarray:
+    """Per row, m distinct indices in [0, n) all different from first[row]."""
+    if m == 0:
+        return np.empty((len(first), 0), dtype=np.int64)
+    out = np.empty((len(first), m), dtype=np.int64)
+    todo = np.arange(len(first))
+    while len(todo):
+        draw = rng.integers(0, n - 1, size=(len(todo), m))
+        draw += draw >= first[todo, None]          # skip the row's own index
+        s = np.sort(draw, axis=1)
+        ok = np.all(s[:, 1:] != s[:, :-1], axis=1)
+        out[todo[ok]] = draw[ok]
+        todo = todo[~ok]
+    return out
+
+
+def encrypt(private_images: np.ndarray, private_labels: np.ndarray, n_classes: int, cfg: EncryptionConfig,
+            seed: int | np.random.SeedSequence | None = None, public_patches: np.ndarray | None = None,
+            class_names: list[str] | None = None) -> tuple[PublicView, SecretKey]:
+    """Encrypt every private image T times; return the shuffled public view and the key.
+
+    public_patches (cross-dataset only): P x H x W x C bank of public images; each public slot
+    draws one uniformly. With no seed, 128 bits of OS entropy are used and recorded in the key.
+    """
+    x = check_images("private images", private_images, value_range=1.0).astype(np.float32)
+    y = np.asarray(private_labels, dtype=np.int64)
+    n = len(x)
+    if y.shape != (n,):
+        raise HidebenchError(f"{n} private images but private labels of shape {y.shape}")
+    if n and (y.min() < 0 or y.max() >= n_classes):
+        raise HidebenchError(f"private labels must lie in 0..{n_classes - 1}")
+    slots = cfg.n_private_slots
+    if n < slots:
+        raise HidebenchError(f"k={cfg.k} {cfg.mode}-dataset needs at least {slots} distinct private images, got {n}")
+    n_public = cfg.k - slots
+    if n_public:
+        if public_patches is None or len(public_patches) == 0:
+            raise HidebenchError("cross-dataset mixing needs a non-empty bank of public patches")
+        public = check_images("public patches", public_patches, value_range=1.0).astype(np.float32)
+        if public.shape[1:] != x.shape[1:]:
+            raise HidebenchError(f"public patches {public.shape[1:]} and private images {x.shape[1:]} differ in shape")
+
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    seed_value = int(ss.entropy)
+    r_lam, r_sel, r_pub, r_mask, r_order = (np.random.default_rng(s) for s in ss.spawn(5))
+
+    E = n * cfg.T
+    lam = sample_lambdas(r_lam, E, cfg).astype(np.float32)
+    first = np.repeat(np.arange(n), cfg.T)
+    others = _distinct_others(r_sel, first, n, slots - 1)
+    sel = np.concatenate([first[:, None], others], axis=1)
+    if n_public:
+        sel = np.concatenate([sel, r_pub.integers(0, len(public), size=(E, n_public))], axis=1)
+
+    mix = np.zeros((E,) + x.shape[1:], dtype=np.float32)
+    for j in range(cfg.k):
+        source = x if j < slots else public
+        mix += lam[:, j, None, None, None] * source[sel[:, j]]
+    if cfg.scheme == "instahide":
+        sign = (r_mask.integers(0, 2, size=mix.shape, dtype=np.int8) * 2 - 1).astype(np.int8)
+    else:
+        sign = np.ones(mix.shape, dtype=np.int8)
+    enc = (mix * sign).astype(np.float32)
+
+    labels = np.zeros((E, n_classes), dtype=np.float32)
+    np.add.at(labels, (np.arange(E)[:, None], y[sel[:, :slots]]), lam[:, :slots])
+
+    order = r_order.permutation(E)
+    view = PublicView(enc[order], labels[order], cfg.k, cfg.mode, cfg.scheme,
+                      list(class_names) if class_names else [str(i) for i in range(n_classes)], T=cfg.T)
+    key = SecretKey(private=x, private_labels=y, selection=sel[order], lambdas=lam[order],
+                    sign=sign[order], seed=seed_value, n_private_slots=slots)
+    return view, key

@@ -1,0 +1,3 @@
+from hidebench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,314 @@
+"""Data sources (private sets) and public pools, all yielding float32 HWC in [-1, 1].
+
+Sources: `cifar10:train|test`, `imagefolder:PATH`, `npz:PATH`, and `lfw` (embedded in
+scikit-image, needs no data root). Pools for cross-dataset mixing: `tinyimagenet`,
+`imagefolder:PATH`, and `photos` (scikit-image's bundled colour photographs).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hidebench.types import IMAGE_SHAPE, HidebenchError, ImageSet
+
+DATA_ENV = "HIDEBENCH_DATA"
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+# scikit-image's bundled colour photographs (loaded without a network).
+PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "hubble_deep_field", "immunohistochemistry", "rocket", "retina",
+               "stereo_motorcycle")
+
+
+def resolve_data_root(data_root: str | os.PathLike | None = None, *, required_for: str = "") -> Path:
+    """The data root from the argument or $HIDEBENCH_DATA; a clear error if neither is set."""
+    root = data_root or os.environ.get(DATA_ENV)
+    if not root:
+        raise HidebenchError(
+            f"{required_for or 'this data source'} needs a data root: pass --data-root DIR or set {DATA_ENV}=DIR "
+            "(the embedded 'lfw' source and 'photos' pool need none)")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise HidebenchError(f"data root {root} does not exist (from --data-root or {DATA_ENV})")
+    return root
+
+
+def to_unit_range(u8: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> float32 [-1, 1]."""
+    return (np.asarray(u8, dtype=np.float32) / 127.5 - 1.0).astype(np.float32)
+
+
+def to_rgb32(img: np.ndarray, size: int = IMAGE_SHAPE[0]) -> np.ndarray:
+    """Any HxW or HxWxC image (uint8 or float in [0, 1]) -> size x size x 3 float in [0, 1]."""
+    from skimage.transform import resize
+
+    a = np.asarray(img)
+    a = a.astype(np.float64) / 255.0 if a.dtype == np.uint8 else a.astype(np.float64)
+    if a.ndim == 2:
+        a = a[..., None]
+    a = a[..., :3]
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    if a.shape[:2] != (size, size):
+        a = resize(a, (size, size), order=1, anti_aliasing=True, preserve_range=True)
+    return np.clip(a, 0.0, 1.0)
+
+
+def _fingerprint(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(repr(p).encode())
+    return h.hexdigest()[:16]
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def list_image_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Files of an ImageFolder tree (class subfolders, sorted by name) with their labels."""
+    if not root.is_dir():
+        raise HidebenchError(f"image folder {root} does not exist")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    files, labels = [], []
+    for c, name in enumerate(classes):
+        found = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        files += found
+        labels += [c] * len(found)
+    if not files:
+        raise HidebenchError(f"image folder {root} holds no images in class subfolders")
+    return files, np.asarray(labels, dtype=np.int64), classes
+
+
+def _load_files(files: list[Path], progress: bool = False) -> np.ndarray:
+    from tqdm import tqdm
+
+    it = tqdm(files, desc="loading images", disable=not progress or len(files) < 2000, leave=False)
+    return np.stack([to_unit_range(np.round(to_rgb32(_read_image(f)) * 255)) for f in it])
+
+
+def _cifar10(split: str, data_root, download: bool, indices) -> ImageSet:
+    if split not in ("train", "test"):
+        raise HidebenchError(f"cifar10 split must be 'train' or 'test', got {split!r}")
+    root = resolve_data_root(data_root, required_for="cifar10")
+    batches = root / "cifar-10-batches-py"
+    folder = root / "cifar10" / split
+    if batches.is_dir() or download:
+        from torchvision.datasets import CIFAR10
+
+        ds = CIFAR10(str(root), train=split == "train", download=download)
+        x, y = np.asarray(ds.data), np.asarray(ds.targets)
+        if indices is not None:
+            x, y = x[indices], y[indices]
+        return ImageSet(to_unit_range(x), y, list(ds.classes), f"cifar10:{split}",
+                        _fingerprint("cifar-10-batches-py", split, len(ds.data)))
+    if folder.is_dir():
+        files, labels, classes = list_image_folder(folder)
+        if indices is not None:
+            files, labels = [files[i] for i in indices], labels[indices]
+        return ImageSet(_load_files(files, progress=True), labels, classes, f"cifar10:{split}",
+                        _fingerprint("cifar10-imagefolder", split, len(labels)))
+    raise HidebenchError(
+        f"CIFAR-10 not found: looked for {batches} (torchvision format) and {folder} (ImageFolder tree). "
+        f"Provide either under the data root, or allow torchvision to download it (--download).")
+
+
+def _lfw(indices) -> ImageSet:
+    from skimage.data import lfw_subset
+
+    faces = lfw_subset()  # 100 faces then 100 non-faces, 25 x 25 grey in [0, 1]
+    labels = np.repeat([0, 1], 100)
+    if indices is not None:
+        faces, labels = faces[indices], labels[indices]
+    x = np.stack([to_unit_range(np.round(to_rgb32(f) * 255)) for f in faces])
+    return ImageSet(x, labels, ["face", "non-face"], "lfw", _fingerprint("skimage.lfw_subset"))
+
+
+def _npz(path: str, indices) -> ImageSet:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise HidebenchError(f"npz source {p} does not exist")
+    with np.load(p, allow_pickle=False) as z:
+        if "x" not in z or "y" not in z:
+            raise HidebenchError(f"npz source {p} must hold arrays 'x' and 'y', found {sorted(z.files)}")
+        x, y = z["x"], z["y"]
+        classes = [str(c) for c in z["classes"]] if "classes" in z else [str(i) for i in range(int(y.max()) + 1)]
+    if indices is not None:
+        x, y = x[indices], y[indices]
+    if x.ndim not in (3, 4):
+        raise HidebenchError(f"npz 'x' must be N x H x W (x C), got shape {x.shape}")
+    if x.dtype == np.uint8:
+        u = x
+    else:
+        x = x.astype(np.float64)
+        if x.min() < -1 - 1e-6 or x.max() > 1 + 1e-6:
+            raise HidebenchError(f"npz float 'x' must lie in [-1, 1] or [0, 1], found [{x.min():.3g}, {x.max():.3g}]")
+        u = np.round(((x + 1) / 2 if x.min() < 0 else x) * 255).astype(np.uint8)
+    imgs = np.stack([to_unit_range(np.round(to_rgb32(i) * 255)) for i in u])
+    return ImageSet(imgs, y, classes, f"npz:{p}", _fingerprint("npz", hashlib.sha256(p.read_bytes()).hexdigest()))
+
+
+def load_source(spec: str, *, data_root=None, download: bool = False, indices=None) -> ImageSet:
+    """Load a private/auxiliary image set by spec, e.g. 'lfw', 'cifar10:test', 'imagefolder:/data/x'.
+
+    indices, if given, selects images (in the source's canonical order) before decoding.
+    """
+    kind, _, arg = spec.partition(":")
+    if kind == "lfw":
+        return _lfw(indices)
+    if kind == "cifar10":
+        return _cifar10(arg or "test", data_root, download, indices)
+    if kind == "imagefolder":
+        files, labels, classes = list_image_folder(Path(arg).expanduser())
+        if indices is not None:
+            files, labels = [files[i] for i in indices], labels[indices]
+        return ImageSet(_load_files(files, progress=True), labels, classes, spec, _fingerprint(spec, len(files)))
+    if kind == "npz":
+        return _npz(arg, indices)
+    raise HidebenchError(f"unknown data source {spec!r}: use lfw, cifar10:train, cifar10:test, imagefolder:PATH or npz:PATH")
+
+
+def source_size(spec: str, *, data_root=None) -> int:
+    """Number of images in a source without decoding them (ImageFolder trees are only listed)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "cifar10":
+        root = resolve_data_root(data_root, required_for="cifar10")
+        folder = root / "cifar10" / (arg or "test")
+        if folder.is_dir() and not (root / "cifar-10-batches-py").is_dir():
+            return len(list_image_folder(folder)[0])
+    if kind == "imagefolder":
+        return len(list_image_folder(Path(arg).expanduser())[0])
+    return len(load_source(spec, data_root=data_root))
+
+
+# ----------------------------------------------------------------------------- public pools
+
+@dataclass
+class PoolConfig:
+    """How public patches are made: screen a region at source resolution with SIFT, keep it if
+    it has >= min_keypoints keypoints, then take a random crop (or a resize) down to 32x32.
+
+    region: side of the screened region (0 = the whole source image); screen: how many
+    candidate regions to screen; patch_mode: 'crop' or 'resize'.
+    """
+
+    source: str = "tinyimagenet"
+    min_keypoints: int = 40
+    region: int = 0
+    screen: int = 2000
+    patch_mode: str = "crop"
+
+    def __post_init__(self):
+        if self.patch_mode not in ("crop", "resize"):
+            raise HidebenchError(f"pool patch_mode must be 'crop' or 'resize', got {self.patch_mode!r}")
+        if self.min_keypoints < 0 or self.screen < 1 or self.region < 0:
+            raise HidebenchError("pool min_keypoints must be >= 0, screen >= 1 and region >= 0")
+
+
+@dataclass
+class PublicPool:
+    """Accepted regions (uint8 HWC, all the same size) and the screening statistics."""
+
+    regions: np.ndarray
+    screened: int
+    keypoints: np.ndarray   # keypoint count of every screened region
+    fingerprint: str
+    patch_mode: str
+
+    @property
+    def acceptance_rate(self) -> float:
+        return len(self.regions) / max(self.screened, 1)
+
+    def patches(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n public 32x32x3 patches in [-1, 1] and their origin (region, top, left)."""
+        s = IMAGE_SHAPE[0]
+        h, w = self.regions.shape[1:3]
+        src = rng.integers(0, len(self.regions), size=n)
+        if self.patch_mode == "crop" and (h > s or w > s):
+            top, left = rng.integers(0, h - s + 1, size=n), rng.integers(0, w - s + 1, size=n)
+            idx = (src[:, None, None],
+                   top[:, None, None] + np.arange(s)[None, :, None],
+                   left[:, None, None] + np.arange(s)[None, None, :])
+            out = to_unit_range(self.regions[idx])
+        else:
+            top = left = np.zeros(n, dtype=np.int64)
+            small = np.stack([to_unit_range(np.round(to_rgb32(r) * 255)) for r in self.regions])
+            out = small[src]
+        return out, np.stack([src, top, left], axis=1)
+
+
+def count_sift_keypoints(region_u8: np.ndarray) -> int:
+    """SIFT keypoints (scikit-image) on the grey version of a uint8 RGB region."""
+    from skimage.color import rgb2gray
+    from skimage.feature import SIFT
+
+    sift = SIFT()
+    try:
+        sift.detect(rgb2gray(region_u8))
+    except RuntimeError:  # raised when no keypoints survive
+        return 0
+    return len(sift.keypoints)
+
+
+def _pool_images(source: str, data_root) -> tuple[list, str]:
+    """Source images of a pool as a list of callables/arrays, and a fingerprint."""
+    kind, _, arg = source.partition(":")
+    if kind == "photos":
+        import skimage.data
+
+        imgs = []
+        for name in PHOTO_NAMES:
+            try:
+                a = getattr(skimage.data, name)()
+            except Exception:  # a photo scikit-image would have to download
+                continue
+            a = a[0] if isinstance(a, tuple) else a
+            imgs.append(np.asarray(a)[..., :3])
+        return imgs, _fingerprint("skimage-photos", [i.shape for i in imgs])
+    if kind == "tinyimagenet":
+        folder = resolve_data_root(data_root, required_for="the tinyimagenet pool") / "tiny-imagenet-val" / "images"
+        if not folder.is_dir():
+            raise HidebenchError(f"Tiny-ImageNet validation images not found in {folder}")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        return files, _fingerprint("tiny-imagenet-val", len(files))
+    if kind == "imagefolder":
+        files = list_image_folder(Path(arg).expanduser())[0]
+        return files, _fingerprint(source, len(files))
+    raise HidebenchError(f"unknown public pool {source!r}: use tinyimagenet, photos or imagefolder:PATH")
+
+
+def build_pool(cfg: PoolConfig, rng: np.random.Generator, *, data_root=None, progress: bool = True) -> PublicPool:
+    """Screen cfg.screen random regions of the pool's images and keep the textured ones."""
+    from tqdm import tqdm
+
+    images, fp = _pool_images(cfg.source, data_root)
+    order = rng.permutation(len(images)) if cfg.region == 0 else rng.integers(0, len(images), size=cfg.screen)
+    order = order[: cfg.screen]
+    kept, counts, size = [], [], None
+    for i in tqdm(order, desc=f"SIFT-screening {cfg.source}", disable=not progress, leave=False):
+        img = images[i]
+        img = _read_image(img) if isinstance(img, Path) else img
+        if cfg.region:
+            if min(img.shape[:2]) < cfg.region:
+                raise HidebenchError(f"pool image of shape {img.shape[:2]} smaller than region {cfg.region}")
+            t = rng.integers(0, img.shape[0] - cfg.region + 1)
+            l_ = rng.integers(0, img.shape[1] - cfg.region + 1)
+            img = img[t: t + cfg.region, l_: l_ + cfg.region]
+        size = size or img.shape[:2]
+        if img.shape[:2] != size:  # one region size for all, so patches are cut in one gather
+            img = np.round(to_rgb32(img, size[0]) * 255).astype(np.uint8)
+        n = count_sift_keypoints(img)
+        counts.append(n)
+        if n >= cfg.min_keypoints:
+            kept.append(img)
+    if not kept:
+        raise HidebenchError(
+            f"no region of pool {cfg.source} passed the SIFT filter ({cfg.min_keypoints} keypoints, "
+            f"{len(counts)} screened, median {np.median(counts):.0f}); lower min_keypoints or change region")
+    return PublicPool(np.stack(kept).astype(np.uint8), len(counts), np.asarray(counts), fp, cfg.patch_mode)

@@ -1,0 +1,99 @@
+"""The InstaHide Challenge metric and image-quality metrics.
+
+SSIM is scikit-image's `structural_similarity` (the challenge's official choice) on HWC images
+mapped from [-1, 1] to [0, 1], data_range=1, channel_axis=-1, default 7x7 uniform window.
+`ssim` below is a batched re-implementation of exactly that computation (tests check it
+against scikit-image); use `ssim_skimage` for the reference itself.
+
+L2: the challenge never defined its L2_diff. Its published figures (an exact recovery scores
+Min_L2 0.00 and Mean_L2 0.27) fit the mean squared difference on the released [-1, 1] scale,
+which is what `mse` computes.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.ndimage import uniform_filter
+from scipy.optimize import linear_sum_assignment
+
+from hidebench.types import HidebenchError, SecretKey, check_images
+
+_WIN, _K1, _K2 = 7, 0.01, 0.03
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """[-1, 1] -> [0, 1] in float64, clipped (a decryption may stray out of range)."""
+    return np.clip((np.asarray(x, dtype=np.float64) + 1.0) / 2.0, 0.0, 1.0)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """SSIM of each pair of [-1, 1] NHWC images (broadcast over N), as scikit-image computes it."""
+    x, y = np.broadcast_arrays(_unit(a), _unit(b))
+    if x.ndim == 3:
+        return ssim(x[None], y[None])[0]
+    size = (1, _WIN, _WIN, 1)
+    npix = _WIN * _WIN
+    cov_norm = npix / (npix - 1)
+    ux, uy = uniform_filter(x, size), uniform_filter(y, size)
+    uxx, uyy, uxy = uniform_filter(x * x, size), uniform_filter(y * y, size), uniform_filter(x * y, size)
+    vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
+    c1, c2 = _K1 ** 2, _K2 ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
+    pad = (_WIN - 1) // 2
+    return s[:, pad:-pad, pad:-pad, :].mean(axis=(1, 2, 3))
+
+
+def ssim_skimage(a: np.ndarray, b: np.ndarray) -> float:
+    """The official per-image SSIM: scikit-image on one HWC pair in [-1, 1]."""
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(_unit(a), _unit(b), data_range=1.0, channel_axis=-1))
+
+
+def mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean squared difference per image on the [-1, 1] scale (the challenge's L2)."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return (d * d).reshape(d.shape[0], -1).mean(axis=1) if d.ndim == 4 else float((d * d).mean())
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """PSNR in dB per image, on the [0, 1] scale (data_range 1)."""
+    x, y = _unit(a), _unit(b)
+    m = ((x - y) ** 2).reshape(x.shape[0], -1).mean(axis=1)
+    return 10 * np.log10(1.0 / np.maximum(m, 1e-12))
+
+
+def check_decryption(decryption: np.ndarray, n_encryptions: int) -> np.ndarray:
+    d = check_images("decryption", decryption)
+    if d.shape[0] != n_encryptions or d.shape[1:] != (32, 32, 3):
+        raise HidebenchError(f"decryption has shape {d.shape}; the challenge needs ({n_encryptions}, 32, 32, 3)")
+    return d
+
+
+def challenge_metric(decryption: np.ndarray, key: SecretKey, *, per_encryption: bool = False) -> dict:
+    """Max_SSIM (ranking), Mean_SSIM, Min_L2, Mean_L2: per encryption against its private images
+    (the two of a cross-dataset release, all k inside-dataset), then averaged over encryptions."""
+    d = check_decryption(decryption, len(key.selection))
+    priv = key.private_of()
+    s = np.stack([ssim(d, key.private[priv[:, j]]) for j in range(priv.shape[1])], axis=1)
+    l2 = np.stack([mse(d, key.private[priv[:, j]]) for j in range(priv.shape[1])], axis=1)
+    out = {"Max_SSIM": float(s.max(1).mean()), "Mean_SSIM": float(s.mean(1).mean()),
+           "Min_L2": float(l2.min(1).mean()), "Mean_L2": float(l2.mean(1).mean())}
+    if per_encryption:
+        out["ssim"], out["l2"] = s, l2
+    return out
+
+
+def matched_set_metric(recovered: np.ndarray, truth: np.ndarray) -> dict:
+    """Match recovered images to true ones (Hungarian method on SSIM) and score the matches.
+
+    Returns mean SSIM / PSNR / MSE over matched pairs, the match (recovered -> truth index)
+    and per-match SSIM. Works for unequal set sizes (only min(m, n) pairs are matched).
+    """
+    r = check_images("recovered images", recovered)
+    t = check_images("true images", truth)
+    sim = np.stack([ssim(r, t[j][None]) for j in range(len(t))], axis=1)  # m x n
+    rows, cols = linear_sum_assignment(-sim)
+    matched_ssim = sim[rows, cols]
+    return {"ssim": float(matched_ssim.mean()), "psnr": float(psnr(r[rows], t[cols]).mean()),
+            "mse": float(mse(r[rows], t[cols]).mean()), "match": np.stack([rows, cols], 1),
+            "per_image_ssim": matched_ssim}

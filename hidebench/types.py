@@ -1,0 +1,134 @@
+"""Core data types that flow through the pipeline.
+
+recipe -> ImageSet -> defense -> (PublicView, SecretKey) -> attack -> reconstruction -> metrics.
+The PublicView is all an attacker may see; the SecretKey goes to the scorer (or to an
+oracle mode that an experiment names explicitly).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IMAGE_SHAPE = (32, 32, 3)
+SCHEMES = ("instahide", "mixup")
+MODES = ("inside", "cross")
+
+
+class HidebenchError(ValueError):
+    """A user-facing error: bad input, missing data, infeasible parameters."""
+
+
+def check_images(name: str, x: np.ndarray, *, ndim: int = 4, value_range: float | None = None) -> np.ndarray:
+    """Validate an NHWC image batch: shape, finiteness and (optionally) |x| <= value_range."""
+    x = np.asarray(x)
+    if x.ndim != ndim or (ndim == 4 and x.shape[-1] not in (1, 3)):
+        raise HidebenchError(f"{name}: expected an N x H x W x C array, got shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.number):
+        raise HidebenchError(f"{name}: expected numbers, got dtype {x.dtype}")
+    if not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.isfinite(x)))
+        raise HidebenchError(f"{name}: contains {bad} NaN or infinite values")
+    if value_range is not None and x.size and np.abs(x).max() > value_range + 1e-5:
+        raise HidebenchError(f"{name}: values must lie in [-{value_range}, {value_range}], max |x| = {np.abs(x).max():.4g}")
+    return x
+
+
+@dataclass
+class ImageSet:
+    """Images as float32 NHWC in [-1, 1] with integer labels and class names."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    source: str = ""
+    fingerprint: str = ""
+
+    def __post_init__(self):
+        self.images = check_images(f"images of {self.source or 'image set'}", self.images, value_range=1.0).astype(np.float32)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.labels.shape != (len(self.images),):
+            raise HidebenchError(f"{self.source}: {len(self.images)} images but labels of shape {self.labels.shape}")
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
+            raise HidebenchError(f"{self.source}: labels outside 0..{len(self.classes) - 1}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, idx) -> "ImageSet":
+        idx = np.asarray(idx)
+        return ImageSet(self.images[idx], self.labels[idx], list(self.classes), self.source, self.fingerprint)
+
+
+@dataclass
+class PublicView:
+    """What an InstaHide/Mixup release publishes: encryptions, mixed labels and the scheme.
+
+    encryptions: E x H x W x C float32 in [-1, 1]; labels: E x n_classes float32, whose
+    nonzero entries are the private images' coefficients.
+    """
+
+    encryptions: np.ndarray
+    labels: np.ndarray
+    k: int
+    mode: str
+    scheme: str
+    class_names: list[str] = field(default_factory=list)
+    T: int | None = None   # encryptions per private image, when the release states it
+
+    def __post_init__(self):
+        self.encryptions = check_images("encryptions", self.encryptions, value_range=1.0).astype(np.float32)
+        self.labels = np.asarray(self.labels, dtype=np.float32)
+        if self.labels.ndim != 2 or len(self.labels) != len(self.encryptions):
+            raise HidebenchError(
+                f"labels of shape {self.labels.shape} do not match {len(self.encryptions)} encryptions (expected E x n_classes)")
+        if not np.all(np.isfinite(self.labels)):
+            raise HidebenchError("labels contain NaN or infinite values")
+        if self.mode not in MODES:
+            raise HidebenchError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.scheme not in SCHEMES:
+            raise HidebenchError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        if int(self.k) < 2:
+            raise HidebenchError(f"k must be >= 2, got {self.k}")
+        self.k = int(self.k)
+        if not self.class_names:
+            self.class_names = [str(i) for i in range(self.labels.shape[1])]
+
+    @property
+    def n_private_slots(self) -> int:
+        return private_slots(self.mode, self.k)
+
+    @property
+    def n_private(self) -> int | None:
+        """Number of private images, E / T, when the release states T."""
+        return len(self.encryptions) // self.T if self.T else None
+
+    def __len__(self) -> int:
+        return len(self.encryptions)
+
+
+def private_slots(mode: str, k: int) -> int:
+    """Number of private images in each encryption: 2 cross-dataset, k inside-dataset."""
+    return 2 if mode == "cross" else k
+
+
+@dataclass
+class SecretKey:
+    """Ground truth of a release, in release order.
+
+    selection[e, j] indexes the private set for the private slots (j < n_private_slots) and
+    the public patch bank for the others; slot 0 is the image encryption e was made for.
+    """
+
+    private: np.ndarray          # n x H x W x C float32 in [-1, 1]
+    private_labels: np.ndarray   # n int64
+    selection: np.ndarray        # E x k int64
+    lambdas: np.ndarray          # E x k float32
+    sign: np.ndarray             # E x H x W x C int8, all ones for Mixup
+    seed: int
+    n_private_slots: int
+
+    def private_of(self, rows=None) -> np.ndarray:
+        """Indices (E x n_private_slots) of the private images in each encryption."""
+        sel = self.selection if rows is None else self.selection[rows]
+        return sel[:, : self.n_private_slots]

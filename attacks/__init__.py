@@ -4,3 +4,4 @@ from attacks.base import ATTACKS, Attack, AttackResult, Oracle, ThreatModel, get
 from attacks import identity  # noqa: F401  (registers 'identity')
 
 __all__ = ["ATTACKS", "Attack", "AttackResult", "Oracle", "ThreatModel", "get_attack", "register"]
+from attacks import gradient  # noqa: F401

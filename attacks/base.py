@@ -91,6 +91,10 @@ class Attack:
             progress: bool = True) -> AttackResult:
         raise NotImplementedError
 
+    def evaluate(self, result: AttackResult, key: SecretKey) -> dict:
+        """Stage metrics computed with the key after the attack ran (default: none)."""
+        return {}
+
 
 ATTACKS: dict[str, type[Attack]] = {}
 

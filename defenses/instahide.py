@@ -99,6 +99,30 @@ def _distinct_others(rng: np.random.Generator, first: np.ndarray, n: int, m: int
     return out
 
 
+def _mix(private: np.ndarray, public: np.ndarray | None, sel: np.ndarray, lam: np.ndarray, slots: int,
+         sign: np.ndarray, scheme_has_mask: bool, chunk: int = 256) -> np.ndarray:
+    """sum_j lam[e, j] * image[sel[e, j]] (times the sign mask), on flat E x D rows.
+
+    Works in chunks of rows so the temporaries stay in cache: several times faster than
+    whole-array passes, with the same result.
+    """
+    E, D = sel.shape[0], private.shape[1]
+    out = np.empty((E, D), dtype=np.float32)
+    tmp = np.empty((chunk, D), dtype=np.float32)
+    for a in range(0, E, chunk):
+        b = min(a + chunk, E)
+        o, t = out[a:b], tmp[: b - a]
+        np.take(private, sel[a:b, 0], axis=0, out=o)
+        o *= lam[a:b, 0:1]
+        for j in range(1, sel.shape[1]):
+            np.take(private if j < slots else public, sel[a:b, j], axis=0, out=t)
+            t *= lam[a:b, j: j + 1]
+            o += t
+        if scheme_has_mask:
+            o *= sign[a:b]
+    return out
+
+
 def encrypt(private_images: np.ndarray, private_labels: np.ndarray, n_classes: int, cfg: EncryptionConfig,
             seed: int | np.random.SeedSequence | None = None, public_patches: np.ndarray | None = None,
             class_names: list[str] | None = None) -> tuple[PublicView, SecretKey]:
@@ -107,7 +131,7 @@ def encrypt(private_images: np.ndarray, private_labels: np.ndarray, n_classes: i
     public_patches (cross-dataset only): P x H x W x C bank of public images; each public slot
     draws one uniformly. With no seed, 128 bits of OS entropy are used and recorded in the key.
     """
-    x = check_images("private images", private_images, value_range=1.0).astype(np.float32)
+    x = np.asarray(check_images("private images", private_images, value_range=1.0), dtype=np.float32)
     y = np.asarray(private_labels, dtype=np.int64)
     n = len(x)
     if y.shape != (n,):
@@ -121,7 +145,7 @@ def encrypt(private_images: np.ndarray, private_labels: np.ndarray, n_classes: i
     if n_public:
         if public_patches is None or len(public_patches) == 0:
             raise HidebenchError("cross-dataset mixing needs a non-empty bank of public patches")
-        public = check_images("public patches", public_patches, value_range=1.0).astype(np.float32)
+        public = np.asarray(check_images("public patches", public_patches, value_range=1.0), dtype=np.float32)
         if public.shape[1:] != x.shape[1:]:
             raise HidebenchError(f"public patches {public.shape[1:]} and private images {x.shape[1:]} differ in shape")
 
@@ -136,23 +160,24 @@ def encrypt(private_images: np.ndarray, private_labels: np.ndarray, n_classes: i
     sel = np.concatenate([first[:, None], others], axis=1)
     if n_public:
         sel = np.concatenate([sel, r_pub.integers(0, len(public), size=(E, n_public))], axis=1)
+    order = r_order.permutation(E)          # release order, applied before the images are mixed
+    sel, lam = sel[order], lam[order]
 
-    mix = np.zeros((E,) + x.shape[1:], dtype=np.float32)
-    for j in range(cfg.k):
-        source = x if j < slots else public
-        mix += lam[:, j, None, None, None] * source[sel[:, j]]
+    shape = x.shape[1:]
     if cfg.scheme == "instahide":
-        sign = (r_mask.integers(0, 2, size=mix.shape, dtype=np.int8) * 2 - 1).astype(np.int8)
+        sign = r_mask.integers(0, 2, size=(E,) + shape, dtype=np.int8)
+        sign *= 2
+        sign -= 1
     else:
-        sign = np.ones(mix.shape, dtype=np.int8)
-    enc = (mix * sign).astype(np.float32)
+        sign = np.ones((E,) + shape, dtype=np.int8)
+    enc = _mix(x.reshape(n, -1), public.reshape(len(public), -1) if n_public else None, sel, lam, slots,
+               sign.reshape(E, -1), scheme_has_mask=cfg.scheme == "instahide").reshape((E,) + shape)
 
     labels = np.zeros((E, n_classes), dtype=np.float32)
     np.add.at(labels, (np.arange(E)[:, None], y[sel[:, :slots]]), lam[:, :slots])
 
-    order = r_order.permutation(E)
-    view = PublicView(enc[order], labels[order], cfg.k, cfg.mode, cfg.scheme,
+    view = PublicView(enc, labels, cfg.k, cfg.mode, cfg.scheme,
                       list(class_names) if class_names else [str(i) for i in range(n_classes)], T=cfg.T)
-    key = SecretKey(private=x, private_labels=y, selection=sel[order], lambdas=lam[order],
-                    sign=sign[order], seed=seed_value, n_private_slots=slots)
+    key = SecretKey(private=x, private_labels=y, selection=sel, lambdas=lam, sign=sign, seed=seed_value,
+                    n_private_slots=slots)
     return view, key

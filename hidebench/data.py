@@ -154,11 +154,33 @@ def _npz(path: str, indices) -> ImageSet:
     return ImageSet(imgs, y, classes, f"npz:{p}", _fingerprint("npz", hashlib.sha256(p.read_bytes()).hexdigest()))
 
 
+def _split_slice(spec: str) -> tuple[str, slice | None]:
+    """'lfw[0::2]' -> ('lfw', slice(0, None, 2)); a spec without brackets -> (spec, None)."""
+    if not spec.endswith("]") or "[" not in spec:
+        return spec, None
+    base, _, sl = spec[:-1].rpartition("[")
+    try:
+        parts = [int(p) if p.strip() else None for p in sl.split(":")]
+        if not 1 <= len(parts) <= 3 or (len(parts) == 1 and parts[0] is None):
+            raise ValueError
+    except ValueError:
+        raise HidebenchError(f"bad slice in data source {spec!r}: use e.g. lfw[0::2] or cifar10:train[:5000]") from None
+    return base, slice(*parts) if len(parts) > 1 else slice(parts[0], parts[0] + 1)
+
+
 def load_source(spec: str, *, data_root=None, download: bool = False, indices=None) -> ImageSet:
     """Load a private/auxiliary image set by spec, e.g. 'lfw', 'cifar10:test', 'imagefolder:/data/x'.
 
-    indices, if given, selects images (in the source's canonical order) before decoding.
+    A trailing Python slice selects part of a source: 'lfw[0::2]', 'cifar10:train[:5000]'.
+    indices, if given, selects images (within the sliced source) before decoding.
     """
+    base, sl = _split_slice(spec)
+    if sl is not None:
+        allowed = np.arange(source_size(base, data_root=data_root))[sl]
+        idx = allowed if indices is None else allowed[np.asarray(indices)]
+        out = load_source(base, data_root=data_root, download=download, indices=idx)
+        out.source, out.fingerprint = spec, _fingerprint(out.fingerprint, spec)
+        return out
     kind, _, arg = spec.partition(":")
     if kind == "lfw":
         return _lfw(indices)
@@ -176,7 +198,12 @@ def load_source(spec: str, *, data_root=None, download: bool = False, indices=No
 
 def source_size(spec: str, *, data_root=None) -> int:
     """Number of images in a source without decoding them (ImageFolder trees are only listed)."""
+    base, sl = _split_slice(spec)
+    if sl is not None:
+        return len(range(source_size(base, data_root=data_root))[sl])
     kind, _, arg = spec.partition(":")
+    if kind == "lfw":
+        return 200
     if kind == "cifar10":
         root = resolve_data_root(data_root, required_for="cifar10")
         folder = root / "cifar10" / (arg or "test")

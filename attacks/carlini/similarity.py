@@ -1,0 +1,303 @@
+"""Stage 1 of the Carlini et al. attack: which encryptions share a private image?
+
+Carlini, Deng, Garg, Jha, Mahloujifar, Mahmoody, Song, Thakurta, Tramer, "An Attack on
+InstaHide: Is Private Learning Possible with Instance Encoding?" (arXiv 2011.05315), Sec. 5.2:
+the attacker encrypts images of its own (auxiliary data from the same distribution) with the
+public scheme, so it knows which of its encryptions share an image, and trains a network on
+|encryption| (the random sign flips destroy everything but magnitudes) to predict that.
+
+Two model forms:
+- embedding (default): a small CNN maps |e| to a unit vector; similarity = cosine. Trained
+  with a multi-positive contrastive loss (Khosla et al. 2020, SupCon), so that E encryptions
+  need E network evaluations and one E x E matrix product.
+- pairwise (the paper's form, a 6-channel CNN on [|e_i|, |e_j|] -> logit): E^2 evaluations
+  are too many on a CPU, so it only reranks each encryption's top candidates of the embedding.
+Baseline: Pearson correlation of |e| vectors (no training).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from defenses.instahide import EncryptionConfig, encrypt
+from hidebench.types import HidebenchError, ImageSet, PublicView
+
+
+def pick_device(device: str = "auto"):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# ----------------------------------------------------------------------------- features
+
+def abs_features(enc: np.ndarray) -> np.ndarray:
+    """|e| as float32 NCHW, standardised per image (the net sees relative magnitudes only)."""
+    a = np.abs(np.asarray(enc, dtype=np.float32)).transpose(0, 3, 1, 2)
+    mu = a.mean(axis=(1, 2, 3), keepdims=True)
+    sd = a.std(axis=(1, 2, 3), keepdims=True)
+    return np.ascontiguousarray((a - mu) / np.maximum(sd, 1e-6), dtype=np.float32)
+
+
+def pearson_embedding(enc: np.ndarray) -> np.ndarray:
+    """Rows z with z_i . z_j = Pearson correlation of |e_i| and |e_j| (the no-training baseline)."""
+    a = np.abs(np.asarray(enc, dtype=np.float32)).reshape(len(enc), -1)
+    a = a - a.mean(axis=1, keepdims=True)
+    return (a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- models
+
+def _conv_trunk(in_ch: int, width: int):
+    import torch.nn as nn
+
+    def block(i, o):
+        return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+
+    w = width
+    return nn.Sequential(*block(in_ch, w), *block(w, w), nn.MaxPool2d(2),          # 16x16
+                         *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),  # 8x8
+                         *block(2 * w, 4 * w), nn.MaxPool2d(2),                    # 4x4
+                         nn.Flatten())
+
+
+def build_embedder(width: int, dim: int):
+    """|e| (3 x 32 x 32) -> unit vector of size dim."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Embedder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = _conv_trunk(3, width)
+            self.head = nn.Linear(4 * width * 16, dim)
+
+        def forward(self, x):
+            return F.normalize(self.head(self.trunk(x)), dim=1)
+
+    return Embedder()
+
+
+def build_pair_model(width: int):
+    """[|e_i|, |e_j|] (6 x 32 x 32) -> logit that they share a private image (the paper's form)."""
+    import torch.nn as nn
+
+    return nn.Sequential(_conv_trunk(6, width), nn.Linear(4 * width * 16, 64), nn.ReLU(inplace=True),
+                         nn.Linear(64, 1))
+
+
+def state_to_arrays(model, prefix: str) -> dict:
+    return {f"{prefix}{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def arrays_to_state(model, arrays: dict, prefix: str):
+    import torch
+
+    state = {k[len(prefix):]: torch.from_numpy(np.asarray(v)) for k, v in arrays.items() if k.startswith(prefix)}
+    model.load_state_dict(state)
+    return model
+
+
+# ----------------------------------------------------------------------------- attacker's data
+
+class AttackerEncryptions:
+    """Fresh encryptions of random aux subsets with the release's scheme, and who shares with whom.
+
+    Public patches come from the public pool when the threat model grants it, otherwise from
+    aux images outside the round's private subset (a stand-in with the same statistics class).
+    """
+
+    def __init__(self, view: PublicView, aux: ImageSet, *, n_images: int, T: int, pool=None, seed: int = 0):
+        slots = view.n_private_slots
+        if len(aux) < slots + 1:
+            raise HidebenchError(f"auxiliary data has {len(aux)} images; the similarity model needs at least {slots + 1}")
+        n_cls = view.labels.shape[1]
+        if len(aux) and aux.labels.max() >= n_cls:
+            raise HidebenchError(f"auxiliary labels reach {aux.labels.max()} but the release has {n_cls} classes")
+        self.view, self.aux, self.pool = view, aux, pool
+        # Keep a share of aux for public stand-ins when there is no pool (cross mode only).
+        self.n_images = int(max(slots, min(n_images, len(aux) if pool is not None or slots == view.k
+                                             else max(slots, len(aux) // 2))))
+        self.cfg = EncryptionConfig(k=view.k, mode=view.mode, scheme=view.scheme, T=max(1, int(T)))
+        self.rng = np.random.default_rng(seed)
+
+    def draw(self):
+        """(features N x 3 x 32 x 32, membership N x n_images bool) for one freshly encrypted round."""
+        rng, aux = self.rng, self.aux
+        order = rng.permutation(len(aux))
+        idx = order[: self.n_images]
+        imgs = aux.images[idx].copy()
+        flip = rng.random(len(imgs)) < 0.5           # augmentation: mirrored images
+        imgs[flip] = imgs[flip, :, ::-1]
+        public = None
+        n_pub_slots = self.cfg.k - self.cfg.n_private_slots
+        if n_pub_slots:
+            n_pub = len(imgs) * self.cfg.T * n_pub_slots
+            if self.pool is not None:
+                public, _ = self.pool.patches(rng, min(n_pub, 4096))
+            else:
+                rest = order[self.n_images:]
+                public = aux.images[rest if len(rest) else order]
+        view, key = encrypt(imgs, aux.labels[idx], self.view.labels.shape[1], self.cfg,
+                            seed=int(rng.integers(2 ** 63)), public_patches=public)
+        member = np.zeros((len(key.selection), len(imgs)), dtype=bool)
+        priv = key.private_of()
+        member[np.arange(len(priv))[:, None], priv] = True
+        return abs_features(view.encryptions), member
+
+
+# ----------------------------------------------------------------------------- training
+
+def _supcon_loss(z, member, temperature: float):
+    """Multi-positive InfoNCE: each anchor's positives are the encryptions sharing a private image."""
+    import torch
+
+    m = member.float()
+    pos = (m @ m.T) > 0
+    eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    pos &= ~eye
+    logits = (z @ z.T) / temperature
+    logits = logits.masked_fill(eye, -1e9)
+    logp = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    npos = pos.sum(1)
+    ok = npos > 0
+    loss = -(logp * pos).sum(1)[ok] / npos[ok]
+    return loss.mean()
+
+
+def _batch_rows(rng, member: np.ndarray, batch: int, groups: int) -> np.ndarray:
+    """Rows holding any of `groups` random images, so a batch has many positive pairs."""
+    g = rng.choice(member.shape[1], size=min(groups, member.shape[1]), replace=False)
+    rows = np.flatnonzero(member[:, g].any(axis=1))
+    return rng.choice(rows, size=min(batch, len(rows)), replace=False)
+
+
+def train_embedder(data: AttackerEncryptions, *, width: int, dim: int, steps: int, batch: int, lr: float,
+                   temperature: float, rounds: int, device, seed: int, progress: bool = False):
+    """Train the embedding CNN on `rounds` freshly encrypted aux rounds; returns (model, loss history)."""
+    import torch
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    model = build_embedder(width, dim).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    rng = np.random.default_rng(seed)
+    groups = max(2, batch // (2 * data.cfg.n_private_slots * data.cfg.T) * 2)
+    per_round = max(1, math.ceil(steps / max(rounds, 1)))
+    losses = []
+    model.train()
+    x = member = None
+    for step in tqdm(range(steps), desc="similarity: training embedder", disable=not progress, leave=False):
+        if step % per_round == 0:
+            x, member = data.draw()
+        rows = _batch_rows(rng, member, batch, groups)
+        xb = torch.from_numpy(x[rows]).to(device)
+        mb = torch.from_numpy(member[rows]).to(device)
+        loss = _supcon_loss(model(xb), mb, temperature)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+    model.eval()
+    return model, losses
+
+
+def train_pair_model(data: AttackerEncryptions, *, width: int, steps: int, batch: int, lr: float, rounds: int,
+                     device, seed: int, progress: bool = False):
+    """Train the paper's pairwise classifier on balanced sharing / non-sharing pairs."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    torch.manual_seed(seed + 1)
+    model = build_pair_model(width).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    rng = np.random.default_rng(seed + 1)
+    per_round = max(1, math.ceil(steps / max(rounds, 1)))
+    losses = []
+    model.train()
+    x = member = None
+    for step in tqdm(range(steps), desc="similarity: training pair model", disable=not progress, leave=False):
+        if step % per_round == 0:
+            x, member = data.draw()
+            owners = [np.flatnonzero(member[:, j]) for j in range(member.shape[1])]
+        half = batch // 2
+        a = rng.integers(0, len(x), size=batch)
+        b = rng.integers(0, len(x), size=batch)
+        for r in range(half):  # positives: a random partner holding one of a's images
+            imgs = np.flatnonzero(member[a[r]])
+            cand = owners[imgs[rng.integers(len(imgs))]]
+            b[r] = cand[rng.integers(len(cand))]
+        y = (member[a] & member[b]).any(axis=1) & (a != b)
+        xb = torch.from_numpy(np.concatenate([x[a], x[b]], axis=1)).to(device)
+        logit = model(xb).squeeze(1)
+        loss = F.binary_cross_entropy_with_logits(logit, torch.from_numpy(y.astype(np.float32)).to(device))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss))
+    model.eval()
+    return model, losses
+
+
+# ----------------------------------------------------------------------------- inference
+
+def embed(model, feats: np.ndarray, device, batch: int = 512) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(feats), batch):
+            out.append(model(torch.from_numpy(feats[i: i + batch]).to(device)).cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def pair_scores(model, feats: np.ndarray, rows: np.ndarray, cand: np.ndarray, device, batch: int = 512) -> np.ndarray:
+    """Pairwise-model logits for (rows[i], cand[i, j]); symmetrised by scoring both orders."""
+    import torch
+
+    a = np.repeat(rows, cand.shape[1])
+    b = cand.reshape(-1)
+    out = np.empty(len(a), dtype=np.float32)
+    with torch.no_grad():
+        for i in range(0, len(a), batch):
+            fa = torch.from_numpy(feats[a[i: i + batch]]).to(device)
+            fb = torch.from_numpy(feats[b[i: i + batch]]).to(device)
+            s = model(torch.cat([fa, fb], 1)).squeeze(1) + model(torch.cat([fb, fa], 1)).squeeze(1)
+            out[i: i + batch] = (s / 2).cpu().numpy()
+    return out.reshape(cand.shape)
+
+
+def similarity_matrix(z: np.ndarray) -> np.ndarray:
+    """E x E cosine similarities of unit rows, diagonal set to -inf-like (never a neighbour of itself)."""
+    s = z @ z.T
+    np.fill_diagonal(s, -2.0)
+    return s
+
+
+def rerank(S: np.ndarray, pair_logits: np.ndarray, cand: np.ndarray, weight: float) -> np.ndarray:
+    """Blend pairwise logits into the top candidates of S (kept symmetric); other entries untouched.
+
+    The blend is on a common scale: both scores are z-scored over the candidate entries and the
+    result is mapped back to the scale of S's candidate entries.
+    """
+    S = S.copy()
+    rows = np.repeat(np.arange(len(S)), cand.shape[1])
+    cols = cand.reshape(-1)
+    s0 = S[rows, cols]
+    p = pair_logits.reshape(-1)
+    zs = (s0 - s0.mean()) / max(s0.std(), 1e-8)
+    zp = (p - p.mean()) / max(p.std(), 1e-8)
+    new = (1 - weight) * zs + weight * zp
+    new = new * s0.std() + s0.mean()
+    S[rows, cols] = new
+    S[cols, rows] = new
+    np.fill_diagonal(S, -2.0)
+    return S

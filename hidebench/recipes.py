@@ -1,0 +1,117 @@
+"""Challenge recipes: TOML files in challenge_data/ (or any path), validated into dataclasses.
+
+A recipe names the private source and how many images, the scheme (k, mode, T, c1, c2), the
+public pool and its SIFT filter, the attacker's auxiliary data, and a default seed. Unknown
+keys are an error naming the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from defenses.instahide import EncryptionConfig
+from hidebench.data import PoolConfig
+from hidebench.types import HidebenchError
+
+
+@dataclass
+class PrivateConfig:
+    source: str = "lfw"
+    n_priv: int = 100
+
+    def __post_init__(self):
+        if int(self.n_priv) != self.n_priv or self.n_priv < 1:
+            raise HidebenchError(f"private.n_priv must be a positive integer, got {self.n_priv}")
+
+
+@dataclass
+class AttackerConfig:
+    aux: str | None = None
+
+
+@dataclass
+class Recipe:
+    name: str
+    description: str = ""
+    seed: int | None = None
+    private: PrivateConfig = field(default_factory=PrivateConfig)
+    scheme: EncryptionConfig = field(default_factory=EncryptionConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    attacker: AttackerConfig = field(default_factory=AttackerConfig)
+
+    def to_dict(self, *, with_seed: bool = True) -> dict:
+        d = dataclasses.asdict(self)
+        if not with_seed:
+            d.pop("seed")
+        return d
+
+
+_SECTIONS = {"private": PrivateConfig, "scheme": EncryptionConfig, "pool": PoolConfig, "attacker": AttackerConfig}
+# Flat override names (CLI flags) -> (section, key).
+OVERRIDES = {"n_priv": ("private", "n_priv"), "private_source": ("private", "source"), "T": ("scheme", "T"),
+             "k": ("scheme", "k"), "mode": ("scheme", "mode"), "scheme": ("scheme", "scheme"), "c1": ("scheme", "c1"),
+             "c2": ("scheme", "c2"), "pool_source": ("pool", "source"), "min_keypoints": ("pool", "min_keypoints"),
+             "pool_screen": ("pool", "screen"), "aux": ("attacker", "aux")}
+
+
+def _section(cls, values, where: str):
+    if not isinstance(values, dict):
+        raise HidebenchError(f"recipe {where}: [{where}] must be a table")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise HidebenchError(f"recipe {where}: unknown key(s) {', '.join(f'{where}.{u}' for u in unknown)}; "
+                             f"valid: {sorted(names)}")
+    return cls(**values)
+
+
+def recipe_from_dict(d: dict, overrides: dict | None = None) -> Recipe:
+    """Validate a recipe dict (as read from TOML), applying flat overrides (see OVERRIDES)."""
+    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+    unknown = sorted(set(d) - {"name", "description", "seed", *_SECTIONS})
+    if unknown:
+        raise HidebenchError(f"recipe: unknown top-level key(s) {unknown}; valid: name, description, seed, "
+                             f"{', '.join(f'[{s}]' for s in _SECTIONS)}")
+    if "name" not in d:
+        raise HidebenchError("recipe: missing key 'name'")
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "seed":
+            d["seed"] = value
+            continue
+        if key not in OVERRIDES:
+            raise HidebenchError(f"unknown recipe override {key!r}; valid: {sorted(OVERRIDES)} and seed")
+        section, name = OVERRIDES[key]
+        d.setdefault(section, {})[name] = value
+    sections = {s: _section(cls, d.get(s, {}), s) for s, cls in _SECTIONS.items()}
+    seed = d.get("seed")
+    if seed is not None and (not isinstance(seed, int) or seed < 0):
+        raise HidebenchError(f"recipe seed must be a non-negative integer, got {seed!r}")
+    return Recipe(name=str(d["name"]), description=str(d.get("description", "")), seed=seed, **sections)
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("hidebench.challenge_data").iterdir() if p.name.endswith(".toml"))
+
+
+def load_recipe(name_or_path: str, overrides: dict | None = None) -> Recipe:
+    """A built-in recipe by name ('instahide2020', 'faces') or a TOML file by path."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise HidebenchError(f"recipe file {p} does not exist")
+        text = p.read_text()
+    else:
+        res = resources.files("hidebench.challenge_data") / f"{name_or_path}.toml"
+        if not res.is_file():
+            raise HidebenchError(f"unknown recipe {name_or_path!r}; built-in recipes: {builtin_recipes()} (or give a .toml path)")
+        text = res.read_text()
+    try:
+        d = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise HidebenchError(f"recipe {name_or_path}: invalid TOML: {e}") from e
+    return recipe_from_dict(d, overrides)

@@ -1,0 +1,33 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from defenses.instahide import EncryptionConfig, encrypt
+from helpers import random_images
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The data root: skip when HIDEBENCH_DATA is unset, fail when it is set but the data is missing."""
+    root = os.environ.get("HIDEBENCH_DATA")
+    if not root:
+        pytest.skip("HIDEBENCH_DATA is not set")
+    p = Path(root)
+    missing = [d for d in ("cifar10/test", "cifar10/train", "tiny-imagenet-val/images") if not (p / d).is_dir()]
+    if missing:
+        pytest.fail(f"HIDEBENCH_DATA={root} is set but lacks {missing}")
+    return p
+
+
+@pytest.fixture
+def tiny_cross():
+    """A small cross-dataset InstaHide release with its patch bank."""
+    rng = np.random.default_rng(0)
+    priv = random_images(rng, 12)
+    labels = rng.integers(0, 4, size=12)
+    bank = random_images(rng, 200, smooth=False)
+    cfg = EncryptionConfig(k=6, mode="cross", T=5)
+    view, key = encrypt(priv, labels, 4, cfg, seed=11, public_patches=bank)
+    return view, key, bank, cfg

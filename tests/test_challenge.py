@@ -1,0 +1,158 @@
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from defenses.challenge import generate, verify
+from hidebench.challenge_io import load_key, load_public
+from hidebench.cli import main
+from hidebench.recipes import load_recipe, recipe_from_dict
+from hidebench.types import HidebenchError
+
+
+@pytest.fixture(scope="module")
+def faces_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("faces")
+    assert main(["challenge", "generate", "faces", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_generated_files_follow_the_2020_format(faces_dir):
+    recipe = load_recipe("faces")
+    E = recipe.private.n_priv * recipe.scheme.T
+    enc = np.load(faces_dir / "encryption.npy")
+    lab = np.load(faces_dir / "label.npy")
+    assert enc.shape == (E, 32, 32, 3) and enc.dtype == np.float32 and np.abs(enc).max() <= 1
+    assert lab.shape == (E, 2) and lab.dtype == np.float32
+    key = load_key(faces_dir)
+    assert key.selection.shape == (E, 6) and key.lambdas.shape == (E, 6) and key.sign.dtype == np.int8
+    assert key.private.shape == (recipe.private.n_priv, 32, 32, 3)
+    # the labels' nonzero entries are the private lambdas
+    assert np.allclose(lab.sum(1), key.lambdas[:, :2].sum(1), atol=1e-6)
+
+
+def test_public_files_hold_no_key_material(faces_dir):
+    assert sorted(p.name for p in faces_dir.iterdir()) == ["encryption.npy", "key", "label.npy", "manifest.json"]
+    manifest = json.loads((faces_dir / "manifest.json").read_text())
+    text = json.dumps({k: v for k, v in manifest.items() if k != "files"})
+    assert "seed" not in text
+    view = load_public(faces_dir)
+    assert view.k == 6 and view.mode == "cross" and view.T == 20
+
+
+def test_matches_committed_checksums(faces_dir):
+    committed = json.loads((resources.files("hidebench.challenge_data") / "checksums.json").read_text())["faces"]
+    manifest = json.loads((faces_dir / "manifest.json").read_text())
+    assert (faces_dir / "key" / "seed").read_text().strip() == str(committed["seed"])
+    assert manifest["files"] == committed["files"]
+
+
+def test_verify_detects_tampering(faces_dir, tmp_path):
+    assert verify(faces_dir, progress=False)["ok"]
+    copy = tmp_path / "copy"
+    main(["challenge", "generate", "faces", "--out", str(copy), "--quiet"])
+    enc = np.load(copy / "encryption.npy")
+    enc[0, 0, 0, 0] *= -1
+    np.save(copy / "encryption.npy", enc)
+    res = verify(copy, progress=False)
+    assert not res["ok"] and res["mismatched"] == ["encryption.npy"]
+    assert main(["challenge", "verify", str(copy), "--quiet"]) == 1
+
+
+def test_seed_and_overrides_change_the_challenge():
+    r = load_recipe("faces", {"n_priv": 6, "T": 3, "pool_screen": 30})
+    big_seed = 123456789123456789
+    a, b = generate(r, progress=False), generate(r, seed=big_seed, progress=False)
+    assert a.view.encryptions.shape == (18, 32, 32, 3)
+    assert not np.array_equal(a.view.encryptions, b.view.encryptions)
+    assert b.key.seed == big_seed
+    assert str(big_seed) not in json.dumps(b.manifest)   # the seed lives only in the key
+    assert a.manifest["recipe"] == b.manifest["recipe"]
+
+
+def test_cli_round_trip_generate_attack_score(faces_dir, tmp_path, capsys):
+    assert main(["attack", "identity", "--challenge", str(faces_dir), "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["score", "--challenge", str(faces_dir), "--decryption", str(tmp_path / "run" / "decryption.npy"), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)["challenge"]
+    assert set(scores) == {"Max_SSIM", "Mean_SSIM", "Min_L2", "Mean_L2"}
+    assert -0.2 < scores["Max_SSIM"] < 0.3        # |encryption| alone reveals little structure
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["metrics"]["challenge"] == pytest.approx(scores)
+    assert record["oracles"] == [] and "numpy" in record["versions"]
+    assert main(["challenge", "show", str(faces_dir), "--out", str(tmp_path / "grid.png")]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 10_000
+
+
+def test_score_refuses_bad_input(faces_dir, tmp_path, capsys):
+    E = len(np.load(faces_dir / "label.npy"))
+    cases = {
+        "shape": np.zeros((E, 16, 16, 3), np.float32),
+        "NaN": np.full((E, 32, 32, 3), np.nan, np.float32),
+    }
+    for word, arr in cases.items():
+        np.save(tmp_path / "d.npy", arr)
+        assert main(["score", "--challenge", str(faces_dir), "--decryption", str(tmp_path / "d.npy")]) == 2
+        assert word in capsys.readouterr().err
+    assert main(["score", "--challenge", str(faces_dir), "--decryption", str(tmp_path / "missing.npy")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    nokey = tmp_path / "public_only"
+    nokey.mkdir()
+    for f in ("encryption.npy", "label.npy", "manifest.json"):
+        (nokey / f).write_bytes((faces_dir / f).read_bytes())
+    np.save(tmp_path / "d.npy", np.zeros((E, 32, 32, 3), np.float32))
+    assert main(["score", "--challenge", str(nokey), "--decryption", str(tmp_path / "d.npy")]) == 2
+    assert "no key/" in capsys.readouterr().err
+
+
+def test_challenge_loading_errors(faces_dir, tmp_path):
+    with pytest.raises(HidebenchError, match="does not exist"):
+        load_public(tmp_path / "nowhere")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    np.save(broken / "encryption.npy", np.load(faces_dir / "encryption.npy"))
+    with pytest.raises(HidebenchError, match="labels missing"):
+        load_public(broken)
+    np.save(broken / "label.npy", np.load(faces_dir / "label.npy")[:-3])
+    with pytest.raises(HidebenchError, match="do not match"):
+        load_public(broken)
+    with pytest.raises(HidebenchError, match="manifest states k=6"):
+        load_public(faces_dir, k=4)
+
+
+def test_recipe_validation():
+    with pytest.raises(HidebenchError, match="scheme.kk"):
+        recipe_from_dict({"name": "x", "scheme": {"kk": 3}})
+    with pytest.raises(HidebenchError, match="unknown top-level"):
+        recipe_from_dict({"name": "x", "sheme": {}})
+    with pytest.raises(HidebenchError, match="unknown recipe 'nope'"):
+        load_recipe("nope")
+    with pytest.raises(HidebenchError, match="infeasible"):
+        load_recipe("faces", {"k": 6, "c1": 0.1})
+    with pytest.raises(HidebenchError, match="n_priv=500"):
+        generate(load_recipe("faces", {"n_priv": 500}), progress=False)
+
+
+def test_recipe_from_a_toml_path(tmp_path):
+    p = tmp_path / "mine.toml"
+    p.write_text('name = "mine"\nseed = 3\n[private]\nsource = "lfw"\nn_priv = 8\n'
+                 '[scheme]\nmode = "inside"\nk = 3\nT = 2\nscheme = "mixup"\n')
+    ch = generate(load_recipe(str(p)), progress=False)
+    assert ch.view.encryptions.shape == (16, 32, 32, 3) and np.all(ch.key.sign == 1)
+    assert ch.manifest["data"]["pool"] is None
+
+
+def test_instahide2020_replica_from_data_root(data_root, tmp_path):
+    """The real recipe, shrunk through overrides so it runs in seconds."""
+    out = tmp_path / "ih"
+    assert main(["challenge", "generate", "instahide2020", "--out", str(out), "--n-priv", "20", "--T", "5",
+                 "--pool-screen", "150", "--quiet", "--data-root", str(data_root)]) == 0
+    view, key = load_public(out), load_key(out)
+    assert view.encryptions.shape == (100, 32, 32, 3) and view.labels.shape == (100, 10)
+    assert view.class_names[0] == "airplane"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["data"]["pool"]["source"] == "tinyimagenet"
+    assert 0.2 < manifest["data"]["pool"]["acceptance_rate"] < 0.95
+    assert verify(out, progress=False)["ok"]

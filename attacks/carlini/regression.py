@@ -291,7 +291,7 @@ def _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress):
         opt.step()
         with torch.no_grad():
             x.clamp_(-1, 1)
-        hist.append(float(loss))
+        hist.append(float(loss.detach()))
     with torch.no_grad():
         L = coefs().cpu().numpy()
     return (x.detach().cpu().numpy(), L.astype(np.float32), mu.detach().cpu().numpy(),

@@ -41,7 +41,7 @@ class GradientAttack(Attack):
         B = resolve_batch_size(self.threat, update)
         y_fixed, label_method = resolve_labels(c.label_mode, self.threat, model, update, n_classes, B,
                                                true_labels if self.threat.knows_labels else None, device, seed)
-        matcher = GradientMatcher(model, update, distance=self.distance, impl=c.impl, device=device,
+        matcher = GradientMatcher(model, update, distance=getattr(c, "distance", self.distance), impl=c.impl, device=device,
                                   bn_weight=c.bn_weight if self.threat.knows_bn_stats else 0.0)
         t1 = time.perf_counter()
         torch.manual_seed(seed)
@@ -50,7 +50,7 @@ class GradientAttack(Attack):
         rec = np.clip(to_numpy_images(x), -1, 1)
         labels = y.detach().cpu().float().numpy() if torch.is_tensor(y) else np.asarray(y, np.float32)
         stats = {"label_method": label_method, "batch_size_assumed": B, "final_gradient_loss": best_loss,
-                 "iterations": iters, "gradient_evaluations": matcher.evaluations, "distance": self.distance,
+                 "iterations": iters, "gradient_evaluations": matcher.evaluations, "distance": matcher.distance,
                  "bn_prior": bool(matcher.bn_weight)}
         return GradientAttackResult(rec.astype(np.float32), labels, stats,
                                     {"setup_s": t1 - t0, "optimise_s": t2 - t1, "per_iteration_s": (t2 - t1) / max(iters, 1)})

@@ -21,7 +21,7 @@ from torch.func import functional_call, grad, vmap
 from hidebench.federated import SharedUpdate, local_update, set_bn_mode, soft_cross_entropy
 from hidebench.types import HidebenchError
 
-DISTANCES = ("l2", "cosine")
+DISTANCES = ("l2", "cosine", "cosine_layerwise")
 IMPLS = ("func", "loop")
 LABEL_MODES = ("auto", "known", "recover", "optimise")
 
@@ -121,7 +121,7 @@ class GradientMatcher:
         self.evaluations = 0
 
     # ---- torch.func path
-    def _dummy_grad_flat(self, x, y):
+    def _dummy_grad(self, x, y):
         names = list(self.params)
 
         def loss_fn(p):
@@ -129,15 +129,19 @@ class GradientMatcher:
 
         if self.steps == 1:
             g = grad(loss_fn)(self.params)
-            return torch.cat([g[n].flatten() for n in names])
+            return [g[n] for n in names]
         cur = dict(self.params)
         for _ in range(self.steps):
             g = grad(loss_fn)(cur)
             cur = {n: cur[n] - self.lr * g[n] for n in names}
-        return torch.cat([((self.params[n] - cur[n]) / (self.lr * self.steps)).flatten() for n in names])
+        return [(self.params[n] - cur[n]) / (self.lr * self.steps) for n in names]
 
-    def _dist_flat(self, d):
-        t = self.target_flat
+    def _dist(self, dg):
+        """Distance of a dummy gradient (list) to the target: one flattened vector, or per layer."""
+        if self.distance == "cosine_layerwise":
+            cos = [(a * b).sum() / (a.norm() * b.norm() + 1e-12) for a, b in zip(dg, self.target)]
+            return 1 - torch.stack(cos).mean()
+        d, t = torch.cat([a.flatten() for a in dg]), self.target_flat
         if self.distance == "l2":
             return ((d - t) ** 2).sum()
         return 1 - (d * t).sum() / (d.norm() * self.target_norm + 1e-12)
@@ -163,7 +167,7 @@ class GradientMatcher:
         self.evaluations += 1
         if self.impl == "func":
             def trial(x, y):
-                out = self._dist_flat(self._dummy_grad_flat(x, y))
+                out = self._dist(self._dummy_grad(x, y))
                 if self.bn_weight:
                     out = out + self.bn_weight * self._bn_loss(x)
                 return out
@@ -179,6 +183,11 @@ class GradientMatcher:
             out = 0.0
             for a, b in zip(dg, self.target):
                 out = out + ((a - b) ** 2).sum()
+        elif self.distance == "cosine_layerwise":
+            out = 0.0
+            for a, b in zip(dg, self.target):
+                out = out + (a * b).sum() / ((a * a).sum().sqrt() * (b * b).sum().sqrt() + 1e-12)
+            out = 1 - out / len(dg)
         else:
             dot, na, nb = 0.0, 0.0, 0.0
             for a, b in zip(dg, self.target):

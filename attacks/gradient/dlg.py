@@ -59,7 +59,7 @@ class DLG(GradientAttack):
             bar = tqdm(range(c.iterations), desc=f"dlg restart {r + 1}/{c.restarts}", disable=not progress, leave=False)
             loss = float("nan")
             for it in bar:
-                loss = float(opt.step(closure))
+                loss = float(opt.step(closure).detach())
                 total_iters += 1
                 if it % 10 == 0:
                     bar.set_postfix(grad_dist=f"{loss:.3g}")

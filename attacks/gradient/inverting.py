@@ -29,13 +29,13 @@ class InvertingConfig:
     label_mode: str = "auto"      # auto (known if granted, else recover) | recover | known | optimise
     impl: str = "func"
     bn_weight: float = 1e-2
+    distance: str = "cosine"      # cosine over all parameters (the paper) | cosine_layerwise (mean per tensor)
 
 
 @register
 class InvertingGradients(GradientAttack):
     name = "inverting_gradients"
     Config = InvertingConfig
-    distance = "cosine"
 
     def _optimise(self, matcher, B, n_classes, y_fixed, device, progress):
         c = self.config
@@ -68,7 +68,7 @@ class InvertingGradients(GradientAttack):
                 with torch.no_grad():
                     x.clamp_(-1, 1)
             if it % 50 == 0:
-                bar.set_postfix(objective=f"{float(loss.min()):.4g}")
+                bar.set_postfix(objective=f"{float(loss.detach().min()):.4g}")
         with torch.no_grad():
             final = objective()
         best = int(torch.nan_to_num(final, nan=float("inf")).argmin())

@@ -26,6 +26,8 @@ def rescaled_abs(encryptions: np.ndarray) -> np.ndarray:
 
 @register
 class Identity(Attack):
+    """Baseline: decryption = |encryption| rescaled per image; the floor every attack must beat."""
+
     name = "identity"
     Config = IdentityConfig
 

@@ -196,12 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--challenge", required=True)
     i.add_argument("--out", required=True)
     i.set_defaults(func=_cmd_identity)
-    for module in ("hidebench.cli_carlini", "hidebench.cli_gradient"):
-        try:
-            mod = __import__(module, fromlist=["add_parser"])
-        except ImportError:
-            continue
-        mod.add_parser(ats)
+    from hidebench import cli_carlini, cli_gradient
+
+    cli_carlini.add_parser(ats)
+    cli_gradient.add_parser(ats)
 
     r = sub.add_parser("report", help="aggregate run records (record.json) into a table and plots")
     r.add_argument("runs", nargs="+", help="run folders or record.json files")

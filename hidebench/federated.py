@@ -33,13 +33,13 @@ class LeNet(nn.Module):
     """DLG's LeNet variant (Zhu et al. 2019): three 5x5 convolutions with sigmoid, one linear
     layer; weights and biases drawn from U(-0.5, 0.5) as in the DLG code."""
 
-    def __init__(self, n_classes: int = 10, width: int = 12):
+    def __init__(self, n_classes: int = 10, width: int = 12, image_size: int = 32):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(3, width, 5, padding=2, stride=2), nn.Sigmoid(),
             nn.Conv2d(width, width, 5, padding=2, stride=2), nn.Sigmoid(),
             nn.Conv2d(width, width, 5, padding=2, stride=1), nn.Sigmoid())
-        self.fc = nn.Linear(width * 8 * 8, n_classes)
+        self.fc = nn.Linear(width * ((image_size + 3) // 4) ** 2, n_classes)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.uniform_(m.weight, -0.5, 0.5)
@@ -77,15 +77,18 @@ def _resnet18(n_classes: int) -> nn.Module:
     return m
 
 
-def make_model(name: str, n_classes: int, *, seed: int = 0, width: int | None = None) -> nn.Module:
-    """A model from MODELS with deterministic initial weights."""
+def make_model(name: str, n_classes: int, *, seed: int = 0, width: int | None = None, image_size: int = 32) -> nn.Module:
+    """A model from MODELS with deterministic initial weights (image_size other than 32: LeNet only,
+    for tiny tests)."""
     if name not in MODELS:
         raise HidebenchError(f"unknown model {name!r}; choose from {MODELS}")
     if int(n_classes) < 2:
         raise HidebenchError(f"n_classes must be >= 2, got {n_classes}")
+    if image_size != 32 and name != "lenet":
+        raise HidebenchError(f"model {name!r} takes 32x32 images, got image_size={image_size}")
     torch.manual_seed(seed)
     if name == "lenet":
-        return LeNet(n_classes, width or 12)
+        return LeNet(n_classes, width or 12, image_size)
     if name == "convnet":
         return ConvNet(n_classes, width or 16)
     return _resnet18(n_classes)
@@ -118,7 +121,7 @@ def pretrain(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, steps:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return {"weights": "trained", "pretrain_steps": steps, "pretrain_lr": lr, "pretrain_images": len(images),
             "pretrain_loss_first": losses[0], "pretrain_loss_last": float(np.mean(losses[-10:]))}
 

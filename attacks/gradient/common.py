@@ -22,7 +22,7 @@ from hidebench.federated import SharedUpdate, local_update, set_bn_mode, soft_cr
 from hidebench.types import HidebenchError
 
 DISTANCES = ("l2", "cosine", "cosine_layerwise")
-IMPLS = ("func", "loop")
+IMPLS = ("auto", "func", "loop")
 LABEL_MODES = ("auto", "known", "recover", "optimise")
 
 
@@ -94,10 +94,12 @@ class GradientMatcher:
     loss(X, Y) takes X: R x B x C x H x W and Y: R x B x n_classes (probabilities) and returns R
     distances. impl='func' computes all R restarts at once with torch.func (vmap of grad over
     flattened parameters); impl='loop' is the straightforward reference (autograd per restart,
-    a Python loop over parameters). Both are differentiable in X and Y.
+    a Python loop over parameters). impl='auto' picks func where it was measured to pay off (CUDA; several
+    restarts of a small model on CPU) and loop otherwise (benchmarks/bench_gradient.py). Both are differentiable
+    in X and Y and agree to float precision.
     """
 
-    def __init__(self, model: nn.Module, update: SharedUpdate, *, distance: str = "l2", impl: str = "func",
+    def __init__(self, model: nn.Module, update: SharedUpdate, *, distance: str = "l2", impl: str = "auto",
                  bn_weight: float = 0.0, device="cpu"):
         if distance not in DISTANCES:
             raise HidebenchError(f"unknown gradient distance {distance!r}; choose from {DISTANCES}")
@@ -139,12 +141,13 @@ class GradientMatcher:
     def _dist(self, dg):
         """Distance of a dummy gradient (list) to the target: one flattened vector, or per layer."""
         if self.distance == "cosine_layerwise":
-            cos = [(a * b).sum() / (a.norm() * b.norm() + 1e-12) for a, b in zip(dg, self.target)]
-            return 1 - torch.stack(cos).mean()
+            d = [0.5 * ((a / (a.norm() + 1e-12) - b / (b.norm() + 1e-12)) ** 2).sum() for a, b in zip(dg, self.target)]
+            return torch.stack(d).mean()
         d, t = torch.cat([a.flatten() for a in dg]), self.target_flat
         if self.distance == "l2":
             return ((d - t) ** 2).sum()
-        return 1 - (d * t).sum() / (d.norm() * self.target_norm + 1e-12)
+        # 1 - cos(d, t) written as 0.5 |d/|d| - t/|t||^2: the same value, without cancellation in float32
+        return 0.5 * ((d / (d.norm() + 1e-12) - t / (self.target_norm + 1e-12)) ** 2).sum()
 
     def _bn_loss(self, x):
         stats = []
@@ -163,9 +166,17 @@ class GradientMatcher:
                 h.remove()
         return sum((mu - tm).norm() + (var - tv).norm() for (mu, var), (tm, tv) in zip(stats, self.bn_target))
 
+    # measured by benchmarks/bench_gradient.py: vmap pays off on CUDA, and on CPU for several
+    # restarts of small models (LeNet, ConvNet); for ResNet-18 on CPU the plain loop is faster.
+    FUNC_CPU_MAX_PARAMS = 2_000_000
+
+    def _func_pays_off(self, restarts: int, cuda: bool) -> bool:
+        n = sum(p.numel() for p in self.params.values())
+        return cuda or (restarts > 1 and n <= self.FUNC_CPU_MAX_PARAMS)
+
     def loss(self, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
         self.evaluations += 1
-        if self.impl == "func":
+        if self.impl == "func" or (self.impl == "auto" and self._func_pays_off(len(X), X.is_cuda)):
             def trial(x, y):
                 out = self._dist(self._dummy_grad(x, y))
                 if self.bn_weight:
@@ -173,7 +184,8 @@ class GradientMatcher:
                 return out
 
             return vmap(trial)(X, Y)
-        return torch.stack([self._loop_one(X[r], Y[r]) for r in range(len(X))])
+        with torch.enable_grad():      # the dummy gradient needs autograd even when scoring under no_grad
+            return torch.stack([self._loop_one(X[r], Y[r]) for r in range(len(X))])
 
     # ---- straightforward reference path
     def _loop_one(self, x, y):
@@ -186,15 +198,17 @@ class GradientMatcher:
         elif self.distance == "cosine_layerwise":
             out = 0.0
             for a, b in zip(dg, self.target):
-                out = out + (a * b).sum() / ((a * a).sum().sqrt() * (b * b).sum().sqrt() + 1e-12)
-            out = 1 - out / len(dg)
+                out = out + 0.5 * ((a / ((a * a).sum().sqrt() + 1e-12) - b / ((b * b).sum().sqrt() + 1e-12)) ** 2).sum()
+            out = out / len(dg)
         else:
-            dot, na, nb = 0.0, 0.0, 0.0
+            na, nb = 0.0, 0.0
             for a, b in zip(dg, self.target):
-                dot = dot + (a * b).sum()
                 na = na + (a * a).sum()
                 nb = nb + (b * b).sum()
-            out = 1 - dot / (na.sqrt() * nb.sqrt() + 1e-12)
+            na, nb = na.sqrt() + 1e-12, nb.sqrt() + 1e-12
+            out = 0.0
+            for a, b in zip(dg, self.target):
+                out = out + 0.5 * ((a / na - b / nb) ** 2).sum()
         if self.bn_weight:
             out = out + self.bn_weight * self._bn_loss(x)
         return out
@@ -224,7 +238,8 @@ def largest_remainder(p: np.ndarray, total: int) -> np.ndarray:
 
 
 def recover_labels(model: nn.Module, update: SharedUpdate, n_classes: int, batch_size: int, *, soft: bool = False,
-                   device="cpu", seed: int = 0, n_probe: int = 16) -> tuple[np.ndarray, str]:
+                   device="cpu", seed: int = 0, n_probe: int = 16,
+                   image_size: int = 32) -> tuple[np.ndarray, str]:
     """Labels from the shared gradient (B x n_classes probabilities) and the method's name.
 
     Batch of one, hard labels: iDLG (Zhao et al. 2020): with cross-entropy the bias gradient is
@@ -242,7 +257,7 @@ def recover_labels(model: nn.Module, update: SharedUpdate, n_classes: int, batch
     else:
         m = attacker_model(model, update.bn_mode, device)
         g = torch.Generator(device="cpu").manual_seed(seed)
-        probe = (torch.rand((n_probe, 3, 32, 32), generator=g) * 2 - 1).to(device)
+        probe = (torch.rand((n_probe, 3, image_size, image_size), generator=g) * 2 - 1).to(device)
         with torch.no_grad():
             p_bar = F.softmax(m(probe), -1).mean(0).double().cpu().numpy()
         mean_label = np.clip(p_bar - signal, 0, None)
@@ -259,7 +274,8 @@ def resolve_batch_size(threat: GradientThreatModel, update: SharedUpdate) -> int
     return update.n_samples if threat.knows_batch_size else threat.assumed_batch_size
 
 
-def resolve_labels(mode: str, threat: GradientThreatModel, model, update, n_classes, B, true_labels, device, seed):
+def resolve_labels(mode: str, threat: GradientThreatModel, model, update, n_classes, B, true_labels, device, seed,
+                   image_size: int = 32):
     """(fixed labels B x C or None when optimised, method name) for a label mode."""
     if mode == "auto":
         mode = "known" if threat.knows_labels else "recover"
@@ -273,7 +289,8 @@ def resolve_labels(mode: str, threat: GradientThreatModel, model, update, n_clas
             raise HidebenchError(f"known labels of shape {y.shape}, expected {(B, n_classes)}")
         return y, "known"
     if mode == "recover":
-        return recover_labels(model, update, n_classes, B, soft=threat.expects_mixing, device=device, seed=seed)
+        return recover_labels(model, update, n_classes, B, soft=threat.expects_mixing, device=device, seed=seed,
+                              image_size=image_size)
     if mode == "optimise":
         return None, "optimised"
     raise HidebenchError(f"unknown label_mode {mode!r}; choose from {LABEL_MODES}")

@@ -24,24 +24,26 @@ class DLGConfig:
     line_search: str | None = "strong_wolfe"   # None: the original DLG (plain lr=1 steps)
     restarts: int = 1
     label_mode: str = "optimise"   # optimise (DLG) | recover (iDLG / label counts) | known | auto
-    impl: str = "func"
+    impl: str = "auto"        # auto | func (torch.func, vmap over restarts) | loop
     bn_weight: float = 1e-2
     tol: float = 1e-10            # stop a restart once the gradient distance is below this
 
 
 @register
 class DLG(GradientAttack):
+    """Zhu et al. 2019 (DLG): L2 gradient matching, L-BFGS, jointly optimised soft labels."""
+
     name = "dlg"
     Config = DLGConfig
     distance = "l2"
 
-    def _optimise(self, matcher, B, n_classes, y_fixed, device, progress):
+    def _optimise(self, matcher, shape, n_classes, y_fixed, device, progress):
         c = self.config
         best = (float("inf"), None, None)
         total_iters = 0
         for r in range(c.restarts):
-            x = torch.randn((1, B, 3, 32, 32), device=device).requires_grad_(True)
-            logits = torch.randn((1, B, n_classes), device=device).requires_grad_(True)
+            x = torch.randn((1,) + tuple(shape), device=device).requires_grad_(True)
+            logits = torch.randn((1, shape[0], n_classes), device=device).requires_grad_(True)
             fixed = None if y_fixed is None else torch.as_tensor(y_fixed, device=device)[None]
             params = [x] if fixed is not None else [x, logits]
             opt = torch.optim.LBFGS(params, lr=c.lr, max_iter=c.lbfgs_max_iter, history_size=c.history_size,

@@ -23,12 +23,15 @@ class ThreatModel:
     """What the attacker is granted beyond the public release.
 
     aux: spec of auxiliary images from the private distribution (e.g. 'cifar10:train').
-    public_pool: whether the attacker may draw from the public pool the defense used.
+    public_pool: whether the attacker may draw from the public pool the defense used (the
+    pool's source and SIFT filter, as the release's recipe states them; never the patches).
+    pool: that pool's PoolConfig fields; the harness fills them from the challenge manifest.
     oracles: parts of the secret key handed over for ablations (see ORACLES).
     """
 
     aux: str | None = None
     public_pool: bool = False
+    pool: dict | None = None
     knows_scheme: bool = True
     oracles: tuple[str, ...] = ()
 

@@ -34,6 +34,11 @@ def run_attack(name: str, challenge_dir, out_dir, *, config: dict | None = None,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     threat = threat or ThreatModel()
+    manifest_recipe = read_manifest(challenge_dir).get("recipe", {})
+    if threat.aux is None and manifest_recipe.get("attacker", {}).get("aux"):
+        threat.aux = manifest_recipe["attacker"]["aux"]     # the recipe's suggested auxiliary data
+    if threat.public_pool and threat.pool is None and manifest_recipe.get("pool"):
+        threat.pool = dict(manifest_recipe["pool"])
     attack = get_attack(name)(config, threat)
     view = load_public(challenge_dir)
     key = load_key(challenge_dir, view) if has_key(challenge_dir) and (score or threat.oracles) else None

@@ -64,13 +64,20 @@ def _grow(S, seed, cand, support, size, linkage, member_mask=None):
 
 
 def greedy_cliques(S: np.ndarray, support: np.ndarray, n_clusters: int, *, size: int, candidates: int,
-                   max_overlap: float, linkage: str = "min", seed: int = 0,
-                   existing: list[np.ndarray] | None = None) -> list[np.ndarray]:
+                   max_overlap: float, linkage: str = "min", seed: int = 0) -> list[np.ndarray]:
     """The paper's greedy clique growth with de-duplication (see module docstring).
 
-    size: members per clique; candidates: each seed's nearest neighbours considered for growth;
-    max_overlap: a clique sharing more than this fraction of its members with an earlier one is
-    a duplicate. Returns up to n_clusters groups (fewer when the seeds run out).
+    size: members per clique; candidates: each seed's nearest neighbours considered for growth.
+    De-duplication: a new clique is a duplicate of an earlier one when their cross-similarity
+    lies more than max_overlap of the way from the background (the members' mean similarity to
+    the encryptions whose label holds the clique's class) to the cliques' own cohesion -- two
+    cores of one private image are about as similar to each other as within themselves, cores
+    of different images (even sharing an encryption or two) stay near the background. (Member overlap alone misses duplicates: an
+    image's ~2T encryptions hold several disjoint cores.) Every clique marks as covered the
+    encryptions linked (in the `candidates`-nearest-neighbour graph) to at least half as many
+    of its members as its members are among themselves; seeds come from the least-covered
+    encryptions, strongest neighbourhood first. Returns up to n_clusters groups (fewer when
+    the seeds run out).
     """
     if linkage not in ("min", "mean"):
         raise HidebenchError(f"clique linkage must be 'min' or 'mean', got {linkage!r}")
@@ -80,26 +87,47 @@ def greedy_cliques(S: np.ndarray, support: np.ndarray, n_clusters: int, *, size:
     # Seed priority: a strong neighbourhood (mean similarity to the nearest `size`) marks an
     # encryption dominated by one private image, which makes a clean seed.
     strength = np.take_along_axis(S, nbr[:, : max(1, size - 1)], 1).mean(1) + 1e-9 * rng.random(E)
-    clusters = list(existing or [])
+    A = np.zeros((E, E), dtype=bool)
+    A[np.arange(E)[:, None], nbr] = True
+    A |= A.T
+    clusters: list[np.ndarray] = []
+    coh: list[float] = []
+    bgs: list[float] = []
+    s_link = np.zeros((E, 0), dtype=np.float32)   # E x found: mean similarity to each clique
+    # Background: each encryption's mean similarity to the encryptions whose label holds class k
+    # (same-class images look alike, so the background of a class-k group is class-local).
+    S0 = S.copy()
+    np.fill_diagonal(S0, 0.0)
+    sup = support.astype(np.float32)
+    class_bg = (S0 @ sup) / np.maximum(sup.sum(0, keepdims=True) - sup, 1)   # E x n_classes
+    del S0
     covered = np.zeros(E, dtype=np.int64)
-    for c in clusters:
-        covered[c] += 1
     tried = np.zeros(E, dtype=bool)
     while len(clusters) < n_clusters:
-        free = np.flatnonzero(~tried & (covered == 0))
+        free = np.flatnonzero(~tried)
         if not len(free):
             break
-        s = int(free[np.argmax(strength[free])])
+        low = free[covered[free] == covered[free].min()]
+        s = int(low[np.argmax(strength[low])])
         tried[s] = True
         g = _grow(S, s, nbr[s], support, size, linkage)
         if len(g) < max(2, size // 2):
             continue
-        dup = any(np.intersect1d(g, c, assume_unique=True).size > max_overlap * min(len(g), len(c)) for c in clusters)
-        covered[g[:1]] += 1   # a seed is spent either way
-        if dup:
-            continue
+        sub = A[np.ix_(g, g)]
+        d_g = float((sub.sum() - np.trace(sub)) / max(len(g) * (len(g) - 1), 1))
+        c_g, b_g = cohesion(S, g), float(class_bg[g, cluster_class(g, support)].mean())
+        if clusters:
+            cross = s_link[g].mean(0)                          # mean S between g and each clique
+            bg = (b_g + np.asarray(bgs)) / 2
+            ref = np.minimum(c_g, np.asarray(coh)) - bg
+            if np.any(cross - bg > max_overlap * np.maximum(ref, 1e-9)):
+                continue
         clusters.append(g)
-        covered[g] += 1
+        coh.append(c_g)
+        bgs.append(b_g)
+        to_g = A[:, g].mean(1)
+        covered[(to_g >= 0.5 * d_g)] += 1
+        s_link = np.concatenate([s_link, S[:, g].mean(1, keepdims=True)], axis=1)
     return clusters
 
 

@@ -1,0 +1,198 @@
+"""Stages 1-3 of the Carlini attack (similarity, clustering, assignment) on tiny synthetic releases."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from attacks.carlini import assignment as asg
+from attacks.carlini import clustering as clu
+from attacks.carlini.grouping import Grouping, GroupingConfig, evaluate_grouping, find_groups
+from defenses.instahide import EncryptionConfig, encrypt
+from hidebench.data import load_source
+from hidebench.stage_cache import StageCache
+from hidebench.types import HidebenchError, PublicView
+
+N_PRIV, T = 24, 8
+
+
+@pytest.fixture(scope="module")
+def release():
+    """12 private LFW images, T=10, k=4 cross; public patches and aux from the other LFW half."""
+    priv = load_source("lfw[0::2]").subset(np.r_[0:12, 38:50])
+    aux = load_source("lfw[1::2]")
+    view, key = encrypt(priv.images, priv.labels, len(priv.classes), EncryptionConfig(k=4, T=T), seed=3,
+                        public_patches=aux.images[::-1], class_names=priv.classes)
+    return view, key, aux
+
+
+def _check_assignment(g: Grouping, view: PublicView):
+    A = g.assignment
+    assert A.shape == (len(view), view.n_private_slots) and A.dtype == np.int64
+    assert A.min() >= 0 and A.max() < g.n_clusters == view.n_private
+    assert np.all(A[:, 0] != A[:, 1])
+    known = g.cluster_class >= 0
+    # Label support: an encryption only joins groups whose class its label holds.
+    support = view.labels > 0
+    for col in range(A.shape[1]):
+        c = A[:, col]
+        ok = known[c]
+        assert support[np.flatnonzero(ok), g.cluster_class[c[ok]]].all()
+
+
+def test_config_validation():
+    with pytest.raises(HidebenchError, match="unknown grouping key"):
+        GroupingConfig.from_dict({"simlarity": "cnn"})
+    with pytest.raises(HidebenchError, match="similarity"):
+        GroupingConfig(similarity="wrn")
+    with pytest.raises(HidebenchError, match="train_steps"):
+        GroupingConfig(train_steps=-1)
+    with pytest.raises(HidebenchError, match="max_overlap"):
+        GroupingConfig(max_overlap=1.5)
+
+
+def test_bad_input_errors(release):
+    view, key, aux = release
+    no_t = dataclasses.replace(view, T=None)
+    with pytest.raises(HidebenchError, match="T"):
+        find_groups(no_t, {"similarity": "pearson"}, aux, progress=False)
+    zero = dataclasses.replace(view, labels=view.labels.copy())
+    zero.labels[3] = 0
+    with pytest.raises(HidebenchError, match="all-zero label"):
+        find_groups(zero, {"similarity": "pearson"}, aux, progress=False)
+    with pytest.raises(HidebenchError, match="auxiliary"):
+        find_groups(view, {"similarity": "cnn"}, None, progress=False)
+
+
+def test_pearson_grouping_beats_chance(release):
+    view, key, aux = release
+    g = find_groups(view, {"similarity": "pearson"}, aux, progress=False)
+    _check_assignment(g, view)
+    m = evaluate_grouping(g, key)
+    assert m["pair_auc"] > 0.55
+    assert m["precision_at_T"] > 2 * m["pair_base_rate"]
+    # Random assignment gets a slot right with chance ~ 2 / N_PRIV (~0.17).
+    assert m["assignment_accuracy"] > 0.25
+
+
+def test_cnn_similarity_separates_pairs_and_caches(release, tmp_path):
+    view, key, aux = release
+    cfg = {"train_steps": 40, "width": 8, "embed_dim": 32, "batch_size": 128, "train_images": 60, "train_T": 6,
+           "steps_per_round": 20, "eval_anchors": 120}
+    cache = StageCache(tmp_path)
+    g = find_groups(view, cfg, aux, seed=1, cache=cache, progress=False)
+    _check_assignment(g, view)
+    m = evaluate_grouping(g, key)
+    assert m["pair_auc"] > 0.55
+    assert m["precision_at_T"] > 1.5 * m["pair_base_rate"]
+    assert not g.stats["similarity_model_cached"]
+    again = find_groups(view, cfg, aux, seed=1, cache=StageCache(tmp_path), progress=False)
+    assert again.stats["similarity_model_cached"] and again.stats["similarity_scores_cached"]
+    np.testing.assert_array_equal(again.assignment, g.assignment)
+
+
+@pytest.mark.parametrize("clustering", ["greedy", "spectral"])
+def test_oracle_pairs_recover_groups(release, clustering):
+    view, key, aux = release
+    g = find_groups(view, {"clustering": clustering}, None, progress=False, true_pairs_key=key)
+    _check_assignment(g, view)
+    m = evaluate_grouping(g, key)
+    assert m["pair_auc"] == 1.0 and m["precision_at_T"] == 1.0
+    assert m["core_purity"] > 0.95
+    # Tiny release (24 images, cores of 4): a duplicate or two cost a few percent.
+    assert m["assignment_accuracy"] > 0.75
+    assert m["class_accuracy"] > 0.9
+
+
+def test_greedy_assignment_variant(release):
+    view, key, aux = release
+    g = find_groups(view, {"assignment": "greedy"}, None, progress=False, true_pairs_key=key)
+    _check_assignment(g, view)
+    assert evaluate_grouping(g, key)["assignment_accuracy"] > 0.8
+
+
+def test_flow_respects_capacity_and_two_groups():
+    rng = np.random.default_rng(0)
+    E, C = 60, 6
+    truth = np.stack([np.arange(E) % C, (np.arange(E) + 1 + np.arange(E) // C % (C - 1)) % C], 1)
+    scores = rng.normal(0, 0.05, (E, C))
+    scores[np.arange(E)[:, None], truth] += 1.0
+    allowed = np.ones((E, C), dtype=bool)
+    out, stats = asg.flow_assign(scores, allowed, slots=2, capacity=2 * E // C, candidates=3)
+    assert out.shape == (E, 2) and np.all(out[:, 0] != out[:, 1])
+    assert np.bincount(out.ravel(), minlength=C).max() <= 2 * E // C + stats["overflow_units"]
+    np.testing.assert_array_equal(np.sort(out, 1), np.sort(truth, 1))
+    # A row allowed in fewer than two groups still gets two (the best disallowed fills in).
+    allowed[0] = False
+    allowed[0, truth[0, 0]] = True
+    out2, stats2 = asg.flow_assign(scores, allowed, slots=2, capacity=2 * E // C, candidates=3)
+    assert len(set(out2[0])) == 2 and truth[0, 0] in out2[0]
+    assert stats2["disallowed_used"] == 1
+
+
+def test_greedy_top_assignment_rows_exact():
+    rng = np.random.default_rng(1)
+    scores = rng.random((50, 5))
+    out, _ = asg.greedy_assign(scores, np.ones((50, 5), dtype=bool), slots=2, per_group=8)
+    assert out.shape == (50, 2) and np.all(out[:, 0] != out[:, 1])
+
+
+def test_complete_clusters_fills_to_n():
+    rng = np.random.default_rng(2)
+    S = rng.random((40, 40)).astype(np.float32)
+    S = (S + S.T) / 2
+    np.fill_diagonal(S, -2)
+    support = np.ones((40, 2), dtype=bool)
+    groups, added = clu.complete_clusters(S, support, [np.arange(5)], 4, size=4, candidates=10, linkage="mean")
+    assert len(groups) == 4 and added == 3
+    groups, added = clu.complete_clusters(S, support, [], 3, size=4, candidates=10, linkage="min")
+    assert len(groups) == 3 and all(len(g) == 4 for g in groups)
+    many = [np.arange(i, i + 4) for i in range(0, 36, 4)]
+    assert len(clu.complete_clusters(S, support, many, 5, size=4, candidates=10, linkage="mean")[0]) == 5
+
+
+def test_evaluate_perfect_grouping(release):
+    view, key, aux = release
+    A = key.private_of().astype(np.int64)
+    g = Grouping(assignment=A, n_clusters=N_PRIV, cluster_class=key.private_labels.copy())
+    m = evaluate_grouping(g, key)
+    assert m["assignment_accuracy"] == 1.0 and m["rows_all_correct"] == 1.0
+    assert m["group_purity"] == 1.0 and m["group_recall"] == 1.0 and m["class_accuracy"] == 1.0
+    # A relabelled grouping scores the same (groups are matched to images).
+    perm = np.random.default_rng(0).permutation(N_PRIV)
+    g2 = Grouping(assignment=perm[A], n_clusters=N_PRIV, cluster_class=np.empty(N_PRIV, np.int64))
+    g2.cluster_class[perm] = key.private_labels
+    assert evaluate_grouping(g2, key)["assignment_accuracy"] == 1.0
+
+
+def test_pairwise_rerank_option(release, tmp_path):
+    """The paper's 6-channel pair model as a reranker: runs, caches its weights, keeps the contract."""
+    view, key, aux = release
+    cfg = {"train_steps": 10, "width": 4, "embed_dim": 16, "batch_size": 64, "train_images": 40, "train_T": 4,
+           "steps_per_round": 10, "rerank": 6, "pair_steps": 10, "blend": 0.5}
+    g = find_groups(view, cfg, aux, cache=StageCache(tmp_path), progress=False)
+    _check_assignment(g, view)
+    with np.load(tmp_path / "carlini_similarity_model" / "arrays.npz") as z:
+        assert any(k.startswith("pair.") for k in z.files)
+    with np.load(tmp_path / "carlini_similarity_scores" / "arrays.npz") as z:
+        assert z["cand"].shape == (len(view), 6) and np.isfinite(z["pair_logits"]).all()
+
+
+def test_flow_one_group_per_labelled_class():
+    """A label naming two classes gets one group of each, even when two groups of one class score higher."""
+    E, C = 12, 4
+    classes = np.array([0, 0, 1, 1])
+    scores = np.full((E, C), 0.1)
+    scores[:, 0], scores[:, 1], scores[:, 2] = 0.9, 0.8, 0.3      # both class-0 groups look best
+    support = np.zeros((E, 2), dtype=bool)
+    support[:, 0] = True
+    support[: E // 2, 1] = True                                     # half the rows hold a class-1 image
+    weights = support * np.array([0.6, 0.3])
+    sc = asg.slot_classes(support, weights, classes, 2)
+    assert (sc[: E // 2] == [0, 1]).all() and (sc[E // 2:] == -1).all()
+    allowed = asg.allowed_matrix(support, classes)
+    out, stats = asg.flow_assign(scores, allowed, slots=2, capacity=E, candidates=4, slot_class=sc, classes=classes)
+    assert stats["rows_one_group_per_class"] == E // 2
+    np.testing.assert_array_equal(classes[out[: E // 2]], np.tile([0, 1], (E // 2, 1)))
+    np.testing.assert_array_equal(np.sort(out[E // 2:], 1), np.tile([0, 1], (E - E // 2, 1)))

@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--oracle", action="append", default=None,
                    help="oracle setting per run: none, assignment, pairs, lambdas or a comma list (repeatable)")
     p.add_argument("--aux", help="aux spec (default: the recipe's)")
+    p.add_argument("--no-public-pool", action="store_true", help="deny the attacker the public pool")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="attack config override")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared CPUs spin-wait)")
     p.add_argument("--seed", type=int, help="challenge seed (default: the recipe's)")
@@ -66,7 +67,8 @@ def main(argv=None) -> int:
         for orc in oracles:
             granted = tuple(o for o in orc.split(",") if o and o != "none")
             run_dir = out / "runs" / f"{ch.name}_{'+'.join(granted) or 'none'}"
-            threat = ThreatModel(aux=args.aux or recipe.attacker.aux, oracles=granted)
+            threat = ThreatModel(aux=args.aux or recipe.attacker.aux, public_pool=not args.no_public_pool,
+                                 oracles=granted)
             rec = run_attack("carlini", ch, run_dir, config=config, threat=threat, progress=not args.quiet)
             m, t = rec["metrics"], rec["timings"]
             st = m["stages"]

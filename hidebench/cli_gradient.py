@@ -111,8 +111,6 @@ def _public_patches(exp: GradientExperiment, rng: np.random.Generator, n: int = 
 def run_experiment(exp: GradientExperiment, *, progress: bool = True) -> tuple[dict, dict]:
     """Simulate the client, run the attack, score it. Returns (record, arrays) where arrays holds
     private, inputs, recovered (matched to input order), labels, soft_labels and the client's key."""
-    import torch
-
     from attacks.base import get_attack
     from attacks.gradient.common import GradientThreatModel
     from hidebench.data import load_source, source_size

@@ -8,6 +8,18 @@ from defenses.instahide import EncryptionConfig, encrypt
 from helpers import random_images
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One torch thread: the tests' tiny problems run several times slower when threads
+    spin-wait on a shared 2-core machine."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The data root: skip when HIDEBENCH_DATA is unset, fail when it is set but the data is missing."""

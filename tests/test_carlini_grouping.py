@@ -42,7 +42,7 @@ def _check_assignment(g: Grouping, view: PublicView):
 
 
 def test_config_validation():
-    with pytest.raises(HidebenchError, match="unknown grouping key"):
+    with pytest.raises(HidebenchError, match="unknown GroupingConfig key"):
         GroupingConfig.from_dict({"simlarity": "cnn"})
     with pytest.raises(HidebenchError, match="similarity"):
         GroupingConfig(similarity="wrn")

@@ -17,16 +17,6 @@ from hidebench.types import HidebenchError, PublicView
 FAST = {"regression": {"adam_steps": 10, "device": "cpu"}, "grouping": {"similarity": "pearson", "device": "cpu"}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on a shared CPU, more threads spin-wait and run several times slower."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):

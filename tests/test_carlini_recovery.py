@@ -24,16 +24,6 @@ def smooth_images(rng, n, grid=4):
     return np.clip(x, -1, 1).astype(np.float32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: on a shared CPU, more threads spin-wait and run several times slower."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _oracle_global(x, truth):
     g = np.sign((x * truth).sum(0))

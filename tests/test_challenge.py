@@ -1,6 +1,5 @@
 import json
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,7 +150,7 @@ def test_instahide2020_replica_from_data_root(data_root, tmp_path):
                  "--pool-screen", "150", "--quiet", "--data-root", str(data_root)]) == 0
     view, key = load_public(out), load_key(out)
     assert view.encryptions.shape == (100, 32, 32, 3) and view.labels.shape == (100, 10)
-    assert view.class_names[0] == "airplane"
+    assert view.class_names[0] == "airplane" and key.private.shape == (20, 32, 32, 3)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["data"]["pool"]["source"] == "tinyimagenet"
     assert 0.2 < manifest["data"]["pool"]["acceptance_rate"] < 0.95

@@ -6,20 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hidebench.cli_gradient import GradientExperiment, add_parser, run_experiment, write_outputs
+from hidebench.cli_gradient import GradientExperiment, add_parser, run_experiment
 from hidebench.data import load_source
 from hidebench.federated import (ClientConfig, client_update, make_batch, make_model, record_bn_stats, set_bn_mode,
                                  soft_cross_entropy, to_tensor)
 from hidebench.types import HidebenchError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these tiny problems run slower with more on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,6 @@ from hidebench.metrics import matched_set_metric
 from hidebench.types import HidebenchError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: these tiny problems run slower with more on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 S = 8   # image size of the tiny tests
 

@@ -142,12 +142,9 @@ class GroupingConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "GroupingConfig":
-        d = dict(d or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise HidebenchError(f"unknown grouping key(s) {unknown}; valid: {sorted(names)}")
-        return cls(**d)
+        from attacks.base import validate_config
+
+        return validate_config(cls, d)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -28,8 +28,11 @@ class GeneratedChallenge:
     timings: dict
 
 
-def generate(recipe: Recipe, *, seed: int | None = None, data_root=None, progress: bool = True) -> GeneratedChallenge:
-    """Build a challenge in memory: pick private images, screen the public pool, encrypt."""
+def generate(recipe: Recipe, *, seed: int | None = None, data_root=None, progress: bool = True,
+             download: bool = False) -> GeneratedChallenge:
+    """Build a challenge in memory: pick private images, screen the public pool, encrypt.
+
+    download lets torchvision fetch CIFAR-10 into the data root when it is not there."""
     seed = recipe.seed if seed is None else seed
     root = np.random.SeedSequence(seed)
     s_priv, s_pool, s_patch, s_enc = root.spawn(4)
@@ -37,11 +40,11 @@ def generate(recipe: Recipe, *, seed: int | None = None, data_root=None, progres
     timings = {}
 
     t = time.perf_counter()
-    n_avail = source_size(recipe.private.source, data_root=data_root)
+    n_avail = source_size(recipe.private.source, data_root=data_root, download=download)
     if recipe.private.n_priv > n_avail:
         raise HidebenchError(f"private.n_priv={recipe.private.n_priv} but {recipe.private.source} has only {n_avail} images")
     idx = np.sort(np.random.default_rng(s_priv).choice(n_avail, recipe.private.n_priv, replace=False))
-    private = load_source(recipe.private.source, data_root=data_root, indices=idx)
+    private = load_source(recipe.private.source, data_root=data_root, indices=idx, download=download)
     timings["load_private_s"] = time.perf_counter() - t
 
     patches, pool_stats, pool_fp = None, {}, None
@@ -73,11 +76,11 @@ def generate(recipe: Recipe, *, seed: int | None = None, data_root=None, progres
 
 
 def generate_to_dir(recipe: Recipe, out_dir, *, seed: int | None = None, data_root=None, progress: bool = True,
-                    overwrite: bool = False) -> GeneratedChallenge:
+                    overwrite: bool = False, download: bool = False) -> GeneratedChallenge:
     out = Path(out_dir)
     if (out / "encryption.npy").exists() and not overwrite:
         raise HidebenchError(f"{out} already holds a challenge; choose another --out or pass --overwrite")
-    ch = generate(recipe, seed=seed, data_root=data_root, progress=progress)
+    ch = generate(recipe, seed=seed, data_root=data_root, progress=progress, download=download)
     save_challenge(out, ch.view, ch.key, ch.manifest)
     return ch
 

@@ -41,7 +41,8 @@ def _cmd_generate(args) -> int:
                  "c1": args.c1, "c2": args.c2, "private_source": args.private_source, "pool_source": args.pool_source,
                  "min_keypoints": args.min_keypoints, "pool_screen": args.pool_screen, "aux": args.aux}
     recipe = load_recipe(args.recipe, overrides)
-    ch = generate_to_dir(recipe, args.out, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
+    ch = generate_to_dir(recipe, args.out, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite,
+                         download=args.download)
     pool = ch.manifest["data"]["pool"]
     print(f"wrote {args.out}: {len(ch.view)} encryptions of {len(ch.key.private)} private images, "
           f"k={recipe.scheme.k} {recipe.scheme.mode}-dataset {recipe.scheme.scheme}")
@@ -168,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pool-screen", type=int, help="public regions to screen with SIFT")
     g.add_argument("--aux", help="attacker's auxiliary data recorded in the recipe")
     g.add_argument("--overwrite", action="store_true", help="replace a challenge already in --out")
+    g.add_argument("--download", action="store_true",
+                   help="let torchvision download CIFAR-10 into the data root if it is missing (needs internet)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_data_root(g)
     g.set_defaults(func=_cmd_generate)

@@ -116,7 +116,7 @@ def _cifar10(split: str, data_root, download: bool, indices) -> ImageSet:
                         _fingerprint("cifar10-imagefolder", split, len(labels)))
     raise HidebenchError(
         f"CIFAR-10 not found: looked for {batches} (torchvision format) and {folder} (ImageFolder tree). "
-        f"Provide either under the data root, or allow torchvision to download it (--download).")
+        f"Provide either under the data root, or let torchvision download it ('challenge generate --download').")
 
 
 def _lfw(indices) -> ImageSet:
@@ -176,7 +176,7 @@ def load_source(spec: str, *, data_root=None, download: bool = False, indices=No
     """
     base, sl = _split_slice(spec)
     if sl is not None:
-        allowed = np.arange(source_size(base, data_root=data_root))[sl]
+        allowed = np.arange(source_size(base, data_root=data_root, download=download))[sl]
         idx = allowed if indices is None else allowed[np.asarray(indices)]
         out = load_source(base, data_root=data_root, download=download, indices=idx)
         out.source, out.fingerprint = spec, _fingerprint(out.fingerprint, spec)
@@ -196,11 +196,11 @@ def load_source(spec: str, *, data_root=None, download: bool = False, indices=No
     raise HidebenchError(f"unknown data source {spec!r}: use lfw, cifar10:train, cifar10:test, imagefolder:PATH or npz:PATH")
 
 
-def source_size(spec: str, *, data_root=None) -> int:
+def source_size(spec: str, *, data_root=None, download: bool = False) -> int:
     """Number of images in a source without decoding them (ImageFolder trees are only listed)."""
     base, sl = _split_slice(spec)
     if sl is not None:
-        return len(range(source_size(base, data_root=data_root))[sl])
+        return len(range(source_size(base, data_root=data_root, download=download))[sl])
     kind, _, arg = spec.partition(":")
     if kind == "lfw":
         return 200
@@ -211,7 +211,7 @@ def source_size(spec: str, *, data_root=None) -> int:
             return len(list_image_folder(folder)[0])
     if kind == "imagefolder":
         return len(list_image_folder(Path(arg).expanduser())[0])
-    return len(load_source(spec, data_root=data_root))
+    return len(load_source(spec, data_root=data_root, download=download))
 
 
 # ----------------------------------------------------------------------------- public pools

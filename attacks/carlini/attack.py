@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from attacks.base import Attack, AttackResult, Oracle, register, validate_config
-from attacks.carlini.regression import RegressionConfig, lambdas_from_labels, regress
+from attacks.carlini.regression import RegressionConfig, lambdas_from_labels, regress, torch_device
 from attacks.carlini.signs import SignConfig, aux_statistics, fix_global_signs
 from hidebench.stage_cache import StageCache
 from hidebench.types import HidebenchError, PublicView, SecretKey
@@ -242,12 +242,13 @@ class Carlini(Attack):
         r_cfg["rounds"] = rounds
         lam_key = oracle.get("lambdas") if "lambdas" in oracle else None
 
-        def solve(A, L, sp):
+        def solve(A, L, sp, wts=None):
             if grey:
                 C = view.encryptions.shape[-1]
                 enc = np.moveaxis(view.encryptions, 3, 0).reshape((C * len(view),) + view.encryptions.shape[1:3] + (1,))
                 res = regress(enc, np.tile(A, (C, 1)), np.tile(L, (C, 1)), n, scheme=view.scheme,
-                              split=np.tile(sp, C), cfg=cfg.regression, progress=progress)
+                              split=np.tile(sp, C), cfg=cfg.regression, progress=progress,
+                              weights=None if wts is None else np.tile(wts, C))
                 res.lambdas = res.lambdas.reshape(C, len(view), -1).mean(0)
                 res.images = np.repeat(res.images, C, axis=-1)
                 res.noise_mean = np.repeat(res.noise_mean, C, axis=-1)
@@ -255,25 +256,28 @@ class Carlini(Attack):
                 res.stages = {k: np.repeat(v, C, axis=-1) for k, v in res.stages.items()}
                 return res
             return regress(view.encryptions, A, L, n, scheme=view.scheme, split=sp, cfg=cfg.regression,
-                           progress=progress)
+                           progress=progress, weights=wts)
 
         def compute_regression():
             from attacks.carlini.regression import reassign
 
             A, L, sp = assignment, lam, split
+            res = solve(A, L, sp)
             changed = []
-            for rnd in range(rounds):
-                if rnd:
-                    # regression-driven reassignment: move encryptions to the pair that explains them
-                    newA = reassign(view.encryptions, view.labels, cluster_class, res.images, res.noise_mean,
-                                    res.noise_energy, candidates=cfg.regression.reassign_candidates)
-                    changed.append(float((np.sort(newA, 1) != np.sort(A, 1)).any(1).mean()))
-                    A = newA
-                    if lam_key is not None:
-                        L, sp = self._oracle_lambdas(lam_key, A, view, cluster_class)
-                    else:
-                        L, sp = lambdas_from_labels(view.labels, A, cluster_class)
-                res = solve(A, L, sp)
+            for _ in range(rounds - 1):
+                # regression-driven reassignment (EM-style): move encryptions to the pair that explains them
+                newA, margin = reassign(view.encryptions, view.labels, cluster_class, res.images, res.noise_mean,
+                                        candidates=cfg.regression.reassign_candidates, return_margin=True,
+                                        device=str(torch_device(cfg.regression.device)))
+                # confidence of each row's new pair: fit margin over the runner-up, m / (m + median)
+                wts = margin / (margin + max(float(np.median(margin)), 1e-9)) if cfg.regression.margin_weights else None
+                changed.append(float((np.sort(newA, 1) != np.sort(A, 1)).any(1).mean()))
+                A = newA
+                if lam_key is not None:
+                    L, sp = self._oracle_lambdas(lam_key, A, view, cluster_class)
+                else:
+                    L, sp = lambdas_from_labels(view.labels, A, cluster_class)
+                res = solve(A, L, sp, wts)
             st = dict(res.stats, reassign_changed_fraction=changed)
             if grey:
                 st["colour"] = "grey"

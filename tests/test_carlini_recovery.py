@@ -219,3 +219,18 @@ def test_zero_weight_rows_do_not_count(cross_release):
     np.testing.assert_allclose(nu_w, nu_s, atol=1e-6)
     with pytest.raises(HidebenchError, match="weights"):
         regress(view.encryptions, a, lam, len(priv), weights=np.zeros(len(a)), cfg=RegressionConfig(**CPU))
+
+
+def test_whole_set_sign_ignores_brightness():
+    """The whole set's sign follows the aux mean *pattern*, not brightness: images that share
+    the aux spatial pattern but are brighter than the aux average keep their sign, and their
+    negatives are flipped back (the plain mean test gets the bright set wrong)."""
+    from attacks.carlini.signs import _whole_set_vote
+
+    rng = np.random.default_rng(0)
+    pattern = np.linspace(-0.3, 0.3, 32)[:, None, None] * np.ones((32, 32, 3))      # top dark, bottom bright
+    mean, var = pattern - 0.2, np.full((32, 32, 3), 0.2)                               # aux: darker on average
+    X = (0.3 * pattern[None] + 0.4 + 0.2 * rng.standard_normal((10, 32, 32, 3))).reshape(10, -1)  # bright set
+    assert (X @ (mean / var).reshape(-1)).sum() < 0                                    # plain mean test: wrong
+    assert _whole_set_vote(X, mean, var) > 0
+    assert _whole_set_vote(-X, mean, var) < 0

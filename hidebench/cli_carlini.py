@@ -188,7 +188,7 @@ def write_demo_png(path, originals, recovered, match, *, n_show: int = 12, title
 # Regression-driven reassignment pools each cluster's encryptions; on `faces` (T=20: fewer
 # encryptions per image; two label classes, so labels rule out few pairs) it drifts away even
 # from the true assignment: Max_SSIM 0.35 without, 0.11 with 3 rounds (measured 2026-11-23),
-# while on the CIFAR replica (T=50, ten classes) it lifts Max_SSIM from 0.50 to 0.75.
+# while on the CIFAR replica (T=50, ten classes) it lifts Max_SSIM from 0.50 to 0.76 (5 rounds).
 DEMO_CONFIG = {"regression": {"reassign": 0}}
 
 

@@ -154,7 +154,7 @@ def fix_global_signs(images: np.ndarray, cfg: SignConfig | None = None, aux_stat
     Ising energy: sum over neighbouring positions p~q of J_pq g_p g_q, J_pq the correlation of
     the image set at p and q, plus aux_weight * sum_p h_p g_p with h_p the (normalised)
     log-likelihood gain of sign +1 under the aux per-position Gaussian. Without aux the whole
-    set is flipped to match nothing; with aux the field also fixes the set's overall sign.
+    set's sign is left as found; with aux, `_whole_set_vote` fixes it.
     """
     import scipy.sparse as sp
     from scipy.sparse.linalg import eigsh

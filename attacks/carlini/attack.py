@@ -267,7 +267,7 @@ class Carlini(Attack):
             for _ in range(rounds - 1):
                 # regression-driven reassignment (EM-style): move encryptions to the pair that explains them
                 newA, margin = reassign(view.encryptions, view.labels, cluster_class, res.images, res.noise_mean,
-                                        candidates=cfg.regression.reassign_candidates, return_margin=True,
+                                        candidates=cfg.regression.reassign_candidates,
                                         device=str(torch_device(cfg.regression.device)))
                 # confidence of each row's new pair: fit margin over the runner-up, m / (m + median)
                 wts = margin / (margin + max(float(np.median(margin)), 1e-9)) if cfg.regression.margin_weights else None

@@ -436,8 +436,9 @@ def _laplacian(t, shape):
 
 
 def reassign(encryptions: np.ndarray, labels: np.ndarray, cluster_class: np.ndarray, images: np.ndarray,
-             noise_mean: np.ndarray, *, candidates: int = 12, return_margin: bool = False, splits: tuple = (0.3, 0.5, 0.7), label_eps: float = 1e-6,
-             chunk_elements: int = 2 ** 24, device: str = "cpu") -> np.ndarray:
+             noise_mean: np.ndarray, *, candidates: int = 12, splits: tuple = (0.3, 0.5, 0.7),
+             label_eps: float = 1e-6, chunk_elements: int = 2 ** 24,
+             device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Re-choose each encryption's pair of clusters from the current recovered images (cross-
     dataset, 2 private slots): an EM-style step in the spirit of k-means.
 
@@ -451,9 +452,11 @@ def reassign(encryptions: np.ndarray, labels: np.ndarray, cluster_class: np.ndar
     correlation ignores offset and scale. Measured with the true images, one encryption alone
     names its exact pair 66% of the time on the CIFAR replica, 52% on faces (without the
     Laplacian: 44% and 29%; squared amplitude error: 32%); repeating regression + reassignment
-    pools the evidence of each cluster's encryptions. (Cluster sizes drift apart over the rounds -- 28 to 198 encryptions
-    on the replica, 100 expected -- but capping them, auction-style, measured no better.)
-    Returns E x 2 cluster ids.
+    pools the evidence of each cluster's encryptions. (Cluster sizes drift apart over the
+    rounds -- 28 to 198 encryptions on the replica, 100 expected -- but capping them,
+    auction-style, measured no better.)
+    Returns (E x 2 cluster ids, E margins: each row's best fit minus its runner-up's, a
+    confidence the attack turns into regression weights).
     """
     import torch
 
@@ -527,4 +530,4 @@ def reassign(encryptions: np.ndarray, labels: np.ndarray, cluster_class: np.ndar
     unset = ~np.isfinite(best)            # no candidate pair (a class without clusters): best two by x^2 alone
     if unset.any():
         out[unset] = np.argsort(-unary[unset], 1)[:, :2]
-    return (out, margin) if return_margin else out
+    return out, margin

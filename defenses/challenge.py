@@ -2,7 +2,8 @@
 
 Randomness: one SeedSequence per challenge (the recipe's seed, a --seed, or 128 bits of OS
 entropy), spawned into independent streams for private selection, pool screening, patch
-cutting and encryption. The seed is written to key/seed only, never to the public files.
+cutting and encryption. The seed is written to key/seed only, never to the public files: the
+seed regenerates the whole key, so a release is only as secret as its seed is unguessable.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from defenses.instahide import encrypt
-from hidebench.challenge_io import library_versions, load_key, load_public, read_manifest, save_challenge, sha256_file
+from hidebench.challenge_io import (MANIFEST, library_versions, load_key, load_public, read_manifest, read_seed,
+                                   recorded_hashes, save_challenge, sha256_file)
 from hidebench.data import build_pool, load_source, source_size
 from hidebench.recipes import Recipe, recipe_from_dict
 from hidebench.types import HidebenchError, PublicView, SecretKey
@@ -24,7 +26,8 @@ from hidebench.types import HidebenchError, PublicView, SecretKey
 class GeneratedChallenge:
     view: PublicView
     key: SecretKey
-    manifest: dict
+    manifest: dict     # public: goes to manifest.json
+    key_info: dict     # secret: goes to key/manifest.json
     timings: dict
 
 
@@ -34,6 +37,8 @@ def generate(recipe: Recipe, *, seed: int | None = None, data_root=None, progres
 
     download lets torchvision fetch CIFAR-10 into the data root when it is not there."""
     seed = recipe.seed if seed is None else seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise HidebenchError(f"seed must be a non-negative integer, got {seed!r}")
     root = np.random.SeedSequence(seed)
     s_priv, s_pool, s_patch, s_enc = root.spawn(4)
     cfg = recipe.scheme
@@ -67,46 +72,90 @@ def generate(recipe: Recipe, *, seed: int | None = None, data_root=None, progres
                         public_patches=patches, class_names=private.classes)
     timings["encrypt_s"] = time.perf_counter() - t
     key.seed = int(root.entropy)
+    # The private source's fingerprint stays in the key: for a source no larger than the private
+    # set it would confirm a guess of the private images.
     manifest = {"format": "instahide-challenge/1", "recipe": recipe.to_dict(with_seed=False),
-                "data": {"private": {"source": recipe.private.source, "fingerprint": private.fingerprint,
-                                     "available": n_avail},
+                "data": {"private": {"source": recipe.private.source, "available": n_avail},
                          "pool": {"source": recipe.pool.source, "fingerprint": pool_fp, **pool_stats} if n_public else None},
                 "versions": library_versions()}
-    return GeneratedChallenge(view, key, manifest, timings)
+    key_info = {"private_source_fingerprint": private.fingerprint}
+    return GeneratedChallenge(view, key, manifest, key_info, timings)
 
 
 def generate_to_dir(recipe: Recipe, out_dir, *, seed: int | None = None, data_root=None, progress: bool = True,
                     overwrite: bool = False, download: bool = False) -> GeneratedChallenge:
+    """generate() and write the challenge atomically: an interrupted run leaves no partial folder."""
     out = Path(out_dir)
-    if (out / "encryption.npy").exists() and not overwrite:
-        raise HidebenchError(f"{out} already holds a challenge; choose another --out or pass --overwrite")
+    if out.exists() and not out.is_dir():
+        raise HidebenchError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        what = "a challenge" if (out / "encryption.npy").exists() else "other files"
+        raise HidebenchError(f"{out} already holds {what}; choose another --out or pass --overwrite")
     ch = generate(recipe, seed=seed, data_root=data_root, progress=progress, download=download)
-    save_challenge(out, ch.view, ch.key, ch.manifest)
+    save_challenge(out, ch.view, ch.key, ch.manifest, key_info=ch.key_info, overwrite=overwrite)
     return ch
 
 
+def _manifest_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted paths where two manifests differ (library versions excluded)."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if not prefix and k == "versions":
+            continue
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _manifest_differences(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
 def verify(challenge_dir, *, data_root=None, progress: bool = True) -> dict:
-    """Regenerate a challenge from its manifest and key/seed; compare every file's sha256."""
+    """Check a challenge folder against what its recipe and key/seed regenerate.
+
+    Every recorded file must exist ('missing' otherwise) and hash as recorded; the public
+    manifest must hash as key/manifest.json recorded it and say what the regenerated one says
+    (library versions aside); every regenerated file must hash as recorded ('mismatched').
+    """
     d = Path(challenge_dir)
+    if not d.is_dir():
+        raise HidebenchError(f"challenge directory {d} does not exist")
     manifest = read_manifest(d)
     if not manifest.get("recipe"):
         raise HidebenchError(f"{d}/manifest.json is missing or has no recipe: only generated challenges can be verified")
     seed_file = d / "key" / "seed"
     if not seed_file.is_file():
         raise HidebenchError(f"{seed_file} missing: verification needs the challenge's seed")
+    recorded = recorded_hashes(d)
+    if MANIFEST not in recorded:
+        raise HidebenchError(f"{d}/key/manifest.json is missing: it records the hashes of the key files and of "
+                             "manifest.json that verification checks")
+    missing = sorted(n for n in recorded if not (d / n).is_file())
+    mismatched = {n for n in recorded if n not in missing and sha256_file(d / n) != recorded[n]}
     recipe = recipe_from_dict(manifest["recipe"])
-    seed = int(seed_file.read_text().strip())
+    ch = generate(recipe, seed=read_seed(seed_file), data_root=data_root, progress=progress)
     with tempfile.TemporaryDirectory() as tmp:
-        ch = generate(recipe, seed=seed, data_root=data_root, progress=progress)
-        save_challenge(tmp, ch.view, ch.key, ch.manifest)
-        fresh = {name: sha256_file(Path(tmp) / name) for name in manifest.get("files", {})}
-    recorded = {name: sha256_file(d / name) if (d / name).is_file() else None for name in manifest.get("files", {})}
-    mismatched = sorted(n for n in recorded if recorded[n] != fresh[n] or recorded[n] != manifest["files"][n])
-    return {"ok": not mismatched and bool(recorded), "files": len(recorded), "mismatched": mismatched}
+        fresh_dir = Path(tmp) / "c"
+        save_challenge(fresh_dir, ch.view, ch.key, ch.manifest, key_info=ch.key_info)
+        fresh = recorded_hashes(fresh_dir)
+        fresh_manifest = read_manifest(fresh_dir)
+    mismatched |= {n for n in recorded if n != MANIFEST and fresh.get(n) != recorded[n]}
+    fields = _manifest_differences(manifest, fresh_manifest)
+    if fields:
+        mismatched.add(MANIFEST)
+    return {"ok": not missing and not mismatched, "files": len(recorded), "missing": missing,
+            "mismatched": sorted(mismatched), "manifest_fields": fields}
 
 
 def show(challenge_dir, out_png, *, n_private: int = 6, n_enc: int = 8) -> Path:
     """PNG grid: each row a private image, then encryptions made for it (|e| and e)."""
+    out = Path(out_png)
+    if int(n_private) < 1:
+        raise HidebenchError(f"--rows must be a positive integer, got {n_private!r}")
+    if not out.parent.is_dir():
+        raise HidebenchError(f"cannot write {out}: folder {out.parent} does not exist")
+    if out.is_dir():
+        raise HidebenchError(f"cannot write {out}: it is a folder")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,7 +178,6 @@ def show(challenge_dir, out_png, *, n_private: int = 6, n_enc: int = 8) -> Path:
         ax.axis("off")
     fig.suptitle(f"{Path(challenge_dir).name}: k={view.k} {view.mode}-dataset {view.scheme}", fontsize=9)
     fig.tight_layout()
-    out = Path(out_png)
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out

@@ -35,21 +35,21 @@ class EncryptionConfig:
         if self.mode not in MODES:
             raise HidebenchError(f"mode must be one of {MODES}, got {self.mode!r}")
         if int(self.k) != self.k or self.k < 2:
-            raise HidebenchError(f"k must be an integer >= 2, got {self.k}")
+            raise HidebenchError(f"k must be an integer >= 2, got {self.k!r}")
         if self.mode == "cross" and self.k < 3:
-            raise HidebenchError("cross-dataset mixing needs k >= 3 (2 private images + at least 1 public patch)")
+            raise HidebenchError(f"cross-dataset mixing needs k >= 3 (2 private images + at least 1 public patch), got k={self.k!r}")
         if int(self.T) != self.T or self.T < 1:
-            raise HidebenchError(f"T must be a positive integer, got {self.T}")
+            raise HidebenchError(f"T must be a positive integer, got {self.T!r}")
         if not 0 < self.c1 <= 1:
-            raise HidebenchError(f"c1 must lie in (0, 1], got {self.c1}")
+            raise HidebenchError(f"c1 must lie in (0, 1], got {self.c1!r}")
         if self.c1 * self.k <= 1:
             raise HidebenchError(
-                f"infeasible: with k={self.k} coefficients summing to 1, at least one is >= 1/k = {1 / self.k:.3f} > c1={self.c1}")
+                f"infeasible: with k={self.k} coefficients summing to 1, at least one is >= 1/k = {1 / self.k:.3f} > c1={self.c1!r}")
         if self.mode == "cross":
             if not 0 <= self.c2 <= 1:
-                raise HidebenchError(f"c2 must lie in [0, 1], got {self.c2}")
+                raise HidebenchError(f"c2 must lie in [0, 1], got {self.c2!r}")
             if self.c2 > 2 * self.c1:
-                raise HidebenchError(f"infeasible: two private coefficients <= c1={self.c1} cannot sum to c2={self.c2}")
+                raise HidebenchError(f"infeasible: two private coefficients <= c1={self.c1!r} cannot sum to c2={self.c2!r}")
         self.k, self.T = int(self.k), int(self.T)
 
     @property

@@ -1,15 +1,24 @@
 """Reading and writing challenges in the 2020 format.
 
-    DIR/encryption.npy   E x 32 x 32 x 3 float32, NHWC, in [-1, 1]
-    DIR/label.npy        E x C float32 (nonzero entries: the private images' coefficients)
-    DIR/manifest.json    recipe (no seed), scheme, data-source fingerprints, versions, sha256s
-    DIR/key/             ground truth: private.npy, private_label.npy, selection.npy (E x k),
-                         lambda.npy (E x k), sign.npy (int8), seed
+    DIR/encryption.npy     E x 32 x 32 x 3 float32, NHWC, in [-1, 1]
+    DIR/label.npy          E x C float32 (nonzero entries: the private images' coefficients)
+    DIR/manifest.json      public: recipe (no seed), scheme, public data sources, versions,
+                           sha256 of the two public files
+    DIR/key/               secret: private.npy, private_label.npy, selection.npy (E x k),
+                           lambda.npy (E x k), sign.npy (int8), seed, and key/manifest.json with
+                           the sha256 of every key file and of the public manifest
+
+Nothing derived from the key is written outside key/: a public file that hashed a key file
+would let anyone confirm a guess of the seed or of the private set.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +27,9 @@ from hidebench.types import HidebenchError, PublicView, SecretKey, private_slots
 
 PUBLIC_FILES = ("encryption.npy", "label.npy")
 KEY_FILES = ("private.npy", "private_label.npy", "selection.npy", "lambda.npy", "sign.npy", "seed")
+MANIFEST = "manifest.json"
+KEY_MANIFEST = "key/manifest.json"
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def sha256_file(path: Path) -> str:
@@ -50,7 +62,11 @@ def library_versions() -> dict:
 
 
 def write_json(path: Path, obj) -> None:
-    Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Write JSON atomically (a temporary file renamed into place): never half-written."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    os.replace(tmp, path)
 
 
 def _json_default(o):
@@ -63,26 +79,75 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def save_challenge(out_dir, view: PublicView, key: SecretKey | None, manifest: dict) -> Path:
-    """Write public files, the key (if given) and manifest.json with a sha256 of every file."""
+@contextmanager
+def staged_dir(out_dir, *, overwrite: bool = False):
+    """Build a folder under a temporary sibling name and rename it into place on success.
+
+    An interrupted or failed write leaves no half-written folder behind; with overwrite, the old
+    folder is replaced only once the new one is complete."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "encryption.npy", view.encryptions.astype(np.float32))
-    np.save(out / "label.npy", view.labels.astype(np.float32))
-    files = {name: sha256_file(out / name) for name in PUBLIC_FILES}
-    if key is not None:
-        kd = out / "key"
-        kd.mkdir(exist_ok=True)
-        np.save(kd / "private.npy", key.private.astype(np.float32))
-        np.save(kd / "private_label.npy", key.private_labels.astype(np.int64))
-        np.save(kd / "selection.npy", key.selection.astype(np.int64))
-        np.save(kd / "lambda.npy", key.lambdas.astype(np.float32))
-        np.save(kd / "sign.npy", key.sign.astype(np.int8))
-        (kd / "seed").write_text(f"{key.seed}\n")
-        files.update({f"key/{name}": sha256_file(kd / name) for name in KEY_FILES})
-    scheme = {"k": view.k, "mode": view.mode, "scheme": view.scheme, "T": view.T, "n_encryptions": len(view),
-              "shape": list(view.encryptions.shape[1:]), "class_names": view.class_names}
-    write_json(out / "manifest.json", {**manifest, "scheme": scheme, "files": files})
+    if out.exists() and not out.is_dir():
+        raise HidebenchError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise HidebenchError(f"{out} already exists and is not empty; choose another folder or pass --overwrite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    stage.mkdir()
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.old")
+        os.replace(out, old)
+    os.replace(stage, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_challenge(out_dir, view: PublicView, key: SecretKey | None, manifest: dict, *,
+                   key_info: dict | None = None, overwrite: bool = False) -> Path:
+    """Write a challenge folder atomically (see staged_dir).
+
+    The public manifest.json gets `manifest` plus the scheme and the sha256 of the public files;
+    key/manifest.json (only with a key) gets the sha256 of every key file and of manifest.json,
+    and `key_info` (what the generator knows but must not publish, e.g. private-data fingerprints).
+    """
+    out = Path(out_dir)
+    with staged_dir(out, overwrite=overwrite) as d:
+        np.save(d / "encryption.npy", view.encryptions.astype(np.float32))
+        np.save(d / "label.npy", view.labels.astype(np.float32))
+        scheme = {"k": view.k, "mode": view.mode, "scheme": view.scheme, "T": view.T, "n_encryptions": len(view),
+                  "shape": list(view.encryptions.shape[1:]), "class_names": view.class_names}
+        public = {**manifest, "scheme": scheme, "files": {name: sha256_file(d / name) for name in PUBLIC_FILES}}
+        write_json(d / MANIFEST, public)
+        if key is not None:
+            kd = d / "key"
+            kd.mkdir()
+            np.save(kd / "private.npy", key.private.astype(np.float32))
+            np.save(kd / "private_label.npy", key.private_labels.astype(np.int64))
+            np.save(kd / "selection.npy", key.selection.astype(np.int64))
+            np.save(kd / "lambda.npy", key.lambdas.astype(np.float32))
+            np.save(kd / "sign.npy", key.sign.astype(np.int8))
+            (kd / "seed").write_text(f"{key.seed}\n")
+            files = {f"key/{name}": sha256_file(kd / name) for name in KEY_FILES}
+            files[MANIFEST] = sha256_file(d / MANIFEST)
+            write_json(d / KEY_MANIFEST, {"format": "instahide-key/1", "files": files, **(key_info or {})})
+    return out
+
+
+def recorded_hashes(challenge_dir) -> dict[str, str]:
+    """sha256 of every file a challenge records: the public manifest's and the key manifest's."""
+    d = Path(challenge_dir)
+    out = dict(read_manifest(d).get("files", {}))
+    kp = d / KEY_MANIFEST
+    if kp.is_file():
+        try:
+            out.update(json.loads(kp.read_text()).get("files", {}))
+        except json.JSONDecodeError as e:
+            raise HidebenchError(f"{kp} is not valid JSON: {e}") from e
     return out
 
 
@@ -91,18 +156,33 @@ def read_manifest(challenge_dir) -> dict:
     if not p.is_file():
         return {}
     try:
-        return json.loads(p.read_text())
-    except json.JSONDecodeError as e:
+        m = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise HidebenchError(f"{p} is not valid JSON: {e}") from e
+    if not isinstance(m, dict):
+        raise HidebenchError(f"{p} must hold a JSON object, got {type(m).__name__}")
+    return m
 
 
-def _load_npy(path: Path, what: str) -> np.ndarray:
+def load_npy(path, what: str) -> np.ndarray:
+    """A numeric .npy array, or one clear error: missing, not a .npy file, or not numbers."""
+    path = Path(path)
     if not path.is_file():
         raise HidebenchError(f"{what} missing: {path} does not exist")
+    with open(path, "rb") as f:
+        if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise HidebenchError(f"{what}: {path} is not a .npy file (no NumPy header)")
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise HidebenchError(f"{path} is not a readable .npy file: {e}") from e
+        a = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise HidebenchError(f"{what}: {path} holds Python objects, not a numeric array") from e
+        raise HidebenchError(f"{what}: {path} is not a readable .npy file ({e})") from e
+    except (OSError, EOFError) as e:
+        raise HidebenchError(f"{what}: {path} is truncated or unreadable ({e})") from e
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+        raise HidebenchError(f"{what}: {path} holds dtype {a.dtype}, not numbers")
+    return a
 
 
 def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None, scheme: str | None = None) -> PublicView:
@@ -111,8 +191,8 @@ def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None,
     d = Path(challenge_dir)
     if not d.is_dir():
         raise HidebenchError(f"challenge directory {d} does not exist")
-    enc = _load_npy(d / "encryption.npy", "challenge encryptions")
-    lab = _load_npy(d / "label.npy", "challenge labels")
+    enc = load_npy(d / "encryption.npy", "challenge encryptions")
+    lab = load_npy(d / "label.npy", "challenge labels")
     sch = read_manifest(d).get("scheme", {})
     for name, given in (("k", k), ("mode", mode), ("scheme", scheme)):
         if given is not None and name in sch and sch[name] != given:
@@ -122,6 +202,13 @@ def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None,
     if view.encryptions.shape[1:] != (32, 32, 3):
         raise HidebenchError(f"encryptions must be E x 32 x 32 x 3, got {view.encryptions.shape}")
     return view
+
+
+def read_seed(path) -> int:
+    text = Path(path).read_text(errors="replace").strip()
+    if not text.isdigit():
+        raise HidebenchError(f"{path} must hold a non-negative integer seed, got {text[:40]!r}")
+    return int(text)
 
 
 def has_key(challenge_dir) -> bool:
@@ -135,12 +222,12 @@ def load_key(challenge_dir, view: PublicView | None = None) -> SecretKey:
     if not kd.is_dir():
         raise HidebenchError(f"challenge {d} has no key/ folder: it cannot be scored (only generated challenges carry their key)")
     view = view or load_public(d)
-    sel = _load_npy(kd / "selection.npy", "key selection")
-    key = SecretKey(private=_load_npy(kd / "private.npy", "key private images").astype(np.float32),
-                    private_labels=_load_npy(kd / "private_label.npy", "key private labels"),
-                    selection=sel, lambdas=_load_npy(kd / "lambda.npy", "key coefficients"),
-                    sign=_load_npy(kd / "sign.npy", "key sign mask"),
-                    seed=int((kd / "seed").read_text().strip()) if (kd / "seed").is_file() else -1,
+    sel = load_npy(kd / "selection.npy", "key selection")
+    key = SecretKey(private=load_npy(kd / "private.npy", "key private images").astype(np.float32),
+                    private_labels=load_npy(kd / "private_label.npy", "key private labels"),
+                    selection=sel, lambdas=load_npy(kd / "lambda.npy", "key coefficients"),
+                    sign=load_npy(kd / "sign.npy", "key sign mask"),
+                    seed=read_seed(kd / "seed") if (kd / "seed").is_file() else -1,
                     n_private_slots=private_slots(view.mode, view.k))
     if sel.shape != (len(view), view.k):
         raise HidebenchError(f"key selection of shape {sel.shape} does not match {len(view)} encryptions with k={view.k}")

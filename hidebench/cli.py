@@ -21,6 +21,52 @@ from hidebench import __version__
 from hidebench.types import HidebenchError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error format: one `hidebench: error: ...` line, exit status 2
+    (argparse's own prints a usage block and names the sub-command's prog instead)."""
+
+    def error(self, message):
+        cmd = self.prog.removeprefix("hidebench").strip()
+        self.exit(2, f"hidebench: error: {cmd + ': ' if cmd else ''}{message} (see '{self.prog} --help')\n")
+
+
+def _load_array(path, what: str):
+    """One .npy array from a file, or a HidebenchError naming the file and what is wrong with it."""
+    import pickle
+
+    import numpy as np
+
+    p = Path(path)
+    if not p.exists():
+        raise HidebenchError(f"{what} file {p} does not exist")
+    if not p.is_file():
+        raise HidebenchError(f"{what} {p} is not a file")
+    with open(p, "rb") as fh:
+        magic = fh.read(6)
+    if magic != b"\x93NUMPY":
+        kind = "an .npz archive" if magic.startswith(b"PK") else "not a .npy file (no NumPy header)"
+        raise HidebenchError(f"{what} {p} is {kind}; expected one array saved with numpy.save")
+    try:
+        a = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError, pickle.UnpicklingError) as e:
+        reason = "it holds Python objects, not numbers" if "allow_pickle" in str(e) else str(e)
+        raise HidebenchError(f"{what} {p} is not a readable .npy array: {reason}") from e
+    return a
+
+
+def _check_out_dir(out, option: str = "--out") -> Path:
+    """--out must be a folder or a path that does not exist yet (it is created)."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise HidebenchError(f"{option} {p} is an existing file, not a folder; choose a folder path")
+    for parent in p.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise HidebenchError(f"{option} {p}: {parent} is a file, so the folder cannot be created")
+            break
+    return p
+
+
 def _add_data_root(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", metavar="DIR",
                    help="folder holding cifar10/, tiny-imagenet-val/ ... (default: $HIDEBENCH_DATA)")
@@ -28,7 +74,10 @@ def _add_data_root(p: argparse.ArgumentParser) -> None:
 
 def _apply_data_root(args) -> None:
     if getattr(args, "data_root", None):
-        os.environ["HIDEBENCH_DATA"] = str(Path(args.data_root).expanduser())
+        root = Path(args.data_root).expanduser()
+        if not root.is_dir():
+            raise HidebenchError(f"--data-root {root} is not an existing folder")
+        os.environ["HIDEBENCH_DATA"] = str(root)
 
 
 # ----------------------------------------------------------------------------- challenge
@@ -41,6 +90,10 @@ def _cmd_generate(args) -> int:
                  "c1": args.c1, "c2": args.c2, "private_source": args.private_source, "pool_source": args.pool_source,
                  "min_keypoints": args.min_keypoints, "pool_screen": args.pool_screen, "aux": args.aux}
     recipe = load_recipe(args.recipe, overrides)
+    seed = args.seed if args.seed is not None else recipe.seed
+    if seed is not None and not args.quiet:
+        print(f"note: seed {seed} regenerates the whole key; a release is secret only while its seed is unguessable "
+              "(omit --seed for 128 bits of OS entropy)", file=sys.stderr)
     ch = generate_to_dir(recipe, args.out, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite,
                          download=args.download)
     pool = ch.manifest["data"]["pool"]
@@ -61,7 +114,13 @@ def _cmd_verify(args) -> int:
     if res["ok"]:
         print(f"OK: all {res['files']} files of {args.dir} regenerate byte-identically")
         return 0
-    print(f"MISMATCH in {args.dir}: {', '.join(res['mismatched']) or 'no files recorded'}", file=sys.stderr)
+    if res["missing"]:
+        print(f"MISSING in {args.dir}: {', '.join(res['missing'])}", file=sys.stderr)
+    if res["mismatched"]:
+        print(f"MISMATCH in {args.dir}: {', '.join(res['mismatched'])}", file=sys.stderr)
+    if res["manifest_fields"]:
+        print(f"manifest.json differs from the regenerated one in: {', '.join(res['manifest_fields'])}",
+              file=sys.stderr)
     return 1
 
 
@@ -76,18 +135,15 @@ def _cmd_show(args) -> int:
 # ----------------------------------------------------------------------------- score / attack
 
 def _cmd_score(args) -> int:
-    import numpy as np
-
     from hidebench.challenge_io import load_key, load_public
     from hidebench.harness import score_result
 
     view = load_public(args.challenge)
     key = load_key(args.challenge, view)
-    path = Path(args.decryption)
-    if not path.is_file():
-        raise HidebenchError(f"decryption file {path} does not exist")
-    dec = np.load(path, allow_pickle=False)
-    rec = np.load(args.recovered, allow_pickle=False) if args.recovered else None
+    dec = _load_array(args.decryption, "decryption")
+    rec = _load_array(args.recovered, "recovered images") if args.recovered else None
+    if rec is not None and not len(rec):
+        raise HidebenchError(f"recovered images {args.recovered} hold no images (shape {rec.shape})")
     scores = score_result(dec, rec, key)
     if args.json:
         print(json.dumps(scores, indent=2))
@@ -101,8 +157,13 @@ def _cmd_score(args) -> int:
 
 
 def _cmd_identity(args) -> int:
+    from hidebench.challenge_io import has_key, load_key, load_public
     from hidebench.harness import run_attack
 
+    _check_out_dir(args.out)
+    view = load_public(args.challenge)        # bad challenges fail before --out is touched
+    if has_key(args.challenge):
+        load_key(args.challenge, view)
     rec = run_attack("identity", args.challenge, args.out, progress=False)
     m = rec.get("metrics", {}).get("challenge")
     print(f"wrote {args.out}/decryption.npy" + (f"; Max_SSIM {m['Max_SSIM']:.4f}" if m else ""))
@@ -124,7 +185,9 @@ def _cmd_list(args) -> int:
     get_attack("identity")
     print("recipes:")
     for name in builtin_recipes():
-        print(f"  {name:15s} {load_recipe(name).description}")
+        r = load_recipe(name)
+        note = f" [fixed seed {r.seed}: its key is public]" if r.seed is not None else ""
+        print(f"  {name:15s} {r.description}{note}")
     print("attacks:")
     for name, cls in sorted(ATTACKS.items()):
         print(f"  {name:20s} {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
@@ -140,7 +203,7 @@ def _cmd_demo(args) -> int:
 # ----------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hidebench", description="Benchmark suite for privacy attacks on InstaHide and Mixup.")
+    p = _Parser(prog="hidebench", description="Benchmark suite for privacy attacks on InstaHide and Mixup.")
     p.add_argument("--version", action="version", version=f"hidebench {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -216,13 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _apply_data_root(args)
     try:
+        _apply_data_root(args)
         return int(args.func(args) or 0)
     except HidebenchError as e:
-        print(f"hidebench: error: {e}", file=sys.stderr)
+        print(f"hidebench: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:      # the file system refused (permissions, a file where a folder should be, a full disk)
+        print(f"hidebench: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hidebench: interrupted", file=sys.stderr)

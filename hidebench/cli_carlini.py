@@ -104,24 +104,41 @@ def _print_record(rec: dict, out: Path) -> None:
 
 
 def cmd_attack(args) -> int:
-    from attacks.base import ThreatModel
+    from attacks.base import ThreatModel, get_attack
+    from hidebench.challenge_io import has_key, load_key, load_public
+    from hidebench.cli import _check_out_dir
     from hidebench.harness import run_attack
 
     challenge = Path(args.challenge)
+    if not challenge.is_dir():
+        raise HidebenchError(f"challenge directory {challenge} does not exist")
     if not (challenge / "encryption.npy").is_file():
         raise HidebenchError(f"{challenge} holds no encryption.npy: not a challenge folder")
+    out = _check_out_dir(args.out)
     cfg = build_config(args.config, args.set)
     if args.seed is not None:
         cfg["seed"] = args.seed
+    oracles = _oracles(args.oracle)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else []
+    for stage in stages:
+        if stage not in STAGES:
+            raise HidebenchError(f"unknown stage {stage!r}; stages: {STAGES}")
+    # Everything that can be refused is checked before --out is touched.
+    view = load_public(challenge)
+    if has_key(challenge):
+        load_key(challenge, view)
+    elif oracles:
+        raise HidebenchError(f"oracle(s) {list(oracles)} requested, but {challenge} has no key/")
     aux = args.aux or _default_aux(challenge)
     if aux and not args.aux:
         print(f"aux data: {aux} (from the challenge's recipe)")
-    threat = ThreatModel(aux=aux, public_pool=not args.no_public_pool, oracles=_oracles(args.oracle))
-    out = Path(args.out)
-    for stage in args.stages.split(",") if args.stages else []:
-        stage = stage.strip()
-        if stage not in STAGES:
-            raise HidebenchError(f"unknown stage {stage!r}; stages: {STAGES}")
+    threat = ThreatModel(aux=aux, public_pool=not args.no_public_pool, oracles=oracles)
+    get_attack("carlini")(cfg, threat)          # validates the config
+    if aux:
+        from hidebench.data import source_size
+
+        source_size(aux)                        # an unknown or missing aux source fails now, not mid-attack
+    for stage in stages:
         shutil.rmtree(out / "cache" / stage, ignore_errors=True)
     rec = run_attack("carlini", challenge, out, config=cfg, threat=threat, progress=not args.quiet)
     hits = [s for s, h in rec["stats"].get("cache_hits", {}).items() if h]

@@ -87,13 +87,21 @@ def list_image_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
 
 
 def _load_files(files: list[Path], progress: bool = False) -> np.ndarray:
-    from tqdm import tqdm
+    from hidebench.progress import bar
 
-    it = tqdm(files, desc="loading images", disable=not progress or len(files) < 2000, leave=False)
-    return np.stack([to_unit_range(np.round(to_rgb32(_read_image(f)) * 255)) for f in it])
+    if not files:
+        raise HidebenchError("no images selected")
+    it = bar(files, enabled=progress and len(files) >= 2000, desc="loading images", leave=False)
+    out = []
+    for f in it:
+        try:
+            out.append(to_unit_range(np.round(to_rgb32(_read_image(f)) * 255)))
+        except (OSError, ValueError, SyntaxError) as e:   # PIL: unreadable or truncated image
+            raise HidebenchError(f"cannot read image {f}: {e}") from e
+    return np.stack(out)
 
 
-def _cifar10(split: str, data_root, download: bool, indices) -> ImageSet:
+def _cifar10(split: str, data_root, download: bool, indices, progress: bool = False) -> ImageSet:
     if split not in ("train", "test"):
         raise HidebenchError(f"cifar10 split must be 'train' or 'test', got {split!r}")
     root = resolve_data_root(data_root, required_for="cifar10")
@@ -105,14 +113,16 @@ def _cifar10(split: str, data_root, download: bool, indices) -> ImageSet:
         ds = CIFAR10(str(root), train=split == "train", download=download)
         x, y = np.asarray(ds.data), np.asarray(ds.targets)
         if indices is not None:
-            x, y = x[indices], y[indices]
+            idx = _check_indices(indices, len(x), f"cifar10:{split}")
+            x, y = x[idx], y[idx]
         return ImageSet(to_unit_range(x), y, list(ds.classes), f"cifar10:{split}",
                         _fingerprint("cifar-10-batches-py", split, len(ds.data)))
     if folder.is_dir():
         files, labels, classes = list_image_folder(folder)
         if indices is not None:
-            files, labels = [files[i] for i in indices], labels[indices]
-        return ImageSet(_load_files(files, progress=True), labels, classes, f"cifar10:{split}",
+            idx = _check_indices(indices, len(files), f"cifar10:{split}")
+            files, labels = [files[i] for i in idx], labels[idx]
+        return ImageSet(_load_files(files, progress=progress), labels, classes, f"cifar10:{split}",
                         _fingerprint("cifar10-imagefolder", split, len(labels)))
     raise HidebenchError(
         f"CIFAR-10 not found: looked for {batches} (torchvision format) and {folder} (ImageFolder tree). "
@@ -131,27 +141,81 @@ def _lfw(indices) -> ImageSet:
 
 
 def _npz(path: str, indices) -> ImageSet:
+    import pickle
+    import zipfile
+
     p = Path(path).expanduser()
     if not p.is_file():
         raise HidebenchError(f"npz source {p} does not exist")
-    with np.load(p, allow_pickle=False) as z:
+    with open(p, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"PK\x03\x04" and magic != b"PK\x05\x06":
+        kind = "a single .npy array" if magic == b"\x93NUM" else "not a zip file"
+        raise HidebenchError(f"npz source {p} is {kind}; expected an .npz archive (numpy.savez) holding 'x' and 'y'")
+    try:
+        z = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+        raise HidebenchError(f"npz source {p} is not a readable .npz archive: {e}") from e
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise HidebenchError(f"npz source {p} is a single .npy array, not an .npz archive holding 'x' and 'y'")
+    with z:
         if "x" not in z or "y" not in z:
             raise HidebenchError(f"npz source {p} must hold arrays 'x' and 'y', found {sorted(z.files)}")
-        x, y = z["x"], z["y"]
-        classes = [str(c) for c in z["classes"]] if "classes" in z else [str(i) for i in range(int(y.max()) + 1)]
+        try:
+            x, y = z["x"], z["y"]
+            classes = z.get("classes")
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise HidebenchError(f"npz source {p}: cannot read its arrays: {e}") from e
+    if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3, 4)):
+        raise HidebenchError(f"npz 'x' must be N x H x W or N x H x W x C (C = 1, 3 or 4), got shape {x.shape}")
+    if not len(x) or min(x.shape[1:3]) < 1:
+        raise HidebenchError(f"npz 'x' holds no images (shape {x.shape})")
+    if x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise HidebenchError(f"npz 'x' must hold uint8 or real float images, got dtype {x.dtype}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise HidebenchError(f"npz 'y' must be a vector of {len(x)} labels (one per image in 'x'), got shape {y.shape}")
+    integral = (np.issubdtype(y.dtype, np.integer) or
+                (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y))))
+    if y.dtype == np.bool_ or not integral:
+        raise HidebenchError(f"npz 'y' must hold integer class labels, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise HidebenchError(f"npz 'y' must hold labels >= 0, found {int(y.min())}")
+    if classes is None:
+        classes = [str(i) for i in range(int(y.max()) + 1)]
+    else:
+        if classes.ndim != 1:
+            raise HidebenchError(f"npz 'classes' must be a vector of class names, got shape {classes.shape}")
+        classes = [str(c) for c in classes]
+        if int(y.max()) >= len(classes):
+            raise HidebenchError(f"npz 'y' has label {int(y.max())} but 'classes' names only {len(classes)} classes")
     if indices is not None:
-        x, y = x[indices], y[indices]
-    if x.ndim not in (3, 4):
-        raise HidebenchError(f"npz 'x' must be N x H x W (x C), got shape {x.shape}")
+        idx = _check_indices(indices, len(x), f"npz:{p}")
+        x, y = x[idx], y[idx]
     if x.dtype == np.uint8:
         u = x
     else:
         x = x.astype(np.float64)
+        if not np.all(np.isfinite(x)):
+            raise HidebenchError(f"npz 'x' contains {int(np.sum(~np.isfinite(x)))} NaN or infinite values")
         if x.min() < -1 - 1e-6 or x.max() > 1 + 1e-6:
             raise HidebenchError(f"npz float 'x' must lie in [-1, 1] or [0, 1], found [{x.min():.3g}, {x.max():.3g}]")
-        u = np.round(((x + 1) / 2 if x.min() < 0 else x) * 255).astype(np.uint8)
+        u = np.round(np.clip((x + 1) / 2 if x.min() < 0 else x, 0, 1) * 255).astype(np.uint8)
     imgs = np.stack([to_unit_range(np.round(to_rgb32(i) * 255)) for i in u])
     return ImageSet(imgs, y, classes, f"npz:{p}", _fingerprint("npz", hashlib.sha256(p.read_bytes()).hexdigest()))
+
+
+def _check_indices(indices, n: int, spec: str) -> np.ndarray:
+    """indices as an int array, all in [0, n); a clear error otherwise."""
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
+        raise HidebenchError(f"{spec}: image indices must be a vector of integers, got {idx.dtype} of shape {idx.shape}")
+    if not idx.size:
+        raise HidebenchError(f"{spec}: no images selected")
+    if idx.min() < 0 or idx.max() >= n:
+        raise HidebenchError(f"{spec}: image index {int(idx.max() if idx.max() >= n else idx.min())} is outside "
+                             f"0..{n - 1}")
+    return idx.astype(np.int64)
 
 
 def _split_slice(spec: str) -> tuple[str, slice | None]:
@@ -165,33 +229,45 @@ def _split_slice(spec: str) -> tuple[str, slice | None]:
             raise ValueError
     except ValueError:
         raise HidebenchError(f"bad slice in data source {spec!r}: use e.g. lfw[0::2] or cifar10:train[:5000]") from None
-    return base, slice(*parts) if len(parts) > 1 else slice(parts[0], parts[0] + 1)
+    if len(parts) == 3 and parts[2] == 0:
+        raise HidebenchError(f"bad slice in data source {spec!r}: the step must not be zero")
+    if not base:
+        raise HidebenchError(f"bad data source {spec!r}: a slice needs a source before it, e.g. lfw[0::2]")
+    if len(parts) == 1:   # one index: that image alone (-1: the last one)
+        return base, slice(parts[0], parts[0] + 1 if parts[0] != -1 else None)
+    return base, slice(*parts)
 
 
-def load_source(spec: str, *, data_root=None, download: bool = False, indices=None) -> ImageSet:
+def load_source(spec: str, *, data_root=None, download: bool = False, indices=None, progress: bool = False) -> ImageSet:
     """Load a private/auxiliary image set by spec, e.g. 'lfw', 'cifar10:test', 'imagefolder:/data/x'.
 
     A trailing Python slice selects part of a source: 'lfw[0::2]', 'cifar10:train[:5000]'.
     indices, if given, selects images (within the sliced source) before decoding.
+    progress: show a bar while decoding many image files (only on a terminal).
     """
+    if not isinstance(spec, str) or not spec.strip():
+        raise HidebenchError(f"data source must be a non-empty string, got {spec!r}")
     base, sl = _split_slice(spec)
     if sl is not None:
         allowed = np.arange(source_size(base, data_root=data_root, download=download))[sl]
-        idx = allowed if indices is None else allowed[np.asarray(indices)]
-        out = load_source(base, data_root=data_root, download=download, indices=idx)
+        if not len(allowed):
+            raise HidebenchError(f"data source {spec!r} selects no images")
+        idx = allowed if indices is None else allowed[_check_indices(indices, len(allowed), spec)]
+        out = load_source(base, data_root=data_root, download=download, indices=idx, progress=progress)
         out.source, out.fingerprint = spec, _fingerprint(out.fingerprint, spec)
         return out
     kind, _, arg = spec.partition(":")
-    if kind == "lfw":
-        return _lfw(indices)
+    if kind == "lfw" and not arg:
+        return _lfw(None if indices is None else _check_indices(indices, 200, spec))
     if kind == "cifar10":
-        return _cifar10(arg or "test", data_root, download, indices)
-    if kind == "imagefolder":
+        return _cifar10(arg or "test", data_root, download, indices, progress)
+    if kind == "imagefolder" and arg:
         files, labels, classes = list_image_folder(Path(arg).expanduser())
         if indices is not None:
-            files, labels = [files[i] for i in indices], labels[indices]
-        return ImageSet(_load_files(files, progress=True), labels, classes, spec, _fingerprint(spec, len(files)))
-    if kind == "npz":
+            idx = _check_indices(indices, len(files), spec)
+            files, labels = [files[i] for i in idx], labels[idx]
+        return ImageSet(_load_files(files, progress=progress), labels, classes, spec, _fingerprint(spec, len(files)))
+    if kind == "npz" and arg:
         return _npz(arg, indices)
     raise HidebenchError(f"unknown data source {spec!r}: use lfw, cifar10:train, cifar10:test, imagefolder:PATH or npz:PATH")
 
@@ -202,14 +278,16 @@ def source_size(spec: str, *, data_root=None, download: bool = False) -> int:
     if sl is not None:
         return len(range(source_size(base, data_root=data_root, download=download))[sl])
     kind, _, arg = spec.partition(":")
-    if kind == "lfw":
+    if kind == "lfw" and not arg:
         return 200
     if kind == "cifar10":
+        if arg not in ("", "train", "test"):
+            raise HidebenchError(f"cifar10 split must be 'train' or 'test', got {arg!r}")
         root = resolve_data_root(data_root, required_for="cifar10")
         folder = root / "cifar10" / (arg or "test")
         if folder.is_dir() and not (root / "cifar-10-batches-py").is_dir():
             return len(list_image_folder(folder)[0])
-    if kind == "imagefolder":
+    if kind == "imagefolder" and arg:
         return len(list_image_folder(Path(arg).expanduser())[0])
     return len(load_source(spec, data_root=data_root, download=download))
 
@@ -232,10 +310,14 @@ class PoolConfig:
     patch_mode: str = "crop"
 
     def __post_init__(self):
+        from hidebench.types import check_field_types
+
+        check_field_types(self, "pool")
         if self.patch_mode not in ("crop", "resize"):
-            raise HidebenchError(f"pool patch_mode must be 'crop' or 'resize', got {self.patch_mode!r}")
-        if self.min_keypoints < 0 or self.screen < 1 or self.region < 0:
-            raise HidebenchError("pool min_keypoints must be >= 0, screen >= 1 and region >= 0")
+            raise HidebenchError(f"pool.patch_mode must be 'crop' or 'resize', got {self.patch_mode!r}")
+        for name, low in (("min_keypoints", 0), ("screen", 1), ("region", 0)):
+            if getattr(self, name) < low:
+                raise HidebenchError(f"pool.{name} must be an integer >= {low}, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -286,7 +368,7 @@ def count_sift_keypoints(region_u8: np.ndarray) -> int:
 def _pool_images(source: str, data_root) -> tuple[list, str]:
     """Source images of a pool as a list of callables/arrays, and a fingerprint."""
     kind, _, arg = source.partition(":")
-    if kind == "photos":
+    if kind == "photos" and not arg:
         import skimage.data
 
         imgs = []
@@ -298,13 +380,13 @@ def _pool_images(source: str, data_root) -> tuple[list, str]:
             a = a[0] if isinstance(a, tuple) else a
             imgs.append(np.asarray(a)[..., :3])
         return imgs, _fingerprint("skimage-photos", [i.shape for i in imgs])
-    if kind == "tinyimagenet":
+    if kind == "tinyimagenet" and not arg:
         folder = resolve_data_root(data_root, required_for="the tinyimagenet pool") / "tiny-imagenet-val" / "images"
         if not folder.is_dir():
             raise HidebenchError(f"Tiny-ImageNet validation images not found in {folder}")
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         return files, _fingerprint("tiny-imagenet-val", len(files))
-    if kind == "imagefolder":
+    if kind == "imagefolder" and arg:
         files = list_image_folder(Path(arg).expanduser())[0]
         return files, _fingerprint(source, len(files))
     raise HidebenchError(f"unknown public pool {source!r}: use tinyimagenet, photos or imagefolder:PATH")
@@ -312,15 +394,21 @@ def _pool_images(source: str, data_root) -> tuple[list, str]:
 
 def build_pool(cfg: PoolConfig, rng: np.random.Generator, *, data_root=None, progress: bool = True) -> PublicPool:
     """Screen cfg.screen random regions of the pool's images and keep the textured ones."""
-    from tqdm import tqdm
+    from hidebench.progress import bar
 
     images, fp = _pool_images(cfg.source, data_root)
+    if not len(images):
+        raise HidebenchError(f"public pool {cfg.source} holds no images")
     order = rng.permutation(len(images)) if cfg.region == 0 else rng.integers(0, len(images), size=cfg.screen)
     order = order[: cfg.screen]
     kept, counts, size = [], [], None
-    for i in tqdm(order, desc=f"SIFT-screening {cfg.source}", disable=not progress, leave=False):
+    for i in bar(order, enabled=progress, desc=f"SIFT-screening {cfg.source}", leave=False):
         img = images[i]
-        img = _read_image(img) if isinstance(img, Path) else img
+        if isinstance(img, Path):
+            try:
+                img = _read_image(img)
+            except (OSError, ValueError, SyntaxError) as e:
+                raise HidebenchError(f"cannot read pool image {img}: {e}") from e
         if cfg.region:
             if min(img.shape[:2]) < cfg.region:
                 raise HidebenchError(f"pool image of shape {img.shape[:2]} smaller than region {cfg.region}")

@@ -8,6 +8,11 @@ against scikit-image); use `ssim_skimage` for the reference itself.
 L2: the challenge never defined its L2_diff. Its published figures (an exact recovery scores
 Min_L2 0.00 and Mean_L2 0.27) fit the mean squared difference on the released [-1, 1] scale,
 which is what `mse` computes.
+
+Decryptions (and recovered images) must be float arrays; they are clipped to [-1, 1] before
+every figure, the L2s included, so scaling a decryption beyond the image range gains nothing.
+An integer array is refused: it is almost always a uint8 image or a label map, not a
+decryption on the [-1, 1] scale.
 """
 from __future__ import annotations
 
@@ -62,11 +67,20 @@ def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return 10 * np.log10(1.0 / np.maximum(m, 1e-12))
 
 
+def _check_float(name: str, x) -> np.ndarray:
+    x = check_images(name, x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise HidebenchError(f"{name}: expected a float array on the [-1, 1] scale, got dtype {x.dtype} "
+                             "(convert uint8 images with x / 127.5 - 1)")
+    return x
+
+
 def check_decryption(decryption: np.ndarray, n_encryptions: int) -> np.ndarray:
-    d = check_images("decryption", decryption)
+    """A float E x 32 x 32 x 3 decryption without NaNs or infinities, clipped to [-1, 1]."""
+    d = _check_float("decryption", decryption)
     if d.shape[0] != n_encryptions or d.shape[1:] != (32, 32, 3):
         raise HidebenchError(f"decryption has shape {d.shape}; the challenge needs ({n_encryptions}, 32, 32, 3)")
-    return d
+    return np.clip(d, -1.0, 1.0)
 
 
 def challenge_metric(decryption: np.ndarray, key: SecretKey, *, per_encryption: bool = False) -> dict:
@@ -89,8 +103,12 @@ def matched_set_metric(recovered: np.ndarray, truth: np.ndarray) -> dict:
     Returns mean SSIM / PSNR / MSE over matched pairs, the match (recovered -> truth index)
     and per-match SSIM. Works for unequal set sizes (only min(m, n) pairs are matched).
     """
-    r = check_images("recovered images", recovered)
+    r = np.clip(_check_float("recovered images", recovered), -1.0, 1.0)
     t = check_images("true images", truth)
+    if not len(r) or not len(t):
+        raise HidebenchError(f"recovered images ({len(r)}) and true images ({len(t)}) must both be non-empty")
+    if r.shape[1:] != t.shape[1:]:
+        raise HidebenchError(f"recovered images have shape {r.shape}; they must be N x {' x '.join(map(str, t.shape[1:]))}")
     sim = np.stack([ssim(r, t[j][None]) for j in range(len(t))], axis=1)  # m x n
     rows, cols = linear_sum_assignment(-sim)
     matched_ssim = sim[rows, cols]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from defenses.instahide import EncryptionConfig
 from hidebench.data import PoolConfig
-from hidebench.types import HidebenchError
+from hidebench.types import HidebenchError, check_field_types
 
 
 @dataclass
@@ -23,13 +23,20 @@ class PrivateConfig:
     n_priv: int = 100
 
     def __post_init__(self):
-        if int(self.n_priv) != self.n_priv or self.n_priv < 1:
-            raise HidebenchError(f"private.n_priv must be a positive integer, got {self.n_priv}")
+        check_field_types(self, "private")
+        if not self.source.strip():
+            raise HidebenchError(f"private.source must name a data source, got {self.source!r}")
+        if self.n_priv < 1:
+            raise HidebenchError(f"private.n_priv must be a positive integer, got {self.n_priv!r}")
+        self.n_priv = int(self.n_priv)
 
 
 @dataclass
 class AttackerConfig:
     aux: str | None = None
+
+    def __post_init__(self):
+        check_field_types(self, "attacker")
 
 
 @dataclass
@@ -65,7 +72,12 @@ def _section(cls, values, where: str):
     if unknown:
         raise HidebenchError(f"recipe {where}: unknown key(s) {', '.join(f'{where}.{u}' for u in unknown)}; "
                              f"valid: {sorted(names)}")
-    return cls(**values)
+    check_field_types(cls, where, values)    # before construction: its checks compare numbers
+    try:
+        return cls(**values)
+    except HidebenchError as e:
+        msg = str(e)
+        raise HidebenchError(msg if msg.startswith(f"{where}.") else f"recipe [{where}]: {msg}") from None
 
 
 def recipe_from_dict(d: dict, overrides: dict | None = None) -> Recipe:
@@ -86,12 +98,18 @@ def recipe_from_dict(d: dict, overrides: dict | None = None) -> Recipe:
         if key not in OVERRIDES:
             raise HidebenchError(f"unknown recipe override {key!r}; valid: {sorted(OVERRIDES)} and seed")
         section, name = OVERRIDES[key]
-        d.setdefault(section, {})[name] = value
+        if not isinstance(d.setdefault(section, {}), dict):
+            raise HidebenchError(f"recipe {section}: [{section}] must be a table")
+        d[section][name] = value
     sections = {s: _section(cls, d.get(s, {}), s) for s, cls in _SECTIONS.items()}
     seed = d.get("seed")
-    if seed is not None and (not isinstance(seed, int) or seed < 0):
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise HidebenchError(f"recipe seed must be a non-negative integer, got {seed!r}")
-    return Recipe(name=str(d["name"]), description=str(d.get("description", "")), seed=seed, **sections)
+    if not isinstance(d["name"], str) or not d["name"].strip():
+        raise HidebenchError(f"recipe name must be a non-empty string, got {d['name']!r}")
+    if not isinstance(d.get("description", ""), str):
+        raise HidebenchError(f"recipe description must be a string, got {d['description']!r}")
+    return Recipe(name=d["name"], description=d.get("description", ""), seed=seed, **sections)
 
 
 def builtin_recipes() -> list[str]:

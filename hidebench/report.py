@@ -1,7 +1,8 @@
 """Reports rendered from run records: one row per record.json, a CSV, an HTML table and plots.
 
 Results are data; this module only reads them. A scaling plot (total time against the number
-of private images, log-log, with the fitted exponent) is drawn when the runs differ in size.
+of private images, log-log) is drawn with one fitted exponent per attack and oracle setting
+that was run at two or more sizes.
 """
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ def find_records(paths) -> list[Path]:
     for p in map(Path, paths):
         if p.is_file() and p.suffix == ".json":
             out.append(p)
+        elif p.is_file():
+            raise HidebenchError(f"{p} is not a .json run record (record.json) nor a folder of runs")
         elif p.is_dir():
             out += sorted(p.rglob("record.json"))
         else:
-            raise HidebenchError(f"{p} is neither a record.json nor a folder of runs")
+            raise HidebenchError(f"{p} does not exist (give run folders or record.json files)")
     if not out:
         raise HidebenchError(f"no record.json found under {', '.join(map(str, paths))}")
     return out
@@ -39,16 +42,44 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return flat
 
 
+def read_record(path) -> dict:
+    """A run record, or a HidebenchError naming the file: it must be a JSON object with an
+    'attack' (a name, or {'name': ...} as `attack gradient` writes it)."""
+    path = Path(path)
+    try:
+        rec = json.loads(path.read_text())
+    except UnicodeDecodeError as e:
+        raise HidebenchError(f"{path} is not a run record: not a text file ({e})") from e
+    except json.JSONDecodeError as e:
+        raise HidebenchError(f"{path} is not a run record: invalid JSON ({e})") from e
+    if not isinstance(rec, dict) or "attack" not in rec:
+        raise HidebenchError(f"{path} is not a run record: it has no 'attack' key (hidebench writes run records "
+                             "as record.json in a run folder)")
+    name = rec["attack"]
+    if isinstance(name, dict):
+        name = name.get("name")
+    if not isinstance(name, str) or not name:
+        raise HidebenchError(f"{path} is not a run record: 'attack' must name an attack, got {rec['attack']!r}")
+    for key in ("metrics", "timings", "challenge_manifest"):
+        if not isinstance(rec.get(key, {}), dict):
+            raise HidebenchError(f"{path}: '{key}' must be a JSON object, got {type(rec[key]).__name__}")
+    oracles = rec.get("oracles", (rec.get("threat_model") or {}).get("oracles", []))
+    if not isinstance(oracles, list) or not all(isinstance(o, str) for o in oracles):
+        raise HidebenchError(f"{path}: 'oracles' must be a list of names, got {oracles!r}")
+    return {**rec, "attack_name": name, "oracle_list": oracles}
+
+
 def records_table(paths) -> pd.DataFrame:
     """One row per run: attack, oracles, scheme, sizes, every scalar metric and timing."""
     rows = []
     for path in find_records(paths):
-        rec = json.loads(path.read_text())
+        rec = read_record(path)
         scheme = rec.get("challenge_manifest", {}).get("scheme", {})
-        row = {"run": str(path.parent), "attack": rec.get("attack"), "oracles": ",".join(rec.get("oracles", [])) or "none",
+        scheme = scheme if isinstance(scheme, dict) else {}
+        row = {"run": str(path.parent), "attack": rec["attack_name"], "oracles": ",".join(rec["oracle_list"]) or "none",
                "k": scheme.get("k"), "mode": scheme.get("mode"), "T": scheme.get("T"),
                "n_encryptions": scheme.get("n_encryptions")}
-        if row["T"] and row["n_encryptions"]:
+        if isinstance(row["T"], int) and isinstance(row["n_encryptions"], int) and row["T"] > 0:
             row["n_priv"] = row["n_encryptions"] // row["T"]
         row.update(_flatten(rec.get("metrics", {})))
         row.update(_flatten(rec.get("timings", {}), "time."))
@@ -61,38 +92,96 @@ def fit_exponent(n: np.ndarray, seconds: np.ndarray) -> float:
     return float(np.polyfit(np.log(n), np.log(seconds), 1)[0])
 
 
+def scaling_fits(df: pd.DataFrame) -> list[dict]:
+    """One scaling exponent per (attack, oracles) group that was run at >= 2 distinct sizes:
+    different attacks (or oracle settings) cost different amounts and never share one fit."""
+    if "n_priv" not in df or "time.total_s" not in df:
+        return []
+    d = df.copy()
+    d["n_priv"] = pd.to_numeric(d["n_priv"], errors="coerce")
+    d["time.total_s"] = pd.to_numeric(d["time.total_s"], errors="coerce")
+    d = d[(d["n_priv"] > 0) & (d["time.total_s"] > 0)]
+    fits = []
+    for (attack, oracles), g in d.groupby(["attack", "oracles"], sort=True):
+        if g["n_priv"].nunique() < 2:
+            continue
+        g = g.sort_values("n_priv")
+        fits.append({"attack": attack, "oracles": oracles, "n_priv": g["n_priv"].to_numpy(float),
+                     "seconds": g["time.total_s"].to_numpy(float),
+                     "exponent": fit_exponent(g["n_priv"].to_numpy(float), g["time.total_s"].to_numpy(float))})
+    return fits
+
+
+def bar_labels(df: pd.DataFrame) -> list[str]:
+    """Each run's own attack and oracle setting, its size when the runs differ in size, and its
+    folder name where that still leaves two bars alike (e.g. a benchmark's runs at several
+    sizes all read 'carlini / none' otherwise)."""
+    sizes = df["n_priv"] if "n_priv" in df and df["n_priv"].nunique() > 1 else None
+    labels = []
+    for i, (a, o) in enumerate(zip(df["attack"].tolist(), df["oracles"].tolist())):
+        label = f"{a}\n{o}"
+        if sizes is not None and pd.notna(sizes.iloc[i]):
+            label += f"\nn={int(sizes.iloc[i])}"
+        labels.append(label)
+    runs = df["run"].tolist() if "run" in df else [""] * len(labels)
+    return [f"{lab}\n{Path(r).name}" if labels.count(lab) > 1 and r else lab for lab, r in zip(labels, runs)]
+
+
 def build_report(paths, out_dir) -> Path:
+    """results.csv, report.html and plots in out_dir. Everything is computed before anything is
+    written, and each file is written under a temporary name and renamed, so a bad input leaves
+    out_dir as it was."""
+    import os
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise HidebenchError(f"--out {out} is an existing file, not a folder; choose a folder path")
     df = records_table(paths)
-    df.to_csv(out / "results.csv", index=False)
+    files: dict[str, bytes] = {"results.csv": df.to_csv(index=False).encode()}
     html = [f"<h1>hidebench report</h1><p>{len(df)} runs</p>", df.to_html(index=False, float_format="%.4f")]
+
+    def png(fig) -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png", dpi=120)
+        plt.close(fig)
+        return buf.getvalue()
+
     if "challenge.Max_SSIM" in df:
         fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(df) + 2), 3))
-        labels = [f"{a}\n{o}" for a, o in zip(df["attack"], df["oracles"])]
-        ax.bar(range(len(df)), df["challenge.Max_SSIM"])
-        ax.set_xticks(range(len(df)), labels, fontsize=7)
+        ax.bar(range(len(df)), pd.to_numeric(df["challenge.Max_SSIM"], errors="coerce"))
+        ax.set_xticks(range(len(df)), bar_labels(df), fontsize=7)
         ax.set_ylabel("Max_SSIM")
-        fig.tight_layout()
-        fig.savefig(out / "max_ssim.png", dpi=120)
-        plt.close(fig)
+        files["max_ssim.png"] = png(fig)
         html.append('<img src="max_ssim.png">')
-    if "n_priv" in df and "time.total_s" in df and df["n_priv"].nunique() > 1:
-        d = df.dropna(subset=["n_priv", "time.total_s"])
-        slope = fit_exponent(d["n_priv"].to_numpy(float), d["time.total_s"].to_numpy(float))
-        fig, ax = plt.subplots(figsize=(4, 3))
-        ax.loglog(d["n_priv"], d["time.total_s"], "o-")
+    fits = scaling_fits(df)
+    if fits:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for f in fits:
+            ax.loglog(f["n_priv"], f["seconds"], "o-", label=f"{f['attack']} / {f['oracles']}: n^{f['exponent']:.2f}")
         ax.set_xlabel("private images")
         ax.set_ylabel("total seconds")
-        ax.set_title(f"fitted exponent {slope:.2f}")
-        fig.tight_layout()
-        fig.savefig(out / "scaling.png", dpi=120)
-        plt.close(fig)
-        html.append(f'<p>time ~ n_priv^{slope:.2f}</p><img src="scaling.png">')
-    (out / "report.html").write_text("\n".join(html))
+        ax.set_title("time against size, fitted per attack and oracle setting", fontsize=8)
+        ax.legend(fontsize=7)
+        files["scaling.png"] = png(fig)
+        html.append("<ul>" + "".join(f"<li>{f['attack']} / {f['oracles']}: time ~ n_priv^{f['exponent']:.2f} "
+                                     f"({len(f['n_priv'])} runs)</li>" for f in fits) + '</ul><img src="scaling.png">')
+    files["report.html"] = "\n".join(html).encode()
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        tmp = out / f".{name}.{os.getpid()}.tmp"
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, out / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return out / "report.html"

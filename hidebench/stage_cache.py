@@ -1,16 +1,22 @@
-"""On-disk cache for costly pipeline stages, keyed by the config that produced them.
+"""On-disk cache for costly pipeline stages, keyed by their config and their inputs.
 
-Each stage writes CACHE/STAGE/arrays.npz and CACHE/STAGE/manifest.json (stage, config, its
-hash, library versions, seconds). A rerun with the same config loads the arrays; a changed
-config recomputes and overwrites. Writes go to a temporary name first, so an interrupted or
-failed stage never leaves a half-written cache behind.
+Each stage writes CACHE/STAGE/arrays.npz and CACHE/STAGE/manifest.json (stage, config, key,
+the sha256 of arrays.npz, library versions, seconds). A stage's key hashes its config together
+with the digests of the upstream outputs it consumed, so recomputing an upstream stage
+invalidates everything downstream of it whenever its output changed. Writes go to temporary
+names first (the manifest last), so an interrupted stage never leaves a half-written entry; an
+entry whose arrays are truncated, zeroed or do not match the recorded hash is reported in one
+line and recomputed.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import sys
 import time
+import uuid
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -21,42 +27,93 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class StageCache:
-    """get_or_compute(stage, config, compute) -> dict of arrays; cache_dir None disables caching."""
+def arrays_digest(arrays: dict) -> str:
+    """Content hash of a dict of arrays (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
 
-    def __init__(self, cache_dir: str | os.PathLike | None):
+
+class StageCache:
+    """get_or_compute(stage, config, compute, upstream=...) -> dict of arrays.
+
+    Stages named in `recompute` are computed afresh even when their entry matches.
+    cache_dir None disables caching (the digests are still computed, so keys stay comparable).
+    After a call, `digests[stage]` is the content hash of the stage's output: pass it as
+    `upstream` to the stages that consume it.
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike | None, *, recompute=(), log=None):
         self.root = Path(cache_dir) if cache_dir is not None else None
+        self.recompute = set(recompute)
         self.hits: dict[str, bool] = {}
         self.seconds: dict[str, float] = {}
+        self.digests: dict[str, str] = {}
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
 
     def manifest(self, stage: str) -> dict | None:
         if self.root is None:
             return None
         p = self.root / stage / "manifest.json"
         try:
-            return json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
+            m = json.loads(p.read_text())
+        except (OSError, ValueError):
+            return None
+        return m if isinstance(m, dict) else None
+
+    def _load(self, stage: str, key: str) -> dict | None:
+        """The cached arrays if the entry matches `key` and is intact; None otherwise."""
+        m = self.manifest(stage)
+        if m is None or m.get("key") != key:
+            return None
+        path = self.root / stage / "arrays.npz"
+        try:
+            with open(path, "rb") as f:
+                if hashlib.sha256(f.read()).hexdigest() != m.get("arrays_sha256"):
+                    raise ValueError("contents do not match the recorded sha256")
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            self.log(f"hidebench: cache entry {path} is corrupt ({e}); recomputing stage {stage}")
             return None
 
-    def get_or_compute(self, stage: str, config: dict, compute: Callable[[], dict]) -> dict:
-        h = config_hash(config)
-        m = self.manifest(stage)
-        if m is not None and m.get("config_hash") == h and (self.root / stage / "arrays.npz").is_file():
-            with np.load(self.root / stage / "arrays.npz", allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
+    def get_or_compute(self, stage: str, config: dict, compute: Callable[[], dict],
+                       upstream: tuple[str, ...] | list[str] = ()) -> dict:
+        key = config_hash({"config": config, "upstream": list(upstream)})
+        arrays = None if stage in self.recompute else self._load(stage, key)
+        if arrays is not None:
             self.hits[stage], self.seconds[stage] = True, 0.0
+            self.digests[stage] = arrays_digest(arrays)
             return arrays
         t0 = time.perf_counter()
         arrays = {k: np.asarray(v) for k, v in compute().items()}
         self.hits[stage], self.seconds[stage] = False, time.perf_counter() - t0
+        self.digests[stage] = arrays_digest(arrays)
         if self.root is not None:
-            from hidebench.challenge_io import library_versions, write_json
-
-            d = self.root / stage
-            d.mkdir(parents=True, exist_ok=True)
-            tmp = d / "arrays.tmp.npz"
-            np.savez(tmp, **arrays)
-            os.replace(tmp, d / "arrays.npz")
-            write_json(d / "manifest.json", {"stage": stage, "config": config, "config_hash": h,
-                                             "versions": library_versions(), "seconds": self.seconds[stage]})
+            self._store(stage, config, key, list(upstream), arrays)
         return arrays
+
+    def _store(self, stage: str, config: dict, key: str, upstream: list, arrays: dict) -> None:
+        from hidebench.challenge_io import library_versions, write_json
+
+        d = self.root / stage
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "manifest.json").unlink(missing_ok=True)     # no manifest: the entry is invalid until complete
+        for stale in d.glob(".*.tmp*"):                    # left by a run killed while writing
+            stale.unlink(missing_ok=True)
+        tmp = d / f".arrays.{uuid.uuid4().hex[:8]}.tmp.npz"
+        np.savez(tmp, **arrays)
+        with open(tmp, "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()
+        os.replace(tmp, d / "arrays.npz")
+        write_json(d / "manifest.json", {"stage": stage, "config": config, "upstream": upstream, "key": key,
+                                         "arrays_sha256": sha, "versions": library_versions(),
+                                         "seconds": self.seconds[stage]})
+
+    def invalidate(self, stage: str) -> None:
+        """Forget a stage's entry (it is recomputed on the next call)."""
+        if self.root is not None:
+            (self.root / stage / "manifest.json").unlink(missing_ok=True)

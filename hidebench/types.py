@@ -6,6 +6,8 @@ oracle mode that an experiment names explicitly).
 """
 from __future__ import annotations
 
+import dataclasses
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,13 +21,51 @@ class HidebenchError(ValueError):
     """A user-facing error: bad input, missing data, infeasible parameters."""
 
 
+_SIMPLE_TYPES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
+def _type_ok(value, tname: str) -> bool:
+    if tname == "bool":
+        return isinstance(value, (bool, np.bool_))
+    if isinstance(value, (bool, np.bool_)):
+        return False          # True is an int to Python, never to a config
+    if tname == "int":
+        return isinstance(value, numbers.Integral)
+    if tname == "float":
+        return isinstance(value, numbers.Real)
+    if tname == "str":
+        return isinstance(value, str)
+    return True
+
+
+def check_field_types(obj, section: str = "", values: dict | None = None) -> None:
+    """Check a config dataclass's simple fields (int, float, str, bool, optionally None) against
+    their annotations: a HidebenchError naming the field and the value's repr, never a TypeError
+    from a later comparison (e.g. T = '5' from a TOML string). obj is an instance, or a class
+    with `values` (a dict of field values) to check before construction."""
+    prefix = f"{section}." if section else ""
+    for f in dataclasses.fields(obj):
+        if values is not None and f.name not in values:
+            continue
+        options = [t.strip() for t in str(f.type).split("|")]
+        value = values[f.name] if values is not None else getattr(obj, f.name)
+        if value is None and "None" in options:
+            continue
+        simple = [t for t in options if t in _SIMPLE_TYPES]
+        if not simple or len(simple) != len([t for t in options if t != "None"]):
+            continue          # a container or class field: its own validation applies
+        if not any(_type_ok(value, t) for t in simple):
+            want = " or ".join(_SIMPLE_TYPES[t] for t in simple) + (" or none" if "None" in options else "")
+            raise HidebenchError(f"{prefix}{f.name} must be {want}, got {value!r} ({type(value).__name__})")
+
+
 def check_images(name: str, x: np.ndarray, *, ndim: int = 4, value_range: float | None = None) -> np.ndarray:
     """Validate an NHWC image batch: shape, finiteness and (optionally) |x| <= value_range."""
     x = np.asarray(x)
     if x.ndim != ndim or (ndim == 4 and x.shape[-1] not in (1, 3)):
         raise HidebenchError(f"{name}: expected an N x H x W x C array, got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number):
-        raise HidebenchError(f"{name}: expected numbers, got dtype {x.dtype}")
+    if x.dtype == np.bool_ or not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+        raise HidebenchError(f"{name}: expected real numbers, got dtype {x.dtype}")
     if not np.all(np.isfinite(x)):
         bad = int(np.sum(~np.isfinite(x)))
         raise HidebenchError(f"{name}: contains {bad} NaN or infinite values")
@@ -78,7 +118,10 @@ class PublicView:
 
     def __post_init__(self):
         self.encryptions = check_images("encryptions", self.encryptions, value_range=1.0).astype(np.float32)
-        self.labels = np.asarray(self.labels, dtype=np.float32)
+        labels = np.asarray(self.labels)
+        if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.number) or np.iscomplexobj(labels):
+            raise HidebenchError(f"labels: expected real numbers, got dtype {labels.dtype}")
+        self.labels = labels.astype(np.float32)
         if self.labels.ndim != 2 or len(self.labels) != len(self.encryptions):
             raise HidebenchError(
                 f"labels of shape {self.labels.shape} do not match {len(self.encryptions)} encryptions (expected E x n_classes)")
@@ -88,9 +131,13 @@ class PublicView:
             raise HidebenchError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.scheme not in SCHEMES:
             raise HidebenchError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
-        if int(self.k) < 2:
-            raise HidebenchError(f"k must be >= 2, got {self.k}")
+        if not _type_ok(self.k, "int") or self.k < 2:
+            raise HidebenchError(f"k must be an integer >= 2, got {self.k!r}")
         self.k = int(self.k)
+        if self.T is not None:
+            if not _type_ok(self.T, "int") or self.T < 1:
+                raise HidebenchError(f"T must be a positive integer or none, got {self.T!r}")
+            self.T = int(self.T)
         if not self.class_names:
             self.class_names = [str(i) for i in range(self.labels.shape[1])]
 

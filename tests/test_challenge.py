@@ -1,11 +1,12 @@
 import json
+import shutil
 from importlib import resources
 
 import numpy as np
 import pytest
 
-from defenses.challenge import generate, verify
-from hidebench.challenge_io import load_key, load_public
+from defenses.challenge import generate, generate_to_dir, verify
+from hidebench.challenge_io import KEY_FILES, load_key, load_public, recorded_hashes
 from hidebench.cli import main
 from hidebench.recipes import load_recipe, recipe_from_dict
 from hidebench.types import HidebenchError
@@ -32,32 +33,76 @@ def test_generated_files_follow_the_2020_format(faces_dir):
     assert np.allclose(lab.sum(1), key.lambdas[:, :2].sum(1), atol=1e-6)
 
 
-def test_public_files_hold_no_key_material(faces_dir):
+def test_public_manifest_lists_only_public_files(faces_dir):
     assert sorted(p.name for p in faces_dir.iterdir()) == ["encryption.npy", "key", "label.npy", "manifest.json"]
     manifest = json.loads((faces_dir / "manifest.json").read_text())
-    text = json.dumps({k: v for k, v in manifest.items() if k != "files"})
-    assert "seed" not in text
+    assert sorted(manifest["files"]) == ["encryption.npy", "label.npy"]
+    assert "seed" not in manifest["recipe"]
+    key_manifest = json.loads((faces_dir / "key" / "manifest.json").read_text())
+    assert sorted(key_manifest["files"]) == sorted(["manifest.json"] + [f"key/{n}" for n in KEY_FILES])
     view = load_public(faces_dir)
     assert view.k == 6 and view.mode == "cross" and view.T == 20
 
 
 def test_matches_committed_checksums(faces_dir):
     committed = json.loads((resources.files("hidebench.challenge_data") / "checksums.json").read_text())["faces"]
-    manifest = json.loads((faces_dir / "manifest.json").read_text())
     assert (faces_dir / "key" / "seed").read_text().strip() == str(committed["seed"])
-    assert manifest["files"] == committed["files"]
+    hashes = recorded_hashes(faces_dir)
+    hashes.pop("manifest.json")          # holds library versions: not reproducible across machines
+    assert hashes == committed["files"]
 
 
 def test_verify_detects_tampering(faces_dir, tmp_path):
     assert verify(faces_dir, progress=False)["ok"]
     copy = tmp_path / "copy"
-    main(["challenge", "generate", "faces", "--out", str(copy), "--quiet"])
+    shutil.copytree(faces_dir, copy)
     enc = np.load(copy / "encryption.npy")
     enc[0, 0, 0, 0] *= -1
     np.save(copy / "encryption.npy", enc)
     res = verify(copy, progress=False)
-    assert not res["ok"] and res["mismatched"] == ["encryption.npy"]
+    assert not res["ok"] and res["mismatched"] == ["encryption.npy"] and res["missing"] == []
     assert main(["challenge", "verify", str(copy), "--quiet"]) == 1
+
+
+@pytest.mark.parametrize("path, value, flagged", [
+    (("scheme", "T"), 21, {"manifest.json"}),                    # the regenerated manifest says T=20
+    (("recipe", "scheme", "c1"), 0.6, {"manifest.json", "encryption.npy", "label.npy"}),   # regenerates other files
+])
+def test_verify_checks_the_public_manifest(faces_dir, tmp_path, path, value, flagged):
+    copy = tmp_path / "copy"
+    shutil.copytree(faces_dir, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    d = m
+    for part in path[:-1]:
+        d = d[part]
+    d[path[-1]] = value
+    (copy / "manifest.json").write_text(json.dumps(m))
+    res = verify(copy, progress=False)
+    assert not res["ok"] and flagged <= set(res["mismatched"])
+
+
+def test_verify_reports_a_missing_file_as_missing(faces_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(faces_dir, copy)
+    (copy / "key" / "sign.npy").unlink()
+    res = verify(copy, progress=False)
+    assert not res["ok"] and res["missing"] == ["key/sign.npy"] and res["mismatched"] == []
+
+
+def test_generation_is_atomic_and_never_clobbers(tmp_path):
+    r = load_recipe("faces", {"n_priv": 4, "T": 2, "pool_screen": 20})
+    out = tmp_path / "ch"
+    generate_to_dir(r, out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    with pytest.raises(HidebenchError, match="already holds a challenge"):
+        generate_to_dir(r, out, seed=5, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    with pytest.raises(HidebenchError, match="seed must be a non-negative integer"):
+        generate_to_dir(r, tmp_path / "neg", seed=-1, progress=False)
+    assert not (tmp_path / "neg").exists()
+    generate_to_dir(r, out, seed=5, progress=False, overwrite=True)
+    assert (out / "encryption.npy").read_bytes() != before["encryption.npy"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no staging folders left
 
 
 def test_seed_and_overrides_change_the_challenge():

@@ -309,7 +309,7 @@ class Carlini(Attack):
             st_full = st
             if grey and st is not None:
                 st = (st[0][..., :1], st[1][..., :1])
-            sg = cache.get_or_compute("signs", s_cfg, compute_signs)
+            sg = cache.get_or_compute("signs", s_cfg, compute_signs, upstream=[cache.digests["regression"]])
             recovered = sg["images"]
             stats["signs"] = _unpack_json(sg["stats"])
             sign_prior = (cfg.signs, st_full)

@@ -301,7 +301,8 @@ def _similarity(view, cfg, aux, pool, seed, cache, progress, timings) -> tuple[n
 
     t0 = time.perf_counter()
     score_cfg = {**model_cfg, "view": view_fp, "rerank": cfg.rerank, "qe": cfg.query_expansion if cfg.rerank else 0}
-    sc = cache.get_or_compute("carlini_similarity_scores", score_cfg, score)
+    sc = cache.get_or_compute("carlini_similarity_scores", score_cfg, score,
+                              upstream=[cache.digests["carlini_similarity_model"]])
     zb = sim.blend_embedding(sc["z"], sim.pearson_embedding(view.encryptions), float(weights["blend"]))
     S = sim.similarity_matrix(sim.query_expansion(zb, cfg.query_expansion))
     if cfg.rerank:

@@ -326,7 +326,11 @@ def _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, steps, w
     for _ in it:
         opt.zero_grad()
         L = coefs()
-        m = sum(L[:, j:j + 1] * x[idx[:, j]] for j in range(s))
+        # index_select, not x[idx]: the backward of advanced indexing is index_put_(accumulate=True),
+        # which on CPU adds the rows of one cluster with parallel atomics, in an order that varies from
+        # run to run (float differences of ~1e-5 that reassign's discrete choices amplify). The
+        # backward of index_select, index_add_, sums them in index order.
+        m = sum(L[:, j:j + 1] * torch.index_select(x, 0, idx[:, j]) for j in range(s))
         if cfg.fit_noise:
             m = m + pw * mu
         if scheme == "mixup":
@@ -529,5 +533,5 @@ def reassign(encryptions: np.ndarray, labels: np.ndarray, cluster_class: np.ndar
             out[r, 1] = np.take_along_axis(pb[i: i + step], j, 1)[:, 0]
     unset = ~np.isfinite(best)            # no candidate pair (a class without clusters): best two by x^2 alone
     if unset.any():
-        out[unset] = np.argsort(-unary[unset], 1)[:, :2]
+        out[unset] = np.argsort(-unary[unset], 1, kind="stable")[:, :2]
     return out, margin

@@ -1,121 +1,128 @@
-"""One base class, one entry point, one registry for every attack.
+"""Two attack families, one registry.
 
-An attack sees a PublicView and what its ThreatModel grants. The SecretKey reaches it only
-through `oracle`, and only for the parts an experiment names in ThreatModel.oracles; the run
-record says which were on.
+* `ReleaseAttack.run(view, oracle, ctx) -> ReleaseResult`: a public release (encryptions and
+  mixed labels) -> one decryption per encryption and, optionally, the recovered private set.
+  Its threat model is a `ReleaseThreatModel` (aux data, public pool, oracle parts).
+* `UpdateAttack.run(update, model, ctx) -> UpdateResult`: a federated client's shared update
+  and the shared model -> the client's (encrypted) batch. Its threat model is an
+  `UpdateThreatModel`, which builds the `AttackerUpdate` the attack sees.
+
+Each attack is one class with one `run`, a `Config` (a hidebench.config.Config dataclass that
+holds every default: front ends never change them) and a `name`; `@register` adds it to
+ATTACKS, and the registry-wide contract test covers it from then on (ART's one base class per
+family, torchattacks' one registry and one test matrix).
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
+from hidebench.config import Config
+from hidebench.context import ExecutionContext
+from hidebench.threat import AttackerUpdate, Oracle, ReleaseThreatModel, UpdateThreatModel
 from hidebench.types import HidebenchError, PublicView, SecretKey
 
-ORACLES = ("pairs", "assignment", "lambdas", "signs")
-
 
 @dataclass
-class ThreatModel:
-    """What the attacker is granted beyond the public release.
-
-    aux: spec of auxiliary images from the private distribution (e.g. 'cifar10:train').
-    public_pool: whether the attacker may draw from the public pool the defense used (the
-    pool's source and SIFT filter, as the release's recipe states them; never the patches).
-    pool: that pool's PoolConfig fields; the harness fills them from the challenge manifest.
-    oracles: parts of the secret key handed over for ablations (see ORACLES).
-    """
-
-    aux: str | None = None
-    public_pool: bool = False
-    pool: dict | None = None
-    knows_scheme: bool = True
-    oracles: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        self.oracles = tuple(self.oracles)
-        bad = [o for o in self.oracles if o not in ORACLES]
-        if bad:
-            raise HidebenchError(f"unknown oracle(s) {bad}; choose from {ORACLES}")
-
-
-class Oracle:
-    """Hands out the parts of the key a ThreatModel names, refusing the rest."""
-
-    def __init__(self, key: SecretKey | None, granted: tuple[str, ...]):
-        if granted and key is None:
-            raise HidebenchError(f"oracle(s) {list(granted)} requested, but the challenge has no key/")
-        self._key, self.granted = key, tuple(granted)
-
-    def __contains__(self, part: str) -> bool:
-        return part in self.granted
-
-    def get(self, part: str) -> SecretKey:
-        if part not in self.granted:
-            raise PermissionError(f"oracle {part!r} was not granted by the threat model")
-        return self._key
-
-
-@dataclass
-class AttackResult:
+class ReleaseResult:
     """decryption: E x 32 x 32 x 3 in [-1, 1] (one image per encryption, challenge format);
-    recovered: optional set of recovered private images; stats: attack-side measurements."""
+    recovered: optional set of recovered private images; stats/timings: attack-side
+    measurements for the record; artifacts: arrays for `evaluate` (not recorded)."""
 
     decryption: np.ndarray
     recovered: np.ndarray | None = None
     stats: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    artifacts: dict = field(default_factory=dict)
 
 
-def validate_config(cls, values: dict | None):
-    """Build a config dataclass from a dict, rejecting unknown keys by name."""
-    values = dict(values or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise HidebenchError(f"unknown {cls.__name__} key(s) {unknown}; valid keys: {sorted(names)}")
-    return cls(**values)
+@dataclass
+class UpdateResult:
+    """recovered: B x 32 x 32 x 3 in [-1, 1]; labels: B x C, the attacker's label estimate."""
+
+    recovered: np.ndarray
+    labels: np.ndarray
+    stats: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
 
 
-class Attack:
-    """Base class. Subclasses set `name`, `Config` (a dataclass) and implement `run`."""
+@dataclass
+class NoConfig(Config):
+    """The config of an attack without options."""
 
+
+class _AttackBase:
     name: ClassVar[str] = ""
-    Config: ClassVar[type] = type(None)
+    family: ClassVar[str] = ""
+    Config: ClassVar[type] = NoConfig
+    Threat: ClassVar[type] = ReleaseThreatModel
 
-    def __init__(self, config=None, threat: ThreatModel | None = None):
-        self.config = config if isinstance(config, self.Config) else validate_config(self.Config, config)
-        self.threat = threat or ThreatModel()
+    def __init__(self, config: dict | Config | None = None, threat=None):
+        self.config = config if isinstance(config, self.Config) else self.Config.from_dict(config,
+                                                                                           where=self.name or None)
+        threat = self.Threat() if threat is None else threat
+        if isinstance(threat, dict):
+            threat = self.Threat.from_dict(threat)
+        if not isinstance(threat, self.Threat):
+            raise HidebenchError(f"{self.name} takes a {self.Threat.__name__}, got {type(threat).__name__}")
+        self.threat = threat
 
-    def run(self, view: PublicView, *, oracle: Oracle | None = None, cache_dir: Path | None = None,
-            progress: bool = True) -> AttackResult:
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+
+class ReleaseAttack(_AttackBase):
+    """Base of attacks on a public release. `uses_oracles`: the oracle parts the attack can
+    consume (an ungranted or unusable part is refused before the run)."""
+
+    family = "release"
+    Threat = ReleaseThreatModel
+    uses_oracles: ClassVar[tuple[str, ...]] = ()
+    needs_T: ClassVar[bool] = False
+
+    def __init__(self, config=None, threat=None):
+        super().__init__(config, threat)
+        unusable = [o for o in self.threat.oracles if o not in self.uses_oracles]
+        if unusable:
+            raise HidebenchError(f"attack {self.name} cannot use oracle(s) {unusable}; "
+                                 f"it uses {list(self.uses_oracles) or 'none'}")
+
+    def run(self, view: PublicView, oracle: Oracle, ctx: ExecutionContext) -> ReleaseResult:
         raise NotImplementedError
 
-    def evaluate(self, result: AttackResult, key: SecretKey) -> dict:
+    def evaluate(self, result: ReleaseResult, key: SecretKey) -> dict:
         """Stage metrics computed with the key after the attack ran (default: none)."""
         return {}
 
 
-ATTACKS: dict[str, type[Attack]] = {}
+class UpdateAttack(_AttackBase):
+    """Base of attacks on a federated update."""
+
+    family = "update"
+    Threat = UpdateThreatModel
+
+    def run(self, update: AttackerUpdate, model, ctx: ExecutionContext) -> UpdateResult:
+        raise NotImplementedError
 
 
-def register(cls: type[Attack]) -> type[Attack]:
+ATTACKS: dict[str, type[_AttackBase]] = {}
+
+
+def register(cls):
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
+    if cls.family not in ("release", "update"):
+        raise ValueError(f"{cls.__name__} is neither a ReleaseAttack nor an UpdateAttack")
     ATTACKS[cls.name] = cls
     return cls
 
 
-def get_attack(name: str) -> type[Attack]:
+def get_attack(name: str):
     import attacks  # noqa: F401  (registers the built-in attacks)
 
     if name not in ATTACKS:
-        raise HidebenchError(f"unknown attack {name!r}; registered: {sorted(ATTACKS)}")
+        raise HidebenchError(f"unknown attack {name!r}; registered: {', '.join(sorted(ATTACKS))}")
     return ATTACKS[name]
-
-
-def config_dict(config: Any) -> dict:
-    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}

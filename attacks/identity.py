@@ -1,19 +1,14 @@
-"""The `identity` baseline: decryption = |encryption| rescaled to [-1, 1] per image.
+"""The `identity` baseline: the floor every release attack must beat.
 
-Every attack must beat it. It uses nothing but the public encryptions.
+For InstaHide the decryption is |encryption| rescaled to [-1, 1] per image (the mask makes the
+sign carry nothing); for Mixup, the encryption itself, which is already a blend of the private
+images. It uses nothing but the public encryptions.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from attacks.base import Attack, AttackResult, register
-
-
-@dataclass
-class IdentityConfig:
-    pass
+from attacks.base import ReleaseAttack, ReleaseResult, register
 
 
 def rescaled_abs(encryptions: np.ndarray) -> np.ndarray:
@@ -24,12 +19,15 @@ def rescaled_abs(encryptions: np.ndarray) -> np.ndarray:
     return (2 * (a - lo) / np.maximum(hi - lo, 1e-8) - 1).astype(np.float32)
 
 
+def baseline_decryption(view) -> np.ndarray:
+    return view.encryptions.astype(np.float32) if view.scheme == "mixup" else rescaled_abs(view.encryptions)
+
+
 @register
-class Identity(Attack):
-    """Baseline: decryption = |encryption| rescaled per image; the floor every attack must beat."""
+class Identity(ReleaseAttack):
+    """Baseline: InstaHide |encryption| rescaled per image, Mixup the encryption itself."""
 
     name = "identity"
-    Config = IdentityConfig
 
-    def run(self, view, *, oracle=None, cache_dir=None, progress=True):
-        return AttackResult(decryption=rescaled_abs(view.encryptions))
+    def run(self, view, oracle, ctx):
+        return ReleaseResult(decryption=baseline_decryption(view))

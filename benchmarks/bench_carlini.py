@@ -33,23 +33,22 @@ def main(argv=None) -> int:
     p.add_argument("--no-public-pool", action="store_true", help="deny the attacker the public pool")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="attack config override")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: shared CPUs spin-wait)")
-    p.add_argument("--seed", type=int, help="challenge seed (default: the recipe's)")
+    p.add_argument("--seed", type=int, help="challenge seed (default: the recipe's; the README's figures: 2020)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 
-    import torch
-
-    torch.set_num_threads(args.threads)
-    from attacks.base import ThreatModel
     from defenses.challenge import generate_to_dir
+    from hidebench.app.harness import run_release_attack
     from hidebench.challenge_io import write_json
-    from hidebench.cli_carlini import build_config
-    from hidebench.harness import run_attack
+    from hidebench.config import load_config
+    from hidebench.context import ExecutionContext
     from hidebench.recipes import load_recipe
+    from hidebench.threat import FROM_RECIPE, ReleaseThreatModel
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = build_config(None, args.set)
+    config = load_config(None, args.set)
+    ctx = ExecutionContext.from_env(threads=args.threads, progress=not args.quiet)
     oracles = args.oracle or ["assignment", "none"]
     rows = []
     header = (f"{'n_priv':>6} {'oracle':>11} {'Max_SSIM':>8} {'set_SSIM':>8} {'magn':>6} {'synced':>6} {'regr':>6} "
@@ -61,23 +60,25 @@ def main(argv=None) -> int:
         ch = out / "challenges" / f"{recipe.name}_n{n}_T{recipe.scheme.T}_k{recipe.scheme.k}"
         if not (ch / "encryption.npy").is_file():
             t0 = time.perf_counter()
-            generate_to_dir(recipe, ch, progress=not args.quiet)
+            generate_to_dir(recipe, ch, data_root=ctx.data_root, progress=not args.quiet)
             if not args.quiet:
                 print(f"generated {ch} in {time.perf_counter() - t0:.1f}s")
         for orc in oracles:
             granted = tuple(o for o in orc.split(",") if o and o != "none")
             run_dir = out / "runs" / f"{ch.name}_{'+'.join(granted) or 'none'}"
-            threat = ThreatModel(aux=args.aux or recipe.attacker.aux, public_pool=not args.no_public_pool,
-                                 oracles=granted)
-            rec = run_attack("carlini", ch, run_dir, config=config, threat=threat, progress=not args.quiet)
-            m, t = rec["metrics"], rec["timings"]
+            threat = ReleaseThreatModel(aux=args.aux or FROM_RECIPE, public_pool=not args.no_public_pool,
+                                        oracles=granted)
+            rec = run_release_attack("carlini", ch, run_dir, config=config, threat=threat,
+                                     ctx=ctx.replace(cache_dir=run_dir / "cache"))
+            m, t = rec.metrics, rec.timings
             st = m["stages"]
             sb, so = st.get("ssim_by_step", {}), st.get("ssim_by_step_oracle_global_sign", {})
             g = st.get("grouping", {})
             row = {"n_priv": n, "oracle": "+".join(granted) or "none", "challenge": m["challenge"],
                    "private_set_ssim": m["private_set"]["ssim"], "ssim_by_step": sb, "ssim_oracle_global": so,
                    "grouping": {k: v for k, v in g.items() if k != "cluster_to_private"},
-                   "after_reassign": st.get("after_reassign"), "lambda_mae": st.get("lambda_mae"), "lambda_mae_split": st.get("lambda_mae_split"),
+                   "after_reassign": st.get("after_reassign"), "lambda_mae": st.get("lambda_mae"),
+                   "lambda_mae_split": st.get("lambda_mae_split"),
                    "relative_sign_accuracy": st.get("relative_sign_accuracy"), "timings": t, "run": str(run_dir)}
             rows.append(row)
             print(f"{n:>6} {row['oracle']:>11} {m['challenge']['Max_SSIM']:>8.4f} {row['private_set_ssim']:>8.4f} "
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
                   f"{_cell(so.get('regressed')):>6} {_cell(g.get('assignment_accuracy')):>7} "
                   f"{_cell(g.get('pair_auc')):>7} {_cell(row['lambda_mae'], '{:.4f}'):>7} "
                   f"{t.get('grouping_s', 0):>7.1f} {t.get('regression_s', 0):>7.1f} {t.get('signs_s', 0):>7.1f} "
-                  f"{t['total_s']:>7.1f} {t.get('peak_rss_mb', 0):>6.0f}", flush=True)
+                  f"{t['total_s']:>7.1f} {rec.peak_memory_mb or 0:>6.0f}", flush=True)
             write_json(out / "summary.json", {"recipe": args.recipe, "config": config, "threads": args.threads,
                                               "rows": rows})
     print(f"wrote {out / 'summary.json'}")

@@ -9,6 +9,8 @@ cross; LeNet; lfw, and CIFAR-10 when HIDEBENCH_DATA is set).
 (a) times one objective+backward step of the attack (the gradient distance of R restarts and its
 gradient w.r.t. the dummy images): impl='func' (torch.func vmap over restarts, flattened
 distance) against impl='loop' (autograd per restart, Python loop over parameters).
+(b) runs each cell through hidebench.app.harness.run_update_attack (the attack's default config
+but for --iterations; seed = trial) and keeps every run's record.json under OUT/runs/.
 """
 from __future__ import annotations
 
@@ -30,14 +32,15 @@ DEFENSES = [("none", "inside", 4), ("mixup", "inside", 4), ("instahide", "inside
 
 def speed(models, restarts, reps, device, distance="cosine"):
     from attacks.gradient.common import GradientMatcher
-    from hidebench.federated import ClientConfig, client_update, make_batch, make_model
+    from defenses.client import ClientExperiment
+    from defenses.federated import client_update, make_batch, make_model
 
     rng = np.random.default_rng(0)
     rows = []
     for name in models:
         model = make_model(name, 10, seed=0).to(device)
         imgs = rng.uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
-        cfg = ClientConfig(batch_size=1)
+        cfg = ClientExperiment(batch_size=1)
         up = client_update(model, make_batch(imgs, np.array([3]), 10, cfg), cfg, device=device)
         for R in restarts:
             times = {}
@@ -62,8 +65,10 @@ def speed(models, restarts, reps, device, distance="cosine"):
     return rows
 
 
-def table(datasets, batch_sizes, attacks, trials, iterations, device, data_root):
-    from hidebench.cli_gradient import GradientExperiment, run_experiment
+def table(datasets, batch_sizes, attacks, trials, iterations, device, data_root, threads, out: Path):
+    """One run_update_attack per cell and trial (seed = trial); the records land in out/runs/."""
+    from hidebench.app.harness import run_update_attack
+    from hidebench.context import ExecutionContext
 
     rows = []
     for data in datasets:
@@ -72,23 +77,27 @@ def table(datasets, batch_sizes, attacks, trials, iterations, device, data_root)
                 for attack in attacks:
                     recs = []
                     for t in range(trials):
-                        exp = GradientExperiment(data=data, data_root=data_root, model="lenet", defense=defense,
-                                                 mode=mode, k=k, batch_size=B, attack=attack, iterations=iterations,
-                                                 seed=t, device=device)
-                        recs.append(run_experiment(exp, progress=False)[0])
-                    m = [r["metrics"] for r in recs]
+                        exp = {"data": data, "model": "lenet", "defense": defense, "mode": mode, "k": k,
+                               "batch_size": B}
+                        ctx = ExecutionContext(device=device, threads=threads, data_root=data_root, progress=False,
+                                               seed=t)
+                        run_dir = out / "runs" / f"{data.replace(':', '-')}_B{B}_{defense}_{mode}_k{k}_{attack}_t{t}"
+                        recs.append(run_update_attack(attack, exp, run_dir, config={"iterations": iterations},
+                                                      ctx=ctx))
+                    m = [r.metrics for r in recs]
                     row = {"data": data, "batch_size": B, "defense": defense, "mode": mode, "k": k, "attack": attack,
                            "trials": trials,
                            "ssim_vs_input": np.mean([x["vs_input"]["ssim"] for x in m]),
                            "psnr_vs_input": np.mean([x["vs_input"]["psnr"] for x in m]),
                            "ssim_vs_private": np.mean([x["vs_private"]["ssim"] for x in m]),
                            "psnr_vs_private": np.mean([x["vs_private"]["psnr"] for x in m]),
-                           "ssim_vs_private_in_mix_max": np.mean([x.get("vs_private_in_mix_max_ssim", np.nan) for x in m]),
+                           "ssim_vs_private_in_mix_max": np.mean([x.get("vs_private_in_mix_max_ssim", np.nan)
+                                                                  for x in m]),
                            "label_accuracy": np.mean([x["label_accuracy"] for x in m]),
-                           "iterations": np.mean([r["attack_stats"]["iterations"] for r in recs]),
-                           "gradient_evaluations": np.mean([r["attack_stats"]["gradient_evaluations"] for r in recs]),
-                           "seconds_per_image": np.mean([r["timings"]["attack_per_image_s"] for r in recs]),
-                           "optimizer": recs[0]["attack"]["config"].get("optimizer", "lbfgs"), "device": device}
+                           "iterations": np.mean([r.stats["iterations"] for r in recs]),
+                           "gradient_evaluations": np.mean([r.stats["gradient_evaluations"] for r in recs]),
+                           "seconds_per_image": np.mean([r.timings["attack_per_image_s"] for r in recs]),
+                           "optimizer": recs[0].stats["optimizer"], "device": recs[0].context["device"]}
                     rows.append(row)
                     print(f"  {data:12s} B={B} {defense:9s} {mode:6s} k={k} {attack:19s} | vs input SSIM "
                           f"{row['ssim_vs_input']:.3f} PSNR {row['psnr_vs_input']:5.2f} | vs private SSIM "
@@ -120,14 +129,15 @@ def main(argv=None):
     p.add_argument("--batch-sizes", default="1,4")
     p.add_argument("--attacks", default="inverting_gradients", help="comma list: inverting_gradients,dlg")
     p.add_argument("--trials", type=int, default=1)
-    p.add_argument("--iterations", type=int, default=100, help="L-BFGS steps per attack")
+    p.add_argument("--iterations", type=int, default=100, help="optimiser steps per attack (the attack's "
+                                                                "iterations; L-BFGS on LeNet)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from hidebench.cli_gradient import resolve_device
+    from hidebench.context import torch_device
 
-    device = resolve_device(a.device)
+    device = str(torch_device(a.device))
     out = Path(a.out)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     if a.part in ("speed", "all"):
@@ -138,7 +148,7 @@ def main(argv=None):
         datasets = a.datasets.split(",") if a.datasets else (["lfw"] + (["cifar10:test"] if data_root else []))
         print(f"(b) results table (LeNet, {a.iterations} L-BFGS steps, {a.trials} trial(s) per cell):")
         write(table(datasets, [int(b) for b in a.batch_sizes.split(",")], a.attacks.split(","), a.trials,
-                    a.iterations, device, data_root), out, "table")
+                    a.iterations, device, data_root, a.threads, out), out, "table")
     print(f"wrote {out}/")
 
 

@@ -15,8 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from defenses.instahide import encrypt
-from hidebench.challenge_io import (MANIFEST, library_versions, load_key, load_public, read_manifest, read_seed,
-                                   recorded_hashes, save_challenge, sha256_file)
+from hidebench.challenge_io import (
+    MANIFEST,
+    library_versions,
+    load_key,
+    load_public,
+    read_manifest,
+    read_seed,
+    recorded_hashes,
+    save_challenge,
+    sha256_file,
+)
 from hidebench.data import build_pool, load_source, source_size
 from hidebench.recipes import Recipe, recipe_from_dict
 from hidebench.types import HidebenchError, PublicView, SecretKey

@@ -8,56 +8,15 @@ multiplied by an independent random sign (InstaHide only).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
-from hidebench.types import MODES, SCHEMES, HidebenchError, PublicView, SecretKey, check_images, private_slots
+from hidebench.scheme import EncryptionConfig
+from hidebench.types import HidebenchError, PublicView, SecretKey, check_images
+
+__all__ = ["EncryptionConfig", "encrypt", "sample_lambdas"]
 
 # Give up on rejection sampling when fewer than this fraction of draws is accepted.
 MIN_ACCEPTANCE = 1e-4
-
-
-@dataclass
-class EncryptionConfig:
-    """Scheme parameters. T encryptions are made for each private image (it is slot 0)."""
-
-    k: int = 6
-    mode: str = "cross"
-    scheme: str = "instahide"
-    T: int = 50
-    c1: float = 0.65
-    c2: float = 0.3
-
-    def __post_init__(self):
-        if self.scheme not in SCHEMES:
-            raise HidebenchError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
-        if self.mode not in MODES:
-            raise HidebenchError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if int(self.k) != self.k or self.k < 2:
-            raise HidebenchError(f"k must be an integer >= 2, got {self.k!r}")
-        if self.mode == "cross" and self.k < 3:
-            raise HidebenchError(f"cross-dataset mixing needs k >= 3 (2 private images + at least 1 public patch), got k={self.k!r}")
-        if int(self.T) != self.T or self.T < 1:
-            raise HidebenchError(f"T must be a positive integer, got {self.T!r}")
-        if not 0 < self.c1 <= 1:
-            raise HidebenchError(f"c1 must lie in (0, 1], got {self.c1!r}")
-        if self.c1 * self.k <= 1:
-            raise HidebenchError(
-                f"infeasible: with k={self.k} coefficients summing to 1, at least one is >= 1/k = {1 / self.k:.3f} > c1={self.c1!r}")
-        if self.mode == "cross":
-            if not 0 <= self.c2 <= 1:
-                raise HidebenchError(f"c2 must lie in [0, 1], got {self.c2!r}")
-            if self.c2 > 2 * self.c1:
-                raise HidebenchError(f"infeasible: two private coefficients <= c1={self.c1!r} cannot sum to c2={self.c2!r}")
-        self.k, self.T = int(self.k), int(self.T)
-
-    @property
-    def n_private_slots(self) -> int:
-        return private_slots(self.mode, self.k)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def sample_lambdas(rng: np.random.Generator, n: int, cfg: EncryptionConfig) -> np.ndarray:

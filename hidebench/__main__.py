@@ -1,3 +1,3 @@
-from hidebench.cli import main
+from hidebench.app.cli import main
 
 raise SystemExit(main())

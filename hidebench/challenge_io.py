@@ -167,6 +167,8 @@ def read_manifest(challenge_dir) -> dict:
 def load_npy(path, what: str) -> np.ndarray:
     """A numeric .npy array, or one clear error: missing, not a .npy file, or not numbers."""
     path = Path(path)
+    if path.is_dir():
+        raise HidebenchError(f"{what}: {path} is a folder, not a file")
     if not path.is_file():
         raise HidebenchError(f"{what} missing: {path} does not exist")
     with open(path, "rb") as f:

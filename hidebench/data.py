@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hidebench.config import Config
 from hidebench.types import IMAGE_SHAPE, HidebenchError, ImageSet
 
 DATA_ENV = "HIDEBENCH_DATA"
@@ -295,7 +296,7 @@ def source_size(spec: str, *, data_root=None, download: bool = False) -> int:
 # ----------------------------------------------------------------------------- public pools
 
 @dataclass
-class PoolConfig:
+class PoolConfig(Config):
     """How public patches are made: screen a region at source resolution with SIFT, keep it if
     it has >= min_keypoints keypoints, then take a random crop (or a resize) down to 32x32.
 
@@ -303,16 +304,14 @@ class PoolConfig:
     candidate regions to screen; patch_mode: 'crop' or 'resize'.
     """
 
+    section = "pool"
     source: str = "tinyimagenet"
     min_keypoints: int = 40
     region: int = 0
     screen: int = 2000
     patch_mode: str = "crop"
 
-    def __post_init__(self):
-        from hidebench.types import check_field_types
-
-        check_field_types(self, "pool")
+    def validate(self):
         if self.patch_mode not in ("crop", "resize"):
             raise HidebenchError(f"pool.patch_mode must be 'crop' or 'resize', got {self.patch_mode!r}")
         for name, low in (("min_keypoints", 0), ("screen", 1), ("region", 0)):

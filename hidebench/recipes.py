@@ -12,31 +12,28 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from defenses.instahide import EncryptionConfig
+from hidebench.config import Config, check_int
 from hidebench.data import PoolConfig
-from hidebench.types import HidebenchError, check_field_types
+from hidebench.scheme import EncryptionConfig
+from hidebench.types import HidebenchError
 
 
 @dataclass
-class PrivateConfig:
+class PrivateConfig(Config):
+    section = "private"
     source: str = "lfw"
     n_priv: int = 100
 
-    def __post_init__(self):
-        check_field_types(self, "private")
+    def validate(self):
         if not self.source.strip():
             raise HidebenchError(f"private.source must name a data source, got {self.source!r}")
-        if self.n_priv < 1:
-            raise HidebenchError(f"private.n_priv must be a positive integer, got {self.n_priv!r}")
-        self.n_priv = int(self.n_priv)
+        self.n_priv = check_int(self.n_priv, "private.n_priv", min=1)
 
 
 @dataclass
-class AttackerConfig:
+class AttackerConfig(Config):
+    section = "attacker"
     aux: str | None = None
-
-    def __post_init__(self):
-        check_field_types(self, "attacker")
 
 
 @dataclass
@@ -67,17 +64,11 @@ OVERRIDES = {"n_priv": ("private", "n_priv"), "private_source": ("private", "sou
 def _section(cls, values, where: str):
     if not isinstance(values, dict):
         raise HidebenchError(f"recipe {where}: [{where}] must be a table")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise HidebenchError(f"recipe {where}: unknown key(s) {', '.join(f'{where}.{u}' for u in unknown)}; "
-                             f"valid: {sorted(names)}")
-    check_field_types(cls, where, values)    # before construction: its checks compare numbers
     try:
-        return cls(**values)
+        return cls.from_dict(values, where=where)
     except HidebenchError as e:
         msg = str(e)
-        raise HidebenchError(msg if msg.startswith(f"{where}.") else f"recipe [{where}]: {msg}") from None
+        raise HidebenchError(msg if where in msg else f"recipe [{where}]: {msg}") from None
 
 
 def recipe_from_dict(d: dict, overrides: dict | None = None) -> Recipe:
@@ -112,8 +103,18 @@ def recipe_from_dict(d: dict, overrides: dict | None = None) -> Recipe:
     return Recipe(name=d["name"], description=d.get("description", ""), seed=seed, **sections)
 
 
+def challenge_data():
+    """The stock recipes, sweeps and checksums: installed as hidebench.challenge_data, or the
+    source tree's challenge_data/ when a checkout's hidebench/ shadows the installed package
+    (e.g. `python -m pytest` from the repository root)."""
+    try:
+        return resources.files("hidebench.challenge_data")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "challenge_data"
+
+
 def builtin_recipes() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("hidebench.challenge_data").iterdir() if p.name.endswith(".toml"))
+    return sorted(p.name[:-5] for p in challenge_data().iterdir() if p.name.endswith(".toml"))
 
 
 def load_recipe(name_or_path: str, overrides: dict | None = None) -> Recipe:
@@ -124,7 +125,7 @@ def load_recipe(name_or_path: str, overrides: dict | None = None) -> Recipe:
             raise HidebenchError(f"recipe file {p} does not exist")
         text = p.read_text()
     else:
-        res = resources.files("hidebench.challenge_data") / f"{name_or_path}.toml"
+        res = challenge_data() / f"{name_or_path}.toml"
         if not res.is_file():
             raise HidebenchError(f"unknown recipe {name_or_path!r}; built-in recipes: {builtin_recipes()} (or give a .toml path)")
         text = res.read_text()

@@ -95,7 +95,7 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, idx) -> "ImageSet":
+    def subset(self, idx) -> ImageSet:
         idx = np.asarray(idx)
         return ImageSet(self.images[idx], self.labels[idx], list(self.classes), self.source, self.fingerprint)
 

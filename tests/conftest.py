@@ -3,9 +3,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import random_images
 
 from defenses.instahide import EncryptionConfig, encrypt
-from helpers import random_images
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -3,9 +3,9 @@ another, give bit-identical regression arrays and decryptions.
 
 Regression-driven reassignment turns float-level noise into different discrete choices (another
 pair for an encryption, another sign at a pixel), so any run-to-run wobble in the regression
-shows up as different images. The regression runs with 2 torch threads here: the conftest's
-one thread would hide order-dependent parallel reductions (e.g. the atomic adds of the backward
-of x[idx] on CPU, which made faces reruns give Max_SSIM 0.090 / 0.125 / 0.135).
+shows up as different images. The attack runs with 2 torch threads here: the conftest's one
+thread would hide order-dependent parallel reductions (e.g. the atomic adds of the backward of
+x[idx] on CPU).
 """
 import subprocess
 import sys
@@ -13,22 +13,26 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks.base import Oracle, ThreatModel, get_attack
+from attacks.base import get_attack
+from hidebench.context import ExecutionContext
+from hidebench.threat import Oracle, ReleaseThreatModel
 from hidebench.types import PublicView
 
-CONFIG = {"grouping": {"similarity": "pearson", "device": "cpu"},
-          "regression": {"device": "cpu", "reassign": 2, "adam_steps": 20, "threads": 2}, "seed": 0}
+CONFIG = {"similarity": {"method": "pearson"}, "reassignment": {"rounds": 2}, "regression": {"adam_steps": 20}}
+CTX = ExecutionContext(device="cpu", threads=2, progress=False, seed=0)
 
 
-def attack_arrays(view: PublicView) -> tuple[dict, dict]:
+def attack_arrays(view: PublicView, ctx: ExecutionContext = CTX) -> tuple[dict, dict]:
     """Run the whole attack (no oracle, so with reassignment rounds) without a cache; return its
     arrays and the regression stats."""
-    res = get_attack("carlini")(CONFIG, ThreatModel()).run(view, oracle=Oracle(None, ()), cache_dir=None,
-                                                           progress=False)
-    c = res.carlini
-    out = {"assignment_grouping": c["assignment_grouping"], "assignment": c["assignment"], "lambdas": c["lambdas"],
-           "regressed": c["regressed"], "recovered": res.recovered, "decryption": res.decryption}
-    out.update({f"stage_{k}": v for k, v in c["stages"].items()})
+    attack = get_attack("carlini")(CONFIG, ReleaseThreatModel(aux=None, public_pool=False))
+    with ctx.torch_threads():
+        res = attack.run(view, Oracle(None, ()), ctx)
+    a = res.artifacts
+    reg = a["regression"]
+    out = {"assignment_grouping": a["grouping"].assignment, "assignment": reg.assignment, "lambdas": reg.lambdas,
+           "regressed": a["regressed"], "recovered": res.recovered, "decryption": res.decryption}
+    out.update({f"stage_{k}": v for k, v in reg.steps.items()})
     return out, res.stats["regression"]
 
 
@@ -63,6 +67,29 @@ def test_reassignment_rounds_are_reproducible_across_processes(tiny_cross, tmp_p
             a, b = np.asarray(first[name]), np.asarray(run[name])
             diff = float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.shape == b.shape else None
             assert np.array_equal(a, b), f"{name} differs in the {label} (max abs diff {diff})"
+
+
+def test_seed_reaches_the_stages(tiny_cross, tmp_path):
+    """ctx.seed is the attack's seed: every stage keys its cache entry by its own seed derived
+    from it, and a seed-dependent start (regression init 'aligned') changes with it."""
+    import json
+
+    from attacks.carlini.stages import stage_seed
+
+    view = tiny_cross[0]
+    assert len({stage_seed(0, s) for s in ("similarity_model", "pool", "grouping", "regression")}) == 4
+    cfg = {"similarity": {"method": "pearson"}, "reassignment": {"rounds": 0},
+           "regression": {"init": "aligned", "refine": "adam", "steps": 5}}
+    regressed = {}
+    for seed in (0, 1):
+        ctx = CTX.replace(threads=1, seed=seed, cache_dir=tmp_path / f"seed{seed}")
+        attack = get_attack("carlini")(cfg, ReleaseThreatModel(aux=None, public_pool=False))
+        res = attack.run(view, Oracle(None, ()), ctx)
+        regressed[seed] = res.artifacts["regressed"]
+        for stage in ("grouping", "regression"):
+            m = json.loads((tmp_path / f"seed{seed}" / stage / "manifest.json").read_text())
+            assert m["config"]["seed"] == stage_seed(seed, stage)
+    assert not np.array_equal(regressed[0], regressed[1])
 
 
 if __name__ == "__main__":        # the subprocess: attack the saved release, save the arrays

@@ -8,20 +8,38 @@ import pytest
 
 from attacks.carlini import assignment as asg
 from attacks.carlini import clustering as clu
-from attacks.carlini.grouping import Grouping, GroupingConfig, evaluate_grouping, find_groups
+from attacks.carlini.config import CarliniConfig, ClusteringConfig, SimilarityConfig
+from attacks.carlini.grouping import Grouping, evaluate_grouping
+from attacks.carlini.mixing import check_release
+from attacks.carlini.pipeline import run_pipeline
+from attacks.carlini.stages import STAGES, AttackInputs, check_inputs
 from defenses.instahide import EncryptionConfig, encrypt
+from hidebench.context import ExecutionContext
 from hidebench.data import load_source
-from hidebench.stage_cache import StageCache
+from hidebench.threat import Oracle, ReleaseThreatModel
 from hidebench.types import HidebenchError, PublicView
 
 N_PRIV, T = 24, 8
+AUX = "lfw[1::2]"
+
+
+def run_grouping(view, cfg=None, *, aux=None, seed=0, cache_dir=None, pairs_key=None):
+    """The attack's first stages (similarity model, grouping) through the stage runner; returns
+    (Grouping, PipelineRun)."""
+    ctx = ExecutionContext(device="cpu", progress=False, seed=seed, cache_dir=cache_dir)
+    pairs = Oracle(pairs_key, ("pairs",)).get("pairs", len(view)) if pairs_key is not None else None
+    inp = AttackInputs(view, CarliniConfig.from_dict(cfg), ctx, check_release(view),
+                       threat=ReleaseThreatModel(aux=aux, public_pool=False), pairs=pairs)
+    check_inputs(inp)
+    run = run_pipeline([s for s in STAGES if s.name in ("similarity_model", "grouping")], inp, ctx.stage_cache())
+    return run.outputs["grouping"], run
 
 
 @pytest.fixture(scope="module")
 def release():
     """12 private LFW images, T=10, k=4 cross; public patches and aux from the other LFW half."""
     priv = load_source("lfw[0::2]").subset(np.r_[0:12, 38:50])
-    aux = load_source("lfw[1::2]")
+    aux = load_source(AUX)
     view, key = encrypt(priv.images, priv.labels, len(priv.classes), EncryptionConfig(k=4, T=T), seed=3,
                         public_patches=aux.images[::-1], class_names=priv.classes)
     return view, key, aux
@@ -42,32 +60,36 @@ def _check_assignment(g: Grouping, view: PublicView):
 
 
 def test_config_validation():
-    with pytest.raises(HidebenchError, match="unknown GroupingConfig key"):
-        GroupingConfig.from_dict({"simlarity": "cnn"})
-    with pytest.raises(HidebenchError, match="similarity"):
-        GroupingConfig(similarity="wrn")
+    with pytest.raises(HidebenchError, match=r"unknown key\(s\) carlini\.similarity\.methd"):
+        CarliniConfig.from_dict({"similarity": {"methd": "cnn"}})
+    with pytest.raises(HidebenchError, match="method"):
+        SimilarityConfig(method="wrn")
     with pytest.raises(HidebenchError, match="train_steps"):
-        GroupingConfig(train_steps=-1)
+        SimilarityConfig(train_steps=-1)
     with pytest.raises(HidebenchError, match="max_overlap"):
-        GroupingConfig(max_overlap=1.5)
+        ClusteringConfig(max_overlap=1.5)
+    with pytest.raises(HidebenchError, match="device"):          # device, threads, seed: the context's
+        CarliniConfig.from_dict({"similarity": {"device": "cpu"}})
+    # no default depends on the hardware
+    assert SimilarityConfig().width == 16 and SimilarityConfig().train_steps == 600
 
 
 def test_bad_input_errors(release):
     view, key, aux = release
     no_t = dataclasses.replace(view, T=None)
     with pytest.raises(HidebenchError, match="T"):
-        find_groups(no_t, {"similarity": "pearson"}, aux, progress=False)
+        run_grouping(no_t, {"similarity": {"method": "pearson"}})
     zero = dataclasses.replace(view, labels=view.labels.copy())
     zero.labels[3] = 0
     with pytest.raises(HidebenchError, match="all-zero label"):
-        find_groups(zero, {"similarity": "pearson"}, aux, progress=False)
+        run_grouping(zero, {"similarity": {"method": "pearson"}})
     with pytest.raises(HidebenchError, match="auxiliary"):
-        find_groups(view, {"similarity": "cnn"}, None, progress=False)
+        run_grouping(view, {"similarity": {"method": "cnn"}}, aux=None)
 
 
 def test_pearson_grouping_beats_chance(release):
     view, key, aux = release
-    g = find_groups(view, {"similarity": "pearson"}, aux, progress=False)
+    g, _ = run_grouping(view, {"similarity": {"method": "pearson"}})
     _check_assignment(g, view)
     m = evaluate_grouping(g, key)
     assert m["pair_auc"] > 0.55
@@ -78,24 +100,31 @@ def test_pearson_grouping_beats_chance(release):
 
 def test_cnn_similarity_separates_pairs_and_caches(release, tmp_path):
     view, key, aux = release
-    cfg = {"train_steps": 40, "width": 8, "embed_dim": 32, "batch_size": 128, "train_images": 60, "train_T": 6,
-           "steps_per_round": 20, "eval_anchors": 120}
-    cache = StageCache(tmp_path)
-    g = find_groups(view, cfg, aux, seed=1, cache=cache, progress=False)
+    cfg = {"similarity": {"train_steps": 40, "width": 8, "embed_dim": 32, "batch_size": 128, "train_images": 60,
+                          "train_T": 6, "steps_per_round": 20}, "eval_anchors": 120}
+    g, run = run_grouping(view, cfg, aux=AUX, seed=1, cache_dir=tmp_path)
     _check_assignment(g, view)
     m = evaluate_grouping(g, key)
     assert m["pair_auc"] > 0.55
     assert m["precision_at_T"] > 1.5 * m["pair_base_rate"]
-    assert not g.stats["similarity_model_cached"]
-    again = find_groups(view, cfg, aux, seed=1, cache=StageCache(tmp_path), progress=False)
-    assert again.stats["similarity_model_cached"] and again.stats["similarity_scores_cached"]
+    assert run.hits == {"similarity_model": False, "grouping": False}
+    again, run2 = run_grouping(view, cfg, aux=AUX, seed=1, cache_dir=tmp_path)
+    assert run2.hits == {"similarity_model": True, "grouping": True}
     np.testing.assert_array_equal(again.assignment, g.assignment)
+    # retraining the model (what --stages similarity_model asks) gives the same weights, so the
+    # grouping downstream of it stays cached
+    ctx = ExecutionContext(device="cpu", progress=False, seed=1, cache_dir=tmp_path, recompute=("similarity_model",))
+    inp = AttackInputs(view, CarliniConfig.from_dict(cfg), ctx, check_release(view),
+                       threat=ReleaseThreatModel(aux=AUX, public_pool=False))
+    run3 = run_pipeline(STAGES[:2], inp, ctx.stage_cache())
+    assert run3.hits == {"similarity_model": False, "grouping": True}
 
 
 @pytest.mark.parametrize("clustering", ["greedy", "spectral"])
 def test_oracle_pairs_recover_groups(release, clustering):
     view, key, aux = release
-    g = find_groups(view, {"clustering": clustering}, None, progress=False, true_pairs_key=key)
+    g, run = run_grouping(view, {"clustering": {"method": clustering}}, pairs_key=key)
+    assert "similarity_model" not in run.outputs
     _check_assignment(g, view)
     m = evaluate_grouping(g, key)
     assert m["pair_auc"] == 1.0 and m["precision_at_T"] == 1.0
@@ -107,7 +136,7 @@ def test_oracle_pairs_recover_groups(release, clustering):
 
 def test_greedy_assignment_variant(release):
     view, key, aux = release
-    g = find_groups(view, {"assignment": "greedy"}, None, progress=False, true_pairs_key=key)
+    g, _ = run_grouping(view, {"assignment": {"method": "greedy"}}, pairs_key=key)
     _check_assignment(g, view)
     assert evaluate_grouping(g, key)["assignment_accuracy"] > 0.8
 
@@ -155,28 +184,42 @@ def test_complete_clusters_fills_to_n():
 def test_evaluate_perfect_grouping(release):
     view, key, aux = release
     A = key.private_of().astype(np.int64)
-    g = Grouping(assignment=A, n_clusters=N_PRIV, cluster_class=key.private_labels.copy())
+    g = Grouping(assignment=A, cluster_class=key.private_labels.copy(), n_clusters=N_PRIV)
     m = evaluate_grouping(g, key)
     assert m["assignment_accuracy"] == 1.0 and m["rows_all_correct"] == 1.0
     assert m["group_purity"] == 1.0 and m["group_recall"] == 1.0 and m["class_accuracy"] == 1.0
     # A relabelled grouping scores the same (groups are matched to images).
     perm = np.random.default_rng(0).permutation(N_PRIV)
-    g2 = Grouping(assignment=perm[A], n_clusters=N_PRIV, cluster_class=np.empty(N_PRIV, np.int64))
+    g2 = Grouping(assignment=perm[A], cluster_class=np.empty(N_PRIV, np.int64), n_clusters=N_PRIV)
     g2.cluster_class[perm] = key.private_labels
     assert evaluate_grouping(g2, key)["assignment_accuracy"] == 1.0
 
 
 def test_pairwise_rerank_option(release, tmp_path):
-    """The paper's 6-channel pair model as a reranker: runs, caches its weights, keeps the contract."""
+    """The paper's 6-channel pair model as a reranker: trained with the embedding, it rescores
+    each encryption's candidates (symmetrically, nothing else) and keeps the contract."""
+    from attacks.carlini.similarity import SimilarityModel, release_similarity
+    from hidebench.stage_cache import StageCache
+
     view, key, aux = release
-    cfg = {"train_steps": 10, "width": 4, "embed_dim": 16, "batch_size": 64, "train_images": 40, "train_T": 4,
-           "steps_per_round": 10, "rerank": 6, "pair_steps": 10, "blend": 0.5}
-    g = find_groups(view, cfg, aux, cache=StageCache(tmp_path), progress=False)
+    cfg = {"similarity": {"train_steps": 10, "width": 4, "embed_dim": 16, "batch_size": 64, "train_images": 40,
+                          "train_T": 4, "steps_per_round": 10, "rerank": 6, "pair_steps": 10, "blend": 0.5}}
+    g, run = run_grouping(view, cfg, aux=AUX, cache_dir=tmp_path)
     _check_assignment(g, view)
-    with np.load(tmp_path / "carlini_similarity_model" / "arrays.npz") as z:
-        assert any(k.startswith("pair.") for k in z.files)
-    with np.load(tmp_path / "carlini_similarity_scores" / "arrays.npz") as z:
-        assert z["cand"].shape == (len(view), 6) and np.isfinite(z["pair_logits"]).all()
+    model = run.outputs["similarity_model"]
+    assert isinstance(model, SimilarityModel) and len(model.loss_pair) == 10
+    with np.load(tmp_path / "similarity_model" / "arrays.npz") as z:
+        assert any(k.startswith("weights.pair.") for k in z.files)
+    sim = CarliniConfig.from_dict(cfg).similarity
+    S = release_similarity(view, sim, model)
+    S0 = release_similarity(view, dataclasses.replace(sim, rerank=0), model)
+    changed = S != S0
+    assert changed.any() and np.array_equal(S, S.T)
+    cand = clu.top_neighbours(S0, 6)
+    pairs = np.zeros_like(changed)
+    pairs[np.arange(len(S))[:, None], cand] = True
+    assert not (changed & ~(pairs | pairs.T)).any()          # only candidate pairs are rescored
+    assert StageCache(tmp_path).manifest("grouping") is not None
 
 
 def test_flow_one_group_per_labelled_class():

@@ -1,21 +1,31 @@
-"""The `carlini` attack end to end: harness, cache/resume, CLI, bad input, faces case."""
+"""The `carlini` attack end to end: harness, stage runner, cache/resume, CLI, bad input, faces case."""
 import json
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from attacks.base import Oracle, ThreatModel, get_attack
-from attacks.carlini.attack import CarliniConfig, check_release
-from defenses.instahide import EncryptionConfig, encrypt
 from helpers import random_images
 from test_carlini_recovery import smooth_images
+
+from attacks.base import get_attack
+from attacks.carlini import DEMO_CONFIG, STAGE_NAMES
+from attacks.carlini.config import CarliniConfig
+from attacks.carlini.mixing import check_release
+from attacks.carlini.pipeline import Stage, run_pipeline
+from defenses.instahide import EncryptionConfig, encrypt
+from hidebench.app.harness import run_release_attack
 from hidebench.challenge_io import save_challenge
-from hidebench.harness import run_attack
+from hidebench.context import ExecutionContext
+from hidebench.stage_cache import StageCache
+from hidebench.threat import Oracle, ReleaseThreatModel
 from hidebench.types import HidebenchError, PublicView
 
-FAST = {"regression": {"adam_steps": 10, "device": "cpu"}, "grouping": {"similarity": "pearson", "device": "cpu"}}
-
+FAST = {"regression": {"adam_steps": 10}, "similarity": {"method": "pearson"}}
+CTX = ExecutionContext(device="cpu", progress=False)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,80 +41,142 @@ def tiny_dir(tmp_path_factory):
     return d
 
 
+def _run(name, challenge, out, config=None, threat=None, ctx=CTX):
+    return run_release_attack(name, challenge, out, config=config, threat=threat, ctx=ctx)
+
+
 def test_oracle_assignment_run_and_resume(tiny_dir, tmp_path):
-    threat = ThreatModel(oracles=("assignment",))
-    rec = run_attack("carlini", tiny_dir, tmp_path, config=FAST, threat=threat, progress=False)
-    m = rec["metrics"]
-    identity = run_attack("identity", tiny_dir, tmp_path / "id", progress=False)["metrics"]["challenge"]["Max_SSIM"]
+    threat = ReleaseThreatModel(oracles=("assignment",))
+    rec = _run("carlini", tiny_dir, tmp_path, config=FAST, threat=threat)
+    m = rec.metrics
+    identity = _run("identity", tiny_dir, tmp_path / "id").metrics["challenge"]["Max_SSIM"]
     assert m["challenge"]["Max_SSIM"] > identity + 0.15   # measured 0.28 vs 0.06 (no aux: one flip left open)
     st = m["stages"]
     assert st["grouping"]["assignment_accuracy"] == 1.0
     assert st["lambda_mae"] < 0.05
     assert st["ssim_by_step"]["final"] >= st["ssim_by_step"]["magnitudes"]
-    for stage in ("grouping", "regression", "signs"):
-        assert f"{stage}_s" in rec["timings"] and f"{stage}_peak_rss_mb" in rec["timings"]
+    for stage in ("grouping", "regression", "signs", "decryption"):
+        assert f"{stage}_s" in rec.timings and f"{stage}_peak_rss_mb" in rec.timings
     assert (tmp_path / "cache" / "regression" / "manifest.json").is_file()
     first = np.load(tmp_path / "decryption.npy")
-    rec2 = run_attack("carlini", tiny_dir, tmp_path, config=FAST, threat=threat, progress=False)
-    assert rec2["stats"]["cache_hits"] == {"regression": True, "signs": True, "grouping": False}
+    rec2 = _run("carlini", tiny_dir, tmp_path, config=FAST, threat=threat)
+    assert rec2.stats["cache_hits"] == {"grouping": True, "regression": True, "signs": True}
     np.testing.assert_array_equal(np.load(tmp_path / "decryption.npy"), first)
-    # a changed regression config recomputes regression and signs only
+    # recomputing a stage whose output comes out the same leaves the stages downstream cached
+    rec3 = _run("carlini", tiny_dir, tmp_path, config=FAST, threat=threat, ctx=CTX.replace(recompute=("regression",)))
+    assert rec3.stats["cache_hits"] == {"grouping": True, "regression": False, "signs": True}
+    np.testing.assert_array_equal(np.load(tmp_path / "decryption.npy"), first)
+    # a changed regression config recomputes regression and, as its output changed, signs
     cfg = json.loads(json.dumps(FAST))
     cfg["regression"]["steps"] = 5
-    rec3 = run_attack("carlini", tiny_dir, tmp_path, config=cfg, threat=threat, progress=False)
-    assert rec3["stats"]["cache_hits"]["regression"] is False
+    rec4 = _run("carlini", tiny_dir, tmp_path, config=cfg, threat=threat)
+    assert rec4.stats["cache_hits"] == {"grouping": True, "regression": False, "signs": False}
+
+
+@dataclass
+class _Out:
+    x: np.ndarray
+
+
+def test_runner_recomputes_downstream_only_when_the_output_changed(tmp_path):
+    """The stage runner: a stage named in recompute runs again; its consumers run again exactly
+    when its output changed (their keys hold its digest); skipped stages are absent."""
+    calls = []
+    value = {"a": 1.0}
+
+    def stage_a(inp):
+        calls.append("a")
+        return _Out(np.full(3, value["a"]))
+
+    def stage_b(inp, a):
+        calls.append("b")
+        return _Out(a.x * 2)
+
+    stages = [Stage("a", stage_a, _Out, lambda inp: {"k": 1}),
+              Stage("skipped", stage_a, _Out, lambda inp: {}, when=lambda inp: False),
+              Stage("b", stage_b, _Out, lambda inp: {"k": 2}, upstream=("a", "skipped"))]
+    run = run_pipeline(stages, None, StageCache(tmp_path))
+    assert calls == ["a", "b"] and "skipped" not in run.outputs and run.outputs["b"].x.tolist() == [2.0] * 3
+    run = run_pipeline(stages, None, StageCache(tmp_path, recompute=("a",)))
+    assert calls == ["a", "b", "a"] and run.hits == {"a": False, "b": True}
+    value["a"] = 5.0
+    run = run_pipeline(stages, None, StageCache(tmp_path, recompute=("a",)))
+    assert calls == ["a", "b", "a", "a", "b"] and run.outputs["b"].x.tolist() == [10.0] * 3
+
+
+def test_stage_names_are_the_declared_stages():
+    from attacks.carlini.stages import STAGES
+
+    assert STAGE_NAMES == tuple(s.name for s in STAGES) == get_attack("carlini").stages
 
 
 def test_bad_input_keeps_cache(tiny_dir, tmp_path):
     from hidebench.challenge_io import load_key, load_public
 
-    run_attack("carlini", tiny_dir, tmp_path, config=FAST, threat=ThreatModel(oracles=("assignment",)), progress=False)
+    _run("carlini", tiny_dir, tmp_path, config=FAST, threat=ReleaseThreatModel(oracles=("assignment",)))
     manifest = (tmp_path / "cache" / "regression" / "manifest.json").read_bytes()
     view = load_public(tiny_dir)
     key = load_key(tiny_dir, view)
-    attack = get_attack("carlini")(FAST, ThreatModel(oracles=("assignment",)))
+    attack = get_attack("carlini")(FAST, ReleaseThreatModel(aux=None, oracles=("assignment",)))
+    ctx = CTX.replace(cache_dir=tmp_path / "cache")
     # k mismatch: an inside-dataset k=4 release declared cross-dataset
     rng = np.random.default_rng(1)
     v4, _ = encrypt(random_images(rng, 8), np.arange(8), 8, EncryptionConfig(k=4, mode="inside", T=5), seed=2)
     bad = PublicView(v4.encryptions, v4.labels, 4, "cross", "instahide", T=5)
     with pytest.raises(HidebenchError, match="nonzero entries"):
-        attack.run(bad, oracle=Oracle(key, ("assignment",)), cache_dir=tmp_path / "cache", progress=False)
+        attack.run(bad, Oracle(key, ("assignment",)), ctx)
     # T that does not divide E
     odd = PublicView(view.encryptions, view.labels, 6, "cross", "instahide", T=7)
     with pytest.raises(HidebenchError, match="multiple of T"):
-        attack.run(odd, oracle=Oracle(key, ("assignment",)), cache_dir=tmp_path / "cache", progress=False)
+        attack.run(odd, Oracle(key, ("assignment",)), ctx)
+    # an unresolved aux ('recipe') is refused, not read as a data source
+    with pytest.raises(HidebenchError, match="resolve"):
+        get_attack("carlini")(FAST, ReleaseThreatModel()).run(view, Oracle(None, ()), ctx)
     # label shape mismatch and missing files
     with pytest.raises(HidebenchError, match="labels"):
         PublicView(view.encryptions, view.labels[:-1], 6, "cross", "instahide", T=20)
     with pytest.raises(HidebenchError):
-        run_attack("carlini", tmp_path / "nowhere", tmp_path / "x", config=FAST, progress=False)
+        _run("carlini", tmp_path / "nowhere", tmp_path / "x", config=FAST)
     assert (tmp_path / "cache" / "regression" / "manifest.json").read_bytes() == manifest
 
 
 def test_config_validation():
     with pytest.raises(HidebenchError, match="bogus"):
-        CarliniConfig(**{"regression": {"bogus": 1}})
+        CarliniConfig.from_dict({"regression": {"bogus": 1}})
     with pytest.raises(HidebenchError, match="nope"):
-        get_attack("carlini")({"grouping": {"nope": 1}})
+        get_attack("carlini")({"similarity": {"nope": 1}})
     with pytest.raises(HidebenchError, match="wrong"):
         get_attack("carlini")({"wrong": 1})
     with pytest.raises(HidebenchError):
-        CarliniConfig(**{"signs": {"method": "magic"}})
+        CarliniConfig.from_dict({"signs": {"method": "magic"}})
     with pytest.raises(HidebenchError, match="colour"):
         CarliniConfig(colour="sepia")
+    with pytest.raises(HidebenchError, match="seed"):              # the seed is the context's
+        get_attack("carlini")({"regression": {"seed": 3}})
     c = get_attack("carlini")({"regression": {"steps": 3}, "signs": {"neighbours": 4}}).config
     assert c.regression.steps == 3 and c.signs.neighbours == 4
+    assert get_attack("carlini")(DEMO_CONFIG).config.reassignment.rounds == 0
+    assert CarliniConfig.from_dict(CarliniConfig().to_dict()) == CarliniConfig()
+
+
+def test_attack_module_imports_no_torch():
+    code = ("import sys, attacks, attacks.carlini.attack\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_cli_resume_and_errors(tiny_dir, tmp_path, capsys):
-    from hidebench.cli import main
+    from hidebench.app.cli import main
 
     args = ["attack", "carlini", "--challenge", str(tiny_dir), "--out", str(tmp_path), "--oracle", "assignment",
-            "--quiet", "--set", "regression.adam_steps=5", "--set", "regression.device=\"cpu\""]
+            "--quiet", "--device", "cpu", "--set", "regression.adam_steps=5"]
     assert main(args) == 0
     assert (tmp_path / "record.json").is_file() and (tmp_path / "decryption.npy").is_file()
     assert main(args) == 0
-    assert "resumed from cache: regression, signs" in capsys.readouterr().out
+    assert "resumed from cache: grouping, regression, signs" in capsys.readouterr().out
+    assert main(args + ["--stages", "regression"]) == 0
+    assert "resumed from cache: grouping, signs" in capsys.readouterr().out
     assert main(args + ["--set", "regression.nonsense=1"]) == 2
     assert "nonsense" in capsys.readouterr().err
     assert main(["attack", "carlini", "--challenge", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
@@ -123,12 +195,12 @@ def faces_dir(tmp_path_factory):
 def test_pipeline_beats_identity_on_faces(faces_dir, tmp_path):
     """No oracle: grouping (Pearson similarity, no training) -> regression -> signs on a small
     faces case must beat the identity baseline on the challenge metric."""
-    threat = ThreatModel(aux="lfw[1::2]")
-    rec = run_attack("carlini", faces_dir, tmp_path, config=FAST, threat=threat, progress=False)
-    base = run_attack("identity", faces_dir, tmp_path / "id", progress=False)["metrics"]["challenge"]["Max_SSIM"]
-    assert rec["metrics"]["challenge"]["Max_SSIM"] > base + 0.1
-    assert "pair_auc" in rec["metrics"]["stages"]["grouping"]
-    assert rec["stats"]["colour"] == "grey"            # LFW aux is grey: channels solved as one
+    threat = ReleaseThreatModel(aux="lfw[1::2]", public_pool=False)
+    rec = _run("carlini", faces_dir, tmp_path, config=FAST, threat=threat)
+    base = _run("identity", faces_dir, tmp_path / "id").metrics["challenge"]["Max_SSIM"]
+    assert rec.metrics["challenge"]["Max_SSIM"] > base + 0.1
+    assert "pair_auc" in rec.metrics["stages"]["grouping"]
+    assert rec.stats["colour"] == "grey"            # LFW aux is grey: channels solved as one
     assert Path(tmp_path / "recovered.npy").is_file()
 
 

@@ -1,14 +1,13 @@
 import json
 import shutil
-from importlib import resources
 
 import numpy as np
 import pytest
 
 from defenses.challenge import generate, generate_to_dir, verify
+from hidebench.app.cli import main
 from hidebench.challenge_io import KEY_FILES, load_key, load_public, recorded_hashes
-from hidebench.cli import main
-from hidebench.recipes import load_recipe, recipe_from_dict
+from hidebench.recipes import challenge_data, load_recipe, recipe_from_dict
 from hidebench.types import HidebenchError
 
 
@@ -45,7 +44,7 @@ def test_public_manifest_lists_only_public_files(faces_dir):
 
 
 def test_matches_committed_checksums(faces_dir):
-    committed = json.loads((resources.files("hidebench.challenge_data") / "checksums.json").read_text())["faces"]
+    committed = json.loads((challenge_data() / "checksums.json").read_text())["faces"]
     assert (faces_dir / "key" / "seed").read_text().strip() == str(committed["seed"])
     hashes = recorded_hashes(faces_dir)
     hashes.pop("manifest.json")          # holds library versions: not reproducible across machines

@@ -3,7 +3,7 @@
 folder as it was (no file removed or changed, nothing half-written).
 
 Cases marked SUB run `python -m hidebench` in a subprocess (the real entry point, and the
-only place a traceback really shows); the others call `hidebench.cli.main` in-process, which
+only place a traceback really shows); the others call `hidebench.app.cli.main` in-process, which
 exercises the same code without ~2 s of Python and torch start-up each.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hidebench.cli import main
+from hidebench.app.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SENTINEL = "keep-me.txt"
@@ -104,6 +104,10 @@ def _nan_enc(e):
     return e
 
 
+GOOD_RECORD = {"schema_version": 1, "attack": "identity", "family": "release", "config": {}, "threat_model": {},
+               "oracles": [], "seed": 0, "setting": {"n_priv": 4}, "metrics": {}, "timings": {"total_s": 0.1}}
+
+
 def _record(rec) -> Callable:
     def setup(tmp, ch, dec):
         (tmp / "runs" / "a").mkdir(parents=True)
@@ -157,7 +161,7 @@ GEN = ["challenge", "generate"]
 SCORE = ["score", "--challenge", "{ch}", "--decryption"]
 ID = ["attack", "identity", "--challenge"]
 CARL = ["attack", "carlini", "--challenge", "{ch}", "--out", "{tmp}/out"]
-GRAD = ["attack", "gradient", "--out", "{tmp}/out"]
+GRAD = ["attack", "inverting_gradients", "--out", "{tmp}/out"]
 
 CASES = [
     # --- reported faults: score
@@ -179,7 +183,7 @@ CASES = [
     Case("identity-out-is-a-file", ID + ["{ch}", "--out", "{tmp}/out"], _existing_file, sub=True, out="out",
          match="existing file"),
     Case("report-out-is-a-file", ["report", "{tmp}/runs", "--out", "{tmp}/out"],
-         lambda tmp, ch, dec: (_record({"attack": "identity", "oracles": []})(tmp, ch, dec), _existing_file(tmp, ch, dec)),
+         lambda tmp, ch, dec: (_record(GOOD_RECORD)(tmp, ch, dec), _existing_file(tmp, ch, dec)),
          sub=True, out="out", match="existing file"),
     # --- reported faults: the metric refuses integer decryptions
     Case("score-integer-decryption", SCORE + ["{tmp}/d.npy"], _dec("d.npy", lambda d: (d * 100).astype(np.int64)),
@@ -189,7 +193,7 @@ CASES = [
          _recipe(RECIPE_OK.replace("T = 2", 'T = "5"')), sub=True, out="out", precreate=False, match="'5'"),
     # --- reported faults: report on a JSON file that is not a run record
     Case("report-not-a-record", ["report", "{tmp}/x.json", "--out", "{tmp}/out"], _text("x.json", '{"a": 1}'),
-         sub=True, out="out", match="x.json.*no 'attack'"),
+         sub=True, out="out", match="x.json.*not a run record"),
     # --- owned by the other engineer (challenge_io / defenses.challenge), subprocess
     Case("encryption-npy-is-text", ID + ["{tmp}/ch", "--out", "{tmp}/out"],
          _copy_ch(lambda d: (d / "encryption.npy").write_text("not an array\n")), sub=True, out="out",
@@ -220,8 +224,8 @@ CASES = [
     Case("score-decryption-3d", SCORE + ["{tmp}/d.npy"], _dec("d.npy", lambda d: d[..., 0]), match="shape"),
     Case("score-decryption-grey", SCORE + ["{tmp}/d.npy"], _dec("d.npy", lambda d: d[..., :1]), match="shape"),
     Case("score-decryption-nan", SCORE + ["{tmp}/d.npy"], _dec("d.npy", lambda d: _nan_enc(d)), match="NaN"),
-    Case("score-decryption-inf", SCORE + ["{tmp}/d.npy"], _dec("d.npy", lambda d: np.where(np.arange(d.size).reshape(d.shape) == 5, np.inf, d)),
-         match="infinite"),
+    Case("score-decryption-inf", SCORE + ["{tmp}/d.npy"],
+         _dec("d.npy", lambda d: np.where(np.arange(d.size).reshape(d.shape) == 5, np.inf, d)), match="infinite"),
     Case("score-decryption-bool", SCORE + ["{tmp}/d.npy"], _dec("d.npy", lambda d: d > 0), match="dtype"),
     Case("score-decryption-complex", SCORE + ["{tmp}/d.npy"], _dec("d.npy", lambda d: d + 0j), match="dtype"),
     Case("score-decryption-uint8", SCORE + ["{tmp}/d.npy"],
@@ -373,9 +377,9 @@ CASES = [
     # --- attack gradient: refused before any work
     Case("gradient-unknown-data", GRAD + ["--data", "mnist"], out="out", match="unknown data source"),
     Case("gradient-k-1", GRAD + ["--defense", "instahide", "--k", "1"], out="out", match="k"),
-    Case("gradient-batch-size-0", GRAD + ["--batch-size", "0"], out="out", match="batch size"),
+    Case("gradient-batch-size-0", GRAD + ["--batch-size", "0"], out="out", match="batch_size"),
     Case("gradient-batch-above-data", GRAD + ["--batch-size", "500"], out="out", match="larger"),
-    Case("gradient-iterations-0", GRAD + ["--iterations", "0"], out="out", match="iterations"),
+    Case("gradient-iterations-0", GRAD + ["--set", "iterations=0"], out="out", match="iterations"),
     Case("gradient-set-string-for-number", GRAD + ["--set", "tv=abc"], out="out", match="'abc'"),
     Case("gradient-set-unknown-option", GRAD + ["--set", "nosuch=1"], out="out", match="nosuch"),
     Case("gradient-set-without-equals", GRAD + ["--set", "tv"], out="out", match="KEY=VALUE"),
@@ -398,7 +402,7 @@ CASES = [
     Case("report-text-file", ["report", "{tmp}/notes.txt", "--out", "{tmp}/out"], _text("notes.txt"), out="out",
          match="notes.txt"),
     Case("report-one-bad-among-good", ["report", "{tmp}/runs", "--out", "{tmp}/out"],
-         lambda tmp, ch, dec: (_record({"attack": "identity", "oracles": []})(tmp, ch, dec),
+         lambda tmp, ch, dec: (_record(GOOD_RECORD)(tmp, ch, dec),
                                (tmp / "runs" / "b").mkdir(), (tmp / "runs" / "b" / "record.json").write_text("{}")),
          out="out", match="runs/b/record.json"),
 
@@ -489,14 +493,6 @@ def test_corrupt_stage_cache_is_recomputed_or_refused(tmp_path):
 
 # ----------------------------------------------------------------------------- related fixes
 
-def test_gradient_parser_choices_match_federated():
-    """cli_gradient spells out federated's choices so that the CLI starts without torch."""
-    from hidebench import cli_gradient, federated
-
-    for name in ("MODELS", "DEFENSES", "UPDATES", "BN_MODES"):
-        assert getattr(cli_gradient, name) == getattr(federated, name), name
-
-
 def test_progress_bars_are_off_unless_asked_and_on_a_terminal(monkeypatch):
     from hidebench.progress import bar
 
@@ -535,16 +531,19 @@ def test_quiet_loading_draws_no_bar(tmp_path, capfd):
     assert len(s) == 3 and capfd.readouterr().err == ""
 
 
-def _write_record(path: Path, attack, oracles, n_priv, seconds, max_ssim):
+def _write_record(path: Path, attack, oracles, n_priv, seconds, max_ssim, family="release"):
+    from hidebench.record import RunRecord
+
     path.mkdir(parents=True)
-    path.joinpath("record.json").write_text(json.dumps({
-        "attack": attack, "oracles": oracles, "metrics": {"challenge": {"Max_SSIM": max_ssim}},
-        "timings": {"total_s": seconds},
-        "challenge_manifest": {"scheme": {"k": 6, "mode": "cross", "T": 10, "n_encryptions": 10 * n_priv}}}))
+    setting = {"k": 6, "mode": "cross", "T": 10, "n_priv": n_priv, "n_encryptions": 10 * n_priv} \
+        if family == "release" else {"k": 4, "mode": "inside", "batch_size": 1}
+    metrics = {"challenge": {"Max_SSIM": max_ssim}} if family == "release" else {"vs_private": {"ssim": max_ssim}}
+    RunRecord(attack=attack, family=family, config={}, threat_model={}, oracles=oracles, seed=0, setting=setting,
+              metrics=metrics, timings={"total_s": seconds}).write(path / "record.json")
 
 
 def test_report_fits_each_attack_separately_and_labels_each_bar(tmp_path):
-    from hidebench.report import bar_labels, build_report, records_table, scaling_fits
+    from hidebench.app.report import bar_labels, build_report, records_table, scaling_fits
 
     runs = tmp_path / "runs"
     for n, t in ((25, 100.0), (50, 400.0), (100, 1600.0)):            # carlini: time ~ n^2
@@ -552,8 +551,8 @@ def test_report_fits_each_attack_separately_and_labels_each_bar(tmp_path):
     _write_record(runs / "carlini-oracle-25", "carlini", ["assignment"], 25, 50.0, 0.9)   # one size: no fit
     for n, t in ((25, 0.01), (100, 0.04)):                            # identity: time ~ n
         _write_record(runs / f"identity-{n}", "identity", [], n, t, -0.01)
-    _write_record(runs / "ig", {"name": "inverting_gradients", "config": {}}, [], 1, 3.0, 0.2)   # gradient style
-    _write_record(runs / "ig-again", {"name": "inverting_gradients", "config": {}}, [], 1, 3.0, 0.3)
+    _write_record(runs / "ig", "inverting_gradients", [], None, 3.0, 0.2, family="update")
+    _write_record(runs / "ig-again", "inverting_gradients", [], None, 3.0, 0.3, family="update")
     df = records_table([runs])
     fits = {(f["attack"], f["oracles"]): f["exponent"] for f in scaling_fits(df)}
     assert fits.keys() == {("carlini", "none"), ("identity", "none")}

@@ -41,7 +41,7 @@ def test_npz_source(tmp_path):
 
 def test_imagefolder_source_resizes_and_labels(tmp_path):
     rng = np.random.default_rng(1)
-    for c, name in enumerate(["cats", "dogs"]):
+    for name in ["cats", "dogs"]:
         (tmp_path / name).mkdir()
         for i in range(3):
             Image.fromarray(rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)).save(tmp_path / name / f"{i}.png")

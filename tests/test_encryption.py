@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from helpers import random_images
 
 from defenses.instahide import EncryptionConfig, encrypt, sample_lambdas
 from hidebench.types import HidebenchError
-from helpers import random_images
 
 
 @pytest.mark.parametrize("mode,k", [("cross", 6), ("cross", 3), ("inside", 4), ("inside", 2)])

@@ -1,17 +1,33 @@
-"""Federated client simulation: models, defenses, the shared update, the CLI's outputs."""
-import argparse
+"""Federated client simulation: models, defenses, the shared update, one simulated client,
+and the update harness's outputs."""
+import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from hidebench.cli_gradient import GradientExperiment, add_parser, run_experiment
+from defenses import client as client_module
+from defenses import federated
+from defenses.client import ClientExperiment
+from defenses.federated import (
+    client_update,
+    make_batch,
+    make_model,
+    record_bn_stats,
+    set_bn_mode,
+    simulate_client,
+    soft_cross_entropy,
+    to_tensor,
+)
+from hidebench.app.harness import run_update_attack
+from hidebench.context import ExecutionContext
 from hidebench.data import load_source
-from hidebench.federated import (ClientConfig, client_update, make_batch, make_model, record_bn_stats, set_bn_mode,
-                                 soft_cross_entropy, to_tensor)
+from hidebench.record import load_record
+from hidebench.threat import UpdateThreatModel
 from hidebench.types import HidebenchError
 
+CTX = ExecutionContext(device="cpu", progress=False, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +49,7 @@ def test_shared_gradient_is_what_the_client_computed(faces):
     """Against a plain backward pass: soft-label CE, BatchNorm in train mode, mixed InstaHide labels."""
     images, labels = faces
     model = make_model("convnet", 2, seed=0, width=4)
-    cfg = ClientConfig(defense="instahide", k=3, batch_size=4)
+    cfg = ClientExperiment(defense="instahide", k=3, batch_size=4)
     batch = make_batch(images, labels, 2, cfg, seed=1)
     up = client_update(model, batch, cfg)
     ref = make_model("convnet", 2, seed=0, width=4)
@@ -51,7 +67,7 @@ def test_shared_gradient_is_what_the_client_computed(faces):
 def test_fedavg_update_is_the_weight_difference_of_local_sgd(faces):
     images, labels = faces
     model = make_model("lenet", 2, seed=0)
-    cfg = ClientConfig(batch_size=2, update="fedavg", local_steps=3, local_lr=0.05)
+    cfg = ClientExperiment(batch_size=2, update="fedavg", local_steps=3, local_lr=0.05)
     batch = make_batch(images, labels, 2, cfg)
     up = client_update(model, batch, cfg)
     ref = make_model("lenet", 2, seed=0)
@@ -77,7 +93,7 @@ def test_eval_mode_batchnorm_uses_running_statistics(faces):
     out_eval = model(x)
     set_bn_mode(model, "train")
     assert not torch.allclose(out_eval, model(x))
-    cfg = ClientConfig(batch_size=1, bn_mode="eval")
+    cfg = ClientExperiment(batch_size=1, bn_mode="eval")
     assert client_update(model, make_batch(images, labels, 2, cfg), cfg).bn_stats == []
     assert len(record_bn_stats(model, x)) == 4
 
@@ -87,7 +103,7 @@ def test_defended_batch_is_the_encryption_of_each_private_image(faces, defense, 
     images, labels = faces
     rng = np.random.default_rng(0)
     patches = rng.uniform(-1, 1, (20, 32, 32, 3)).astype(np.float32) if mode == "cross" else None
-    cfg = ClientConfig(defense=defense, k=k, mode=mode, batch_size=3)
+    cfg = ClientExperiment(defense=defense, k=k, mode=mode, batch_size=3)
     b = make_batch(images, labels, 2, cfg, seed=5, public_patches=patches)
     key = b.key
     assert np.array_equal(key.selection[:, 0], [0, 1, 2])            # row i is for private image i
@@ -104,39 +120,72 @@ def test_defended_batch_is_the_encryption_of_each_private_image(faces, defense, 
 def test_bad_input_gives_clear_errors(faces):
     images, labels = faces
     with pytest.raises(HidebenchError, match="batch size 11 is larger"):
-        make_batch(images, labels, 2, ClientConfig(batch_size=11))
+        make_batch(images, labels, 2, ClientExperiment(batch_size=11))
     with pytest.raises(HidebenchError, match="unknown model 'vgg'"):
         make_model("vgg", 10)
-    with pytest.raises(HidebenchError, match="unknown defense 'dp'"):
-        ClientConfig(defense="dp")
+    with pytest.raises(HidebenchError, match="client.defense must be one of .*got 'dp'"):
+        ClientExperiment(defense="dp")
     with pytest.raises(HidebenchError, match="k must be"):
-        ClientConfig(defense="instahide", k=1)
+        ClientExperiment(defense="instahide", k=1)
     with pytest.raises(HidebenchError, match="needs 6 private images"):
-        make_batch(images[:4], labels[:4], 2, ClientConfig(defense="instahide", k=6, batch_size=1))
+        make_batch(images[:4], labels[:4], 2, ClientExperiment(defense="instahide", k=6, batch_size=1))
     with pytest.raises(HidebenchError, match="batch size 201 is larger than the data source 'lfw'"):
-        run_experiment(GradientExperiment(data="lfw", batch_size=201, iterations=1), progress=False)
-    with pytest.raises(HidebenchError, match="unknown gradient attack"):
-        GradientExperiment(attack="carlini")
-    with pytest.raises(HidebenchError, match="unknown model"):
-        GradientExperiment(model="lenet5")
+        simulate_client(ClientExperiment(data="lfw", batch_size=201), CTX)
+    with pytest.raises(HidebenchError, match="client.model must be one of .*got 'lenet5'"):
+        ClientExperiment(model="lenet5")
+    with pytest.raises(HidebenchError, match=r"unknown key\(s\) client.seed"):
+        ClientExperiment.from_dict({"seed": 1})
 
 
-def test_cli_writes_record_grid_and_a_scoreable_challenge(tmp_path):
+def test_harness_refuses_before_touching_out(tmp_path):
+    out = tmp_path / "run"
+    for call, match in [
+            (lambda: run_update_attack("identity", {}, out, ctx=CTX), "identity attacks a public release"),
+            (lambda: run_update_attack("nope", {}, out, ctx=CTX), "unknown attack 'nope'"),
+            (lambda: run_update_attack("dlg", {"model": "vgg"}, out, ctx=CTX), "client.model must be one of"),
+            (lambda: run_update_attack("dlg", {}, out, config={"iterations": -1}, ctx=CTX), "dlg.iterations"),
+            (lambda: run_update_attack("dlg", {}, out, threat={"knows_everything": True}, ctx=CTX),
+             r"unknown key\(s\) threat.knows_everything"),
+            (lambda: run_update_attack("dlg", {"batch_size": 201}, out, ctx=CTX), "larger than the data source")]:
+        with pytest.raises(HidebenchError, match=match):
+            call()
+        assert not out.exists()
+
+
+def test_client_choices_live_in_the_torch_free_config():
+    for name in ("MODELS", "DEFENSES", "UPDATES", "BN_MODES"):
+        assert getattr(federated, name) is getattr(client_module, name)
+
+
+def test_simulated_client_is_deterministic_from_the_seed():
+    exp = ClientExperiment(defense="instahide", k=4, batch_size=2)
+    a, b = simulate_client(exp, CTX), simulate_client(exp, CTX)
+    c = simulate_client(exp, CTX.replace(seed=1))
+    np.testing.assert_array_equal(a.batch.inputs, b.batch.inputs)
+    assert all(torch.equal(x, y) for x, y in zip(a.update.gradient, b.update.gradient))
+    assert a.data == b.data and a.data["indices"] != c.data["indices"]
+    assert a.defense_k == 4 and a.n_classes == 2 and a.weights["weights"] == "untrained"
+    assert a.update.n_samples == 2 and a.batch.key.selection.shape == (2, 4)
+
+
+def test_run_update_attack_writes_record_grid_and_a_scoreable_challenge(tmp_path):
     """Chaining: the recovered encryptions are a challenge-format public view with the client's key."""
     from hidebench.challenge_io import load_key, load_public
     from hidebench.metrics import challenge_metric
 
-    sub = argparse.ArgumentParser().add_subparsers()
-    p = add_parser(sub)
     out = tmp_path / "run"
-    args = p.parse_args(["--defense", "instahide", "--k", "4", "--batch-size", "2", "--attack", "dlg",
-                         "--iterations", "1", "--out", str(out), "--quiet", "--device", "cpu"])
-    assert args.func(args) == 0
-    import json
-
+    exp = ClientExperiment(defense="instahide", k=4, batch_size=2)
+    record = run_update_attack("dlg", exp, out, config={"iterations": 1}, threat=UpdateThreatModel(), ctx=CTX)
     rec = json.loads((out / "record.json").read_text())
-    assert rec["threat_model"]["defense_k"] == 4 and rec["model"]["weights"] == "untrained"
-    assert {"vs_input", "vs_private", "label_accuracy"} <= set(rec["metrics"])
+    assert rec == json.loads(json.dumps(record.to_dict()))
+    assert load_record(out / "record.json").family == "update"
+    assert rec["threat_model"]["knows_k"] and rec["source"]["model"]["weights"] == "untrained"
+    assert rec["setting"]["scheme"] == "instahide" and rec["setting"]["k"] == 4 and rec["setting"]["batch_size"] == 2
+    assert rec["setting"]["T"] is None and rec["setting"]["n_priv"] is None
+    assert rec["source"]["experiment"] == exp.to_dict() and rec["source"]["data"]["fingerprint"]
+    assert rec["context"]["device"] == "cpu" and rec["seed"] == 0 and rec["family"] == "update"
+    assert {"vs_input", "vs_private", "label_accuracy", "vs_private_in_mix_max_ssim"} <= set(rec["metrics"])
+    assert set(rec["metrics"]["vs_input"]) == {"ssim", "psnr", "mse"}
     assert (out / "grid.png").stat().st_size > 1000
     view = load_public(out / "challenge")
     key = load_key(out / "challenge", view)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from helpers import random_images
 
 from hidebench.metrics import challenge_metric, matched_set_metric, mse, psnr, ssim, ssim_skimage
 from hidebench.types import HidebenchError
-from helpers import random_images
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@ the sha256 of key/seed, which let anyone brute-force a small seed and rebuild th
 and confirm a guess of the private set)."""
 import hashlib
 import json
-from importlib import resources
 
 import numpy as np
 import pytest
 
 from defenses.challenge import generate_to_dir
 from hidebench.challenge_io import KEY_FILES, PUBLIC_FILES, load_key
-from hidebench.recipes import load_recipe
+from hidebench.recipes import challenge_data, load_recipe
 
 SEED = 0x5EED_1234_ABCD_9876          # large, so no encoding of it turns up in image bytes by chance
 
@@ -67,7 +66,7 @@ def test_only_the_demo_recipe_carries_a_seed():
     import tomllib
 
     seeded = []
-    for res in resources.files("hidebench.challenge_data").iterdir():
+    for res in challenge_data().iterdir():
         if res.name.endswith(".toml") and "seed" in tomllib.loads(res.read_text()):
             seeded.append(res.name[:-5])
     assert seeded == ["faces"]

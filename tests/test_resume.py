@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-ATTACK = ["--set", "grouping.similarity=pearson", "--set", "regression.reassign=2", "--set", "regression.steps=5",
+ATTACK = ["--set", "similarity.method=pearson", "--set", "reassignment.rounds=2", "--set", "regression.steps=5",
           "--set", "regression.adam_steps=5", "--quiet"]
 
 
@@ -34,7 +34,7 @@ def test_killed_run_resumes_to_the_same_result(challenge, tmp_path):
     full_s = time.perf_counter() - t0
     reference = np.load(tmp_path / "full" / "decryption.npy")
     rng = random.Random(1234)
-    for attempt in range(2):       # two kills at random points, then a run to completion
+    for _ in range(2):       # two kills at random points, then a run to completion
         out = tmp_path / "killed"
         p = subprocess.Popen(_cli("attack", "carlini", "--challenge", challenge, "--out", out, *ATTACK), env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,0 +1,17 @@
+"""Carlini et al., "An Attack on InstaHide: Is Private Learning Possible with Instance
+Encoding?" (arXiv 2011.05315), as a staged release attack: ``carlini``.
+
+Module map: config (one section per stage), stages (the declared stages and their inputs and
+outputs), pipeline (the cached stage runner), mixing (the mixing model: designs, memberships,
+coefficients), similarity / clustering / assignment / grouping (stages 1-3), regression /
+sign_sync / reassignment (stage 4), signs (stage 5), evaluation (metrics with the key), attack
+(the registered class).
+"""
+
+# The stages in run order: the names ExecutionContext.recompute (`--stages`) takes.
+STAGE_NAMES = ("similarity_model", "grouping", "regression", "signs", "decryption")
+
+# The library preset for the embedded `faces` demo (demo, notebook, benchmarks): without the
+# regression-driven reassignment rounds, which need more encryptions per image and more label
+# classes than `faces` has to pool evidence (README results).
+DEMO_CONFIG = {"reassignment": {"rounds": 0}}

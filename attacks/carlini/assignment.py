@@ -107,7 +107,7 @@ def flow_assign(scores: np.ndarray, allowed: np.ndarray, *, slots: int, capacity
     G = nx.DiGraph()
     G.add_node("s", demand=-slots * E)
     G.add_node("t", demand=slots * E)
-    G.add_edges_from((("s", e, {"capacity": slots, "weight": 0}) for e in range(E)))
+    G.add_edges_from(("s", e, {"capacity": slots, "weight": 0}) for e in range(E))
     rows, cols = np.nonzero(keep & ~constrained[:, None])
     G.add_edges_from(((int(e), ("c", int(idx[e, j])), {"capacity": 1, "weight": int(cost[e, j])})
                       for e, j in zip(rows, cols)))
@@ -117,9 +117,9 @@ def flow_assign(scores: np.ndarray, allowed: np.ndarray, *, slots: int, capacity
             grp = np.flatnonzero(classes == slot_class[e, j])
             best = grp[np.argsort(-scores[e, grp], kind="stable")[:m]]
             G.add_edge(int(e), ("e", int(e), j), capacity=1, weight=0)
-            G.add_edges_from(((("e", int(e), j), ("c", int(c)),
-                               {"capacity": 1, "weight": int(np.rint((hi - scores[e, c]) * COST_SCALE))})
-                              for c in best))
+            G.add_edges_from((("e", int(e), j), ("c", int(c)),
+                              {"capacity": 1, "weight": int(np.rint((hi - scores[e, c]) * COST_SCALE))})
+                             for c in best)
     pen = int(round(overflow_penalty * COST_SCALE))
     for c in range(C):
         G.add_edge(("c", c), "t", capacity=int(capacity), weight=0)

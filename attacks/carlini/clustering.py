@@ -72,8 +72,9 @@ def greedy_cliques(S: np.ndarray, support: np.ndarray, n_clusters: int, *, size:
     lies more than max_overlap of the way from the background (the members' mean similarity to
     the encryptions whose label holds the clique's class) to the cliques' own cohesion -- two
     cores of one private image are about as similar to each other as within themselves, cores
-    of different images (even sharing an encryption or two) stay near the background. (Member overlap alone misses duplicates: an
-    image's ~2T encryptions hold several disjoint cores.) Every clique marks as covered the
+    of different images (even sharing an encryption or two) stay near the background. (Member
+    overlap alone misses duplicates: an image's ~2T encryptions hold several disjoint cores.)
+    Every clique marks as covered the
     encryptions linked (in the `candidates`-nearest-neighbour graph) to at least half as many
     of its members as its members are among themselves; seeds come from the least-covered
     encryptions, strongest neighbourhood first. Returns up to n_clusters groups (fewer when

@@ -1,183 +1,150 @@
-"""Stages 1-3 of the Carlini et al. attack (arXiv 2011.05315): from a public release to "which
-private images does each encryption hold" -- up to a renaming of the private images.
+"""Stages 1-3 of the Carlini et al. attack (arXiv 2011.05315, Sec. 5.2-5.3): from a public
+release to "which private images does each encryption hold", up to a renaming of the images.
 
-    find_groups(view, cfg, aux) -> Grouping      (attacker side: never reads the key)
-    evaluate_grouping(grouping, key) -> dict      (scorer side: pair AUC, precision@T, purity, ...)
+    find_groups(view, cfg, ...) -> Grouping      attacker side: similarity -> clustering -> assignment
+    oracle_grouping(membership) -> Grouping      oracle 'assignment': the key's membership as the grouping
+    evaluate_grouping(grouping, key) -> dict     scorer side: pair AUC, precision@T, purity, accuracy
 
-Stage 1 (similarity.py) scores every pair of encryptions; stage 2 (clustering.py) finds one core
-group per private image; stage 3 (assignment.py) gives every encryption its n_private_slots
-groups. The groups number exactly view.n_private (= E // T).
+Stage 1 (similarity.py) scores every pair of encryptions (or, under oracle 'pairs', the true
+sharing relation does); stage 2 (clustering.py) finds one core group per private image; stage 3
+(assignment.py) gives every encryption its n_private_slots groups. The groups number exactly
+E / T, the number of private images.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import resource
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from attacks.carlini import assignment as asg
 from attacks.carlini import clustering as clu
-from attacks.carlini import similarity as sim
-from hidebench.stage_cache import StageCache
-from hidebench.types import HidebenchError, ImageSet, PublicView, SecretKey
-
-SIMILARITIES = ("cnn", "pearson")
-CLUSTERINGS = ("greedy", "spectral")
-ASSIGNMENTS = ("flow", "greedy")
-# Nonzero label entries are lambdas >= ~1e-3 in practice; below this a label entry is absent.
-LABEL_EPS = 1e-6
-
-
-@dataclass
-class GroupingConfig:
-    """Knobs of stages 1-3. Sizes relative to T (encryptions per private image) scale with the release.
-
-    Similarity: `similarity` 'cnn' (embedding CNN trained on the attacker's own encryptions of
-    aux data) or 'pearson' (correlation of |e|, no training). CNN: `width` channels in the first
-    block (0: 16 on CPU, 32 on CUDA), `embed_dim`, `train_steps` Adam steps (0: 600 on CPU -- 1.5-2 min
-    on 2 shared cores; 300 -> 600 steps measured precision@T 0.43 -> 0.48 on the CIFAR replica --
-    and 3000 on CUDA, 0.64 there) of `batch_size` at `lr` (one-cycle), SupCon
-    `temperature`; each round encrypts `train_images` aux images `train_T` times, a fresh round
-    every `steps_per_round` steps. The similarity is (1 - w) cos(CNN) + w Pearson: the CNN trains
-    with w = `pearson_weight` (so it learns a residual to Pearson); `blend` fixes w for scoring,
-    -1 picks it from {0, .25, .5, .75, 1} by precision@T on a held-out attacker round.
-    `query_expansion` k > 0: each embedding is averaged with its k nearest before scoring.
-    `rerank` > 0: rescore each encryption's `rerank` best
-    candidates with the paper's pairwise 6-channel model (`pair_steps` steps), blended with
-    weight `rerank_weight`.
-    Clustering: `clustering` 'greedy' (paper's clique growth: cliques of `core_frac`*T members,
-    grown over each seed's `candidates_frac`*T nearest, `linkage` 'min'|'mean', a duplicate when
-    its cross-similarity to an earlier clique is > `max_overlap` of the way from background to
-    cohesion) or 'spectral' (kNN graph with `knn_frac`*T neighbours).
-    Defaults (measured, see the FRONT report): spectral finds more distinct private images than
-    the greedy cliques with a learned (noisy) similarity (CIFAR replica 0.87 vs 0.73), greedy
-    wins with a near-perfect one (oracle pairs 1.00 vs 0.98); the flow beats the greedy top-1.6T
-    assignment (0.54 vs 0.50 of memberships right).
-    Assignment: `assignment` 'flow' (min-cost flow over each encryption's `flow_candidates` best
-    groups; a group takes n_private_slots*T + `capacity_slack` sd encryptions before overflow
-    costs; `class_slots`: a label naming n_private_slots classes gets one group of each) or
-    'greedy' (each group takes its `greedy_frac`*T best, 1.6*50 = 80 in the paper);
-    `row_norm`: z-score each encryption's group scores (encryptions similar to everything
-    no longer crowd the groups' capacity); `refine` passes recompute the group cores from the
-    assignment and assign again.
-    """
-
-    similarity: str = "cnn"
-    width: int = 0
-    embed_dim: int = 64
-    train_steps: int = 0
-    batch_size: int = 256
-    lr: float = 3e-3
-    temperature: float = 0.1
-    train_images: int = 400
-    train_T: int = 10
-    steps_per_round: int = 50
-    pearson_weight: float = 0.0
-    query_expansion: int = 0
-    blend: float = -1.0
-    rerank: int = 0
-    rerank_weight: float = 0.5
-    pair_steps: int = 300
-    clustering: str = "spectral"
-    core_frac: float = 0.5
-    candidates_frac: float = 2.0
-    linkage: str = "mean"
-    max_overlap: float = 0.5
-    knn_frac: float = 1.0
-    assignment: str = "flow"
-    flow_candidates: int = 8
-    capacity_slack: float = 2.0
-    class_slots: bool = True
-    greedy_frac: float = 1.6
-    refine: int = 1
-    row_norm: bool = False
-    eval_anchors: int = 500
-    device: str = "auto"
-
-    def __post_init__(self):
-        for name, allowed in (("similarity", SIMILARITIES), ("clustering", CLUSTERINGS),
-                              ("assignment", ASSIGNMENTS), ("linkage", ("min", "mean"))):
-            if getattr(self, name) not in allowed:
-                raise HidebenchError(f"grouping.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("width", "train_steps"):
-            v = getattr(self, name)
-            if int(v) != v or v < 0:
-                raise HidebenchError(f"grouping.{name} must be a non-negative integer (0 = auto), got {v!r}")
-            setattr(self, name, int(v))
-        for name in ("embed_dim", "batch_size", "train_images", "train_T",
-                     "steps_per_round", "pair_steps", "flow_candidates", "eval_anchors"):
-            v = getattr(self, name)
-            if int(v) != v or v < 1:
-                raise HidebenchError(f"grouping.{name} must be a positive integer, got {v!r}")
-            setattr(self, name, int(v))
-        for name in ("rerank", "refine", "query_expansion"):
-            v = getattr(self, name)
-            if int(v) != v or v < 0:
-                raise HidebenchError(f"grouping.{name} must be a non-negative integer, got {v!r}")
-            setattr(self, name, int(v))
-        for name in ("lr", "temperature", "core_frac", "candidates_frac", "knn_frac", "greedy_frac"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
-                raise HidebenchError(f"grouping.{name} must be a positive number, got {v!r}")
-        if not isinstance(self.class_slots, bool):
-            raise HidebenchError(f"grouping.class_slots must be true or false, got {self.class_slots!r}")
-        if not isinstance(self.row_norm, bool):
-            raise HidebenchError(f"grouping.row_norm must be true or false, got {self.row_norm!r}")
-        if not (isinstance(self.capacity_slack, (int, float)) and 0 <= self.capacity_slack < 100):
-            raise HidebenchError(f"grouping.capacity_slack must lie in [0, 100), got {self.capacity_slack!r}")
-        if not 0 <= self.pearson_weight < 1:
-            raise HidebenchError(f"grouping.pearson_weight must lie in [0, 1), got {self.pearson_weight}")
-        if not (self.blend == -1 or 0 <= self.blend <= 1):
-            raise HidebenchError(f"grouping.blend must be -1 (auto) or lie in [0, 1], got {self.blend}")
-        if not 0 <= self.rerank_weight <= 1:
-            raise HidebenchError(f"grouping.rerank_weight must lie in [0, 1], got {self.rerank_weight}")
-        if not 0 <= self.max_overlap < 1:
-            raise HidebenchError(f"grouping.max_overlap must lie in [0, 1), got {self.max_overlap}")
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise HidebenchError(f"grouping.device must be auto, cpu or cuda[:N], got {self.device!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "GroupingConfig":
-        from attacks.base import validate_config
-
-        return validate_config(cls, d)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+from attacks.carlini.config import AssignmentConfig, CarliniConfig, ClusteringConfig
+from attacks.carlini.mixing import co_membership, label_support, membership_matrix
+from attacks.carlini.pipeline import arrays_field, json_field
+from hidebench.context import peak_rss_mb
+from hidebench.threat import Membership
+from hidebench.types import HidebenchError, PublicView, SecretKey
 
 
 @dataclass
 class Grouping:
-    """Result of stages 1-3.
+    """Output of the grouping stage.
 
     assignment: E x n_private_slots int64 group ids in [0, n_clusters), distinct per row, the
-    best-scoring group first (2 columns for cross-dataset releases).
-    cluster_class: the class of each group's private image (from label support), -1 if unknown.
-    pair_sample: what evaluate_grouping needs (similarity rows of sampled anchors, stage-2 cores).
+    best-scoring group first. cluster_class: the class of each group's private image (from the
+    labels' support), -1 if unknown. pair_sample: what `evaluate_grouping` reads (similarity
+    rows of sampled anchor encryptions, the stage-2 cores); empty under oracle 'assignment'.
     """
 
     assignment: np.ndarray
-    n_clusters: int
     cluster_class: np.ndarray
-    stats: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
-    pair_sample: dict = field(default_factory=dict)
+    n_clusters: int = json_field(0)
+    stats: dict = json_field()
+    timings: dict = json_field()
+    pair_sample: dict = arrays_field()
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- stage 1 under oracle 'pairs'
 
-def _fingerprint_array(a: np.ndarray) -> str:
-    a = np.ascontiguousarray(a)
-    return hashlib.sha256(a.tobytes()).hexdigest()[:16] + f"-{a.shape}"
+def true_similarity(membership: Membership, rng: np.random.Generator) -> np.ndarray:
+    """Oracle 'pairs': 1 for encryptions sharing a private image, 0 otherwise, plus tie-breaking
+    noise (diagonal -2)."""
+    M = membership_matrix(membership.ids, membership.n_private, np.float32)
+    E = len(M)
+    S = ((M @ M.T) > 0).astype(np.float32) + 1e-3 * rng.random((E, E), dtype=np.float32)
+    S = (S + S.T) / 2
+    np.fill_diagonal(S, -2.0)
+    return S
 
 
-def _peak_mb() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(r / (1024 * 1024) if sys.platform == "darwin" else r / 1024, 1)
+# ----------------------------------------------------------------------------- stages 2 and 3
+
+def find_cores(S: np.ndarray, support: np.ndarray, n: int, T: int, cfg: ClusteringConfig, *,
+               seed: int = 0) -> tuple[list[np.ndarray], dict]:
+    """Stage 2: exactly n core groups of encryptions (one per private image), and stats."""
+    core = max(2, int(round(cfg.core_frac * T)))
+    cands = max(core, int(round(cfg.candidates_frac * T)))
+    if cfg.method == "greedy":
+        groups = clu.greedy_cliques(S, support, n, size=core, candidates=cands, max_overlap=cfg.max_overlap,
+                                    linkage=cfg.linkage, seed=seed)
+    else:
+        groups = clu.spectral_clusters(S, support, n, knn=max(2, int(round(cfg.knn_frac * T))), core=core, seed=seed)
+    found = len(groups)
+    groups, added = clu.complete_clusters(S, support, groups, n, size=core, candidates=cands, linkage=cfg.linkage,
+                                          seed=seed)
+    return groups, {"clustering": cfg.method, "groups_found": found, "groups_added": added, "core_size": core}
+
+
+def assign_groups(S: np.ndarray, labels: np.ndarray, cores: list[np.ndarray], T: int, slots: int,
+                  cfg: AssignmentConfig, *, core_size: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Stage 3: every encryption gets `slots` groups (after cfg.refine passes that rebuild the
+    groups from the assignment). Returns (E x slots group ids, each group's class, stats)."""
+    support = label_support(labels)
+    n = len(cores)
+    cap = asg.capacity_for(T, slots, cfg.capacity_slack)
+    groups = cores
+    for it in range(cfg.refine + 1):
+        classes = np.array([clu.cluster_class(g, support, labels) for g in groups], dtype=np.int64)
+        scores = asg.cluster_scores(S, groups)
+        if cfg.row_norm:
+            scores = asg.row_standardise(scores)
+        allowed = asg.allowed_matrix(support, classes)
+        if cfg.method == "flow":
+            sc = asg.slot_classes(support, labels, classes, slots) if cfg.class_slots else None
+            assign, astats = asg.flow_assign(scores, allowed, slots=slots, capacity=cap,
+                                             candidates=cfg.flow_candidates, slot_class=sc, classes=classes)
+        else:
+            assign, astats = asg.greedy_assign(scores, allowed, slots=slots,
+                                               per_group=max(1, int(round(cfg.greedy_frac * T))))
+        if it < cfg.refine:
+            groups = asg.assignment_clusters(assign, scores, n, core=max(core_size, T))
+            groups = [g if len(g) >= 2 else cores[c] for c, g in enumerate(groups)]
+    sizes = np.bincount(assign.ravel(), minlength=n)
+    stats = {"assignment": cfg.method, "capacity": cap, "refine": cfg.refine,
+             **{f"assignment_{k}": v for k, v in astats.items()},
+             "group_sizes_min_max": [int(sizes.min()), int(sizes.max())]}
+    return assign, classes, stats
+
+
+# ----------------------------------------------------------------------------- stages 1-3
+
+def find_groups(view: PublicView, cfg: CarliniConfig, n: int, *, S: np.ndarray, seed: int = 0,
+                anchor_rng: np.random.Generator | None = None) -> Grouping:
+    """Stages 2-3 on a similarity S (stage 1): the attacker's grouping of the release into n
+    groups. `anchor_rng` draws the eval_anchors encryptions whose similarity rows `evaluate`
+    scores (default: from `seed`)."""
+    E, T, slots = len(view), int(view.T), view.n_private_slots
+    support = label_support(view.labels)
+    timings: dict = {}
+    t0 = time.perf_counter()
+    cores, stats = find_cores(S, support, n, T, cfg.clustering, seed=seed)
+    timings["clustering_s"] = time.perf_counter() - t0
+    timings["clustering_peak_rss_mb"] = peak_rss_mb()
+    t0 = time.perf_counter()
+    assign, classes, astats = assign_groups(S, view.labels, [g.copy() for g in cores], T, slots, cfg.assignment,
+                                            core_size=stats["core_size"])
+    timings["assignment_s"] = time.perf_counter() - t0
+    timings["assignment_peak_rss_mb"] = peak_rss_mb()
+    stats.update(astats)
+    rng = anchor_rng or np.random.default_rng(seed)
+    anchors = np.sort(rng.choice(E, size=min(cfg.eval_anchors, E), replace=False))
+    flat, off = _pack(cores)
+    pair_sample = {"anchors": anchors, "scores": S[anchors].astype(np.float32), "T": np.asarray(T),
+                   "core_flat": flat, "core_offsets": off}
+    return Grouping(assignment=assign, cluster_class=classes, n_clusters=n, stats=stats, timings=timings,
+                    pair_sample=pair_sample)
+
+
+def oracle_grouping(membership: Membership, view: PublicView) -> Grouping:
+    """Oracle 'assignment': the key's membership (arbitrary private ids) and classes as the grouping."""
+    ids = np.asarray(membership.ids, dtype=np.int64)
+    if ids.shape != (len(view), view.n_private_slots) or membership.classes is None:
+        raise HidebenchError(f"the assignment oracle gives ids of shape {ids.shape} "
+                             f"{'without classes ' if membership.classes is None else ''}for a release of "
+                             f"{len(view)} encryptions with {view.n_private_slots} private slots")
+    return Grouping(assignment=ids, cluster_class=np.asarray(membership.classes, dtype=np.int64),
+                    n_clusters=int(membership.n_private), stats={"oracle": "assignment"})
 
 
 def _pack(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -190,222 +157,7 @@ def _unpack(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     return [flat[offsets[i]: offsets[i + 1]] for i in range(len(offsets) - 1)]
 
 
-def check_view(view: PublicView) -> int:
-    if not view.T:
-        raise HidebenchError("the release does not state T (encryptions per private image); grouping needs it")
-    E = len(view)
-    n = view.n_private
-    if E % view.T:
-        raise HidebenchError(f"{E} encryptions is not a multiple of T={view.T}")
-    if n < view.n_private_slots:
-        raise HidebenchError(f"E // T = {n} private images, fewer than the {view.n_private_slots} in each encryption")
-    support = view.labels > LABEL_EPS
-    if not support.any(axis=1).all():
-        bad = int((~support.any(axis=1)).sum())
-        raise HidebenchError(f"{bad} encryptions have an all-zero label; labels must hold the private lambdas")
-    return n
-
-
-def true_similarity(key: SecretKey, rng: np.random.Generator) -> np.ndarray:
-    """Oracle 'pairs': 1 for encryptions sharing a private image, 0 otherwise (+ tie-breaking noise)."""
-    p = key.private_of()
-    M = np.zeros((len(p), len(key.private)), dtype=np.float32)
-    M[np.arange(len(p))[:, None], p] = 1.0
-    S = ((M @ M.T) > 0).astype(np.float32) + 1e-3 * rng.random((len(p), len(p)), dtype=np.float32)
-    S = (S + S.T) / 2
-    np.fill_diagonal(S, -2.0)
-    return S
-
-
-# ----------------------------------------------------------------------------- stage 1
-
-def _similarity(view, cfg, aux, pool, seed, cache, progress, timings) -> tuple[np.ndarray, dict]:
-    """E x E similarity (diagonal -2) and stats; the CNN weights and embeddings are cached."""
-    stats: dict = {"similarity": cfg.similarity}
-    view_fp = _fingerprint_array(view.encryptions)
-    if cfg.similarity == "pearson":
-        t0 = time.perf_counter()
-        S = sim.similarity_matrix(sim.query_expansion(sim.pearson_embedding(view.encryptions), cfg.query_expansion))
-        timings["similarity_s"] = time.perf_counter() - t0
-        return S, stats
-    if aux is None or len(aux) == 0:
-        raise HidebenchError("similarity 'cnn' needs auxiliary images (threat model aux); "
-                             "use similarity='pearson' without")
-    device = sim.pick_device(cfg.device)
-    cuda = device.type == "cuda"
-    cfg = dataclasses.replace(cfg, width=cfg.width or (32 if cuda else 16),
-                              train_steps=cfg.train_steps or (3000 if cuda else 600))
-    stats.update(width=cfg.width, train_steps=cfg.train_steps, device=str(device))
-    model_cfg = {k: getattr(cfg, k) for k in ("width", "embed_dim", "train_steps", "batch_size", "lr", "temperature",
-                                              "train_images", "train_T", "steps_per_round", "pearson_weight",
-                                              "blend")}
-    model_cfg.update(scheme=[view.k, view.mode, view.scheme, int(view.labels.shape[1])], seed=seed,
-                     aux=[aux.source, aux.fingerprint, _fingerprint_array(aux.images), _fingerprint_array(aux.labels)],
-                     pool=getattr(pool, "fingerprint", None), n_pool=len(getattr(pool, "regions", [])),
-                     standins=None if pool is not None else "pink+augmented-aux-v2")
-    if cfg.rerank:
-        model_cfg.update(pair_steps=cfg.pair_steps)
-
-    def train():
-        rounds = max(1, cfg.train_steps // cfg.steps_per_round)
-        data = sim.AttackerEncryptions(view, aux, n_images=cfg.train_images, T=cfg.train_T, pool=pool, seed=seed)
-        model, losses = sim.train_embedder(data, width=cfg.width, dim=cfg.embed_dim, steps=cfg.train_steps,
-                                           batch=cfg.batch_size, lr=cfg.lr, temperature=cfg.temperature,
-                                           rounds=rounds, device=device, seed=seed,
-                                           pearson_weight=cfg.pearson_weight, progress=progress)
-        out = sim.state_to_arrays(model, "embed.")
-        out["loss_embed"] = np.asarray(losses, dtype=np.float32)
-        # Held-out attacker round (fresh lambdas, signs, patches): pick the Pearson blend.
-        xv, mv = data.draw()
-        keep = np.random.default_rng(seed).permutation(len(xv))[: 2000]
-        xv, mv = xv[keep], mv[keep]
-        zv = sim.embed(model, xv, device)
-        pv = xv.reshape(len(xv), -1)
-        pv = pv / np.maximum(np.linalg.norm(pv, axis=1, keepdims=True), 1e-6)
-        t_val = max(1, int(round(mv.sum(0).mean())) // 2)
-        w, val = sim.choose_blend(zv, pv, mv, t_val)
-        out["blend"] = np.float32(w if cfg.blend < 0 else cfg.blend)
-        out["val_grid"] = np.array(sorted(val), dtype=np.float32)
-        out["val_precision"] = np.array([val[k] for k in sorted(val)], dtype=np.float32)
-        if cfg.rerank:
-            pm, pl = sim.train_pair_model(data, width=cfg.width, steps=cfg.pair_steps, batch=cfg.batch_size // 2,
-                                          lr=cfg.lr, rounds=max(1, cfg.pair_steps // cfg.steps_per_round),
-                                          device=device, seed=seed, progress=progress)
-            out.update(sim.state_to_arrays(pm, "pair."))
-            out["loss_pair"] = np.asarray(pl, dtype=np.float32)
-        return out
-
-    cache = cache or StageCache(None)
-    t0 = time.perf_counter()
-    weights = cache.get_or_compute("carlini_similarity_model", model_cfg, train)
-    timings["similarity_train_s"] = time.perf_counter() - t0
-    stats["similarity_model_cached"] = bool(cache.hits.get("carlini_similarity_model"))
-    le = weights["loss_embed"]
-    stats["embed_loss_first_last"] = [round(float(le[: 20].mean()), 4), round(float(le[-20:].mean()), 4)]
-    stats["blend_pearson_weight"] = float(weights["blend"])
-    stats["attacker_val_precision"] = {f"{float(k):g}": round(float(v), 4)
-                                       for k, v in zip(weights["val_grid"], weights["val_precision"])}
-
-    def score():
-        feats = sim.abs_features(view.encryptions)
-        model = sim.arrays_to_state(sim.build_embedder(cfg.width, cfg.embed_dim), weights, "embed.").to(device).eval()
-        out = {"z": sim.embed(model, feats, device)}
-        if cfg.rerank:
-            zb = sim.blend_embedding(out["z"], sim.pearson_embedding(view.encryptions), float(weights["blend"]))
-            S0 = sim.similarity_matrix(sim.query_expansion(zb, cfg.query_expansion))
-            cand = clu.top_neighbours(S0, cfg.rerank)
-            pm = sim.arrays_to_state(sim.build_pair_model(cfg.width), weights, "pair.").to(device).eval()
-            out["cand"] = cand
-            out["pair_logits"] = sim.pair_scores(pm, feats, np.arange(len(feats)), cand, device)
-        return out
-
-    t0 = time.perf_counter()
-    score_cfg = {**model_cfg, "view": view_fp, "rerank": cfg.rerank, "qe": cfg.query_expansion if cfg.rerank else 0}
-    sc = cache.get_or_compute("carlini_similarity_scores", score_cfg, score,
-                              upstream=[cache.digests["carlini_similarity_model"]])
-    zb = sim.blend_embedding(sc["z"], sim.pearson_embedding(view.encryptions), float(weights["blend"]))
-    S = sim.similarity_matrix(sim.query_expansion(zb, cfg.query_expansion))
-    if cfg.rerank:
-        S = sim.rerank(S, sc["pair_logits"], sc["cand"], cfg.rerank_weight)
-    timings["similarity_score_s"] = time.perf_counter() - t0
-    stats["similarity_scores_cached"] = bool(cache.hits.get("carlini_similarity_scores"))
-    return S, stats
-
-
-# ----------------------------------------------------------------------------- entry point
-
-def find_groups(view: PublicView, cfg: GroupingConfig | dict | None = None, aux: ImageSet | None = None, *,
-                pool=None, seed: int = 0, cache: StageCache | None = None, progress: bool = True,
-                true_pairs_key: SecretKey | None = None) -> Grouping:
-    """Stages 1-3 (module docstring). `pool`: the public pool, only when the threat model grants
-    it (otherwise aux images stand in for public patches in the attacker's own encryptions).
-    `true_pairs_key`: oracle 'pairs' -- the similarity is replaced by the true sharing relation."""
-    from tqdm import tqdm
-
-    cfg = cfg if isinstance(cfg, GroupingConfig) else GroupingConfig.from_dict(cfg)
-    n = check_view(view)
-    E, T, slots = len(view), int(view.T), view.n_private_slots
-    support = view.labels > LABEL_EPS
-    timings: dict = {}
-    rng = np.random.default_rng(seed)
-    bar = tqdm(total=3, desc="carlini grouping", disable=not progress, leave=False)
-
-    # Stage 1: similarity.
-    if true_pairs_key is not None:
-        if true_pairs_key.selection.shape[0] != E:
-            raise HidebenchError("oracle key does not match the release (different number of encryptions)")
-        t0 = time.perf_counter()
-        S = true_similarity(true_pairs_key, rng)
-        timings["similarity_s"] = time.perf_counter() - t0
-        stats = {"similarity": "oracle_pairs"}
-    else:
-        S, stats = _similarity(view, cfg, aux, pool, seed, cache, progress, timings)
-    timings["similarity_peak_rss_mb"] = _peak_mb()
-    bar.update(1)
-
-    # Stage 2: clustering (one core group per private image).
-    t0 = time.perf_counter()
-    core = max(2, int(round(cfg.core_frac * T)))
-    cands = max(core, int(round(cfg.candidates_frac * T)))
-    if cfg.clustering == "greedy":
-        groups = clu.greedy_cliques(S, support, n, size=core, candidates=cands, max_overlap=cfg.max_overlap,
-                                    linkage=cfg.linkage, seed=seed)
-    else:
-        groups = clu.spectral_clusters(S, support, n, knn=max(2, int(round(cfg.knn_frac * T))), core=core, seed=seed)
-    found = len(groups)
-    groups, added = clu.complete_clusters(S, support, groups, n, size=core, candidates=cands, linkage=cfg.linkage,
-                                          seed=seed)
-    cores = [g.copy() for g in groups]
-    timings["clustering_s"] = time.perf_counter() - t0
-    timings["clustering_peak_rss_mb"] = _peak_mb()
-    stats.update(clustering=cfg.clustering, groups_found=found, groups_added=added, core_size=core)
-    bar.update(1)
-
-    # Stage 3: assignment (+ refinement passes with cores rebuilt from the assignment).
-    t0 = time.perf_counter()
-    cap = asg.capacity_for(T, slots, cfg.capacity_slack)
-    for it in range(cfg.refine + 1):
-        classes = np.array([clu.cluster_class(g, support, view.labels) for g in groups], dtype=np.int64)
-        scores = asg.cluster_scores(S, groups)
-        if cfg.row_norm:
-            scores = asg.row_standardise(scores)
-        allowed = asg.allowed_matrix(support, classes)
-        if cfg.assignment == "flow":
-            sc_ = asg.slot_classes(support, view.labels, classes, slots) if cfg.class_slots else None
-            assign, astats = asg.flow_assign(scores, allowed, slots=slots, capacity=cap, candidates=cfg.flow_candidates,
-                                             slot_class=sc_, classes=classes)
-        else:
-            assign, astats = asg.greedy_assign(scores, allowed, slots=slots,
-                                               per_group=max(1, int(round(cfg.greedy_frac * T))))
-        if it < cfg.refine:
-            groups = asg.assignment_clusters(assign, scores, n, core=max(core, T))
-            groups = [g if len(g) >= 2 else cores[c] for c, g in enumerate(groups)]
-    # The classes the final pass assigned under (so every row's label holds its groups' classes).
-    timings["assignment_s"] = time.perf_counter() - t0
-    timings["assignment_peak_rss_mb"] = _peak_mb()
-    stats.update(assignment=cfg.assignment, capacity=cap, refine=cfg.refine,
-                 **{f"assignment_{k}": v for k, v in astats.items()},
-                 group_sizes_min_max=[int(np.bincount(assign.ravel(), minlength=n).min()),
-                                      int(np.bincount(assign.ravel(), minlength=n).max())])
-    bar.update(1)
-    bar.close()
-
-    anchors = np.sort(rng.choice(E, size=min(cfg.eval_anchors, E), replace=False))
-    flat, off = _pack(cores)
-    pair_sample = {"anchors": anchors, "scores": S[anchors].astype(np.float32), "T": T,
-                   "core_flat": flat, "core_offsets": off}
-    return Grouping(assignment=assign, n_clusters=n, cluster_class=classes, stats=stats, timings=timings,
-                    pair_sample=pair_sample)
-
-
 # ----------------------------------------------------------------------------- evaluation
-
-def _membership(key: SecretKey) -> np.ndarray:
-    p = key.private_of()
-    M = np.zeros((len(p), len(key.private)), dtype=bool)
-    M[np.arange(len(p))[:, None], p] = True
-    return M
-
 
 def evaluate_grouping(grouping: Grouping, key: SecretKey) -> dict:
     """Stage metrics with the key (Hungarian matching of groups to private images).
@@ -416,14 +168,17 @@ def evaluate_grouping(grouping: Grouping, key: SecretKey) -> dict:
     Assignment (groups matched to images maximising co-membership): assignment_accuracy =
     fraction of (encryption, slot) memberships right; rows_all_correct; heavy_slot_accuracy =
     fraction of rows whose heavier-coefficient image is among their groups; group_purity /
-    group_recall = precision / recall of each matched group's members; class_accuracy.
+    group_recall = precision / recall of each matched group's members; class_accuracy;
+    cluster_to_private: the matching.
     """
     from scipy.optimize import linear_sum_assignment
     from sklearn.metrics import roc_auc_score
 
-    M = _membership(key)                           # E x n_priv
-    E, n_priv = M.shape
-    A = grouping.assignment
+    priv = key.private_of()
+    n_priv = len(key.private)
+    M = membership_matrix(priv, n_priv)              # E x n_priv
+    E = len(M)
+    A = np.asarray(grouping.assignment)
     if A.shape[0] != E:
         raise HidebenchError(f"grouping has {A.shape[0]} rows but the key {E} encryptions")
     ps = grouping.pair_sample
@@ -447,19 +202,17 @@ def evaluate_grouping(grouping: Grouping, key: SecretKey) -> dict:
         out["core_purity"] = float(np.mean([M[c, m].mean() for c, m in zip(cores, maj) if len(c)]))
         out["core_images_found"] = len({m for m in maj if m >= 0}) / n_priv
 
-    C = grouping.n_clusters
-    G = np.zeros((E, C), dtype=bool)
-    G[np.arange(E)[:, None], A] = True
-    co = G.T.astype(np.int64) @ M.astype(np.int64)  # C x n_priv co-membership
+    C = int(grouping.n_clusters)
+    G = membership_matrix(A, C)
+    co = co_membership(A, priv, C, n_priv)           # C x n_priv
     r, c = linear_sum_assignment(-co)
     match = np.full(C, -1, dtype=np.int64)
     match[r] = c
-    mapped = np.where(A >= 0, match[A], -1)      # E x slots private ids
+    mapped = np.where(A >= 0, match[A], -1)          # E x slots private ids
     correct = np.take_along_axis(M, np.maximum(mapped, 0), 1) & (mapped >= 0)
     out["assignment_accuracy"] = float(correct.mean())
     out["rows_all_correct"] = float(correct.all(1).mean())
     # The image with the heavier coefficient (what a decryption shows): is it among the row's groups?
-    priv = key.private_of()
     heavy = priv[np.arange(E), np.argmax(key.lambdas[:, : priv.shape[1]], axis=1)]
     out["heavy_slot_accuracy"] = float((mapped == heavy[:, None]).any(1).mean())
     sizes = G.sum(0)

@@ -17,20 +17,16 @@ Baseline: Pearson correlation of |e| vectors (no training).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from defenses.instahide import EncryptionConfig, encrypt
-from hidebench.types import HidebenchError, ImageSet, PublicView
-
-
-def pick_device(device: str = "auto"):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
+from attacks.carlini.clustering import top_neighbours
+from attacks.carlini.config import SimilarityConfig
+from attacks.carlini.mixing import membership_matrix
+from attacks.carlini.pipeline import arrays_field, json_field
+from attacks.toolkit import AttackerEncryptions
+from hidebench.types import ImageSet, PublicView
 
 # ----------------------------------------------------------------------------- features
 
@@ -101,90 +97,14 @@ def arrays_to_state(model, arrays: dict, prefix: str):
     return model
 
 
-# ----------------------------------------------------------------------------- attacker's data
-
-def pink_noise(rng: np.random.Generator, n: int, size: int = 32) -> np.ndarray:
-    """n colour 1/f^beta noise images in [-1, 1] (beta ~ U[1, 2.5], random colour mixing): unique,
-    textured stand-ins for public patches, with natural-image-like spectra."""
-    f = np.sqrt(np.fft.fftfreq(size)[:, None] ** 2 + np.fft.rfftfreq(size)[None, :] ** 2)
-    f[0, 0] = 1.0
-    beta = rng.uniform(1.0, 2.5, size=(n, 1, 1, 1))
-    spec = (rng.standard_normal((n, 3, size, size // 2 + 1)) + 1j * rng.standard_normal((n, 3, size, size // 2 + 1)))
-    x = np.fft.irfft2(spec / f[None, None] ** (beta / 1.0), s=(size, size)).transpose(0, 2, 3, 1)
-    mix = rng.normal(0.0, 0.3, size=(n, 3, 3)) + np.eye(3)[None]        # correlated colour channels
-    x = np.einsum("nhwc,ncd->nhwd", x, mix)
-    lo, hi = x.min(axis=(1, 2, 3), keepdims=True), x.max(axis=(1, 2, 3), keepdims=True)
-    return (2 * (x - lo) / np.maximum(hi - lo, 1e-8) - 1).astype(np.float32)
-
-
-def augmented(rng: np.random.Generator, imgs: np.ndarray, n: int) -> np.ndarray:
-    """n patches from imgs, each randomly rotated by 90-degree steps, mirrored, rolled, colour-
-    permuted and contrast-scaled, so few are exact repeats."""
-    src = imgs[rng.integers(0, len(imgs), size=n)].copy()
-    for r in range(4):
-        sel = rng.random(n) < 0.25
-        src[sel] = np.rot90(src[sel], r, axes=(1, 2))
-    flip = rng.random(n) < 0.5
-    src[flip] = src[flip, :, ::-1]
-    sh = rng.integers(0, src.shape[1], size=2)
-    src = np.roll(src, tuple(int(v) for v in sh), axis=(1, 2))
-    src = src[..., rng.permutation(3)]
-    gain = rng.uniform(0.5, 1.0, size=(n, 1, 1, 1))
-    return np.clip(src * gain, -1, 1).astype(np.float32)
-
-
-class AttackerEncryptions:
-    """Fresh encryptions of random aux subsets with the release's scheme, and who shares with whom.
-
-    Public patches come from the public pool when the threat model grants it. Otherwise they are
-    unique stand-ins: half colour 1/f noise, half augmented aux images (outside the round's private
-    subset when over 100 remain; small aux sets lend all their images, heavily augmented).
-    (Re-using a few aux images as patches teaches the net to call encryptions sharing a
-    *public* patch different, which they are, though they look alike: measured on faces, the
-    embedding then did not train at all.)
-    """
-
-    def __init__(self, view: PublicView, aux: ImageSet, *, n_images: int, T: int, pool=None, seed: int = 0):
-        slots = view.n_private_slots
-        if len(aux) < slots + 1:
-            raise HidebenchError(
-                f"auxiliary data has {len(aux)} images; the similarity model needs at least {slots + 1}")
-        n_cls = view.labels.shape[1]
-        if len(aux) and aux.labels.max() >= n_cls:
-            raise HidebenchError(f"auxiliary labels reach {aux.labels.max()} but the release has {n_cls} classes")
-        self.view, self.aux, self.pool = view, aux, pool
-        self.n_images = int(max(slots, min(n_images, len(aux))))
-        self.cfg = EncryptionConfig(k=view.k, mode=view.mode, scheme=view.scheme, T=max(1, int(T)))
-        self.rng = np.random.default_rng(seed)
-
-    def draw(self):
-        """(features N x 3 x 32 x 32, membership N x n_images bool) for one freshly encrypted round."""
-        rng, aux = self.rng, self.aux
-        order = rng.permutation(len(aux))
-        idx = order[: self.n_images]
-        imgs = aux.images[idx].copy()
-        flip = rng.random(len(imgs)) < 0.5           # augmentation: mirrored images
-        imgs[flip] = imgs[flip, :, ::-1]
-        public = None
-        n_pub_slots = self.cfg.k - self.cfg.n_private_slots
-        if n_pub_slots:
-            n_pub = len(imgs) * self.cfg.T * n_pub_slots
-            if self.pool is not None:
-                public, _ = self.pool.patches(rng, min(n_pub, 4096))
-            else:
-                rest = order[self.n_images:]
-                m = min(n_pub, 4096)
-                public = np.concatenate([pink_noise(rng, m // 2),
-                                         augmented(rng, aux.images[rest if len(rest) > 100 else order], m - m // 2)])
-        view, key = encrypt(imgs, aux.labels[idx], self.view.labels.shape[1], self.cfg,
-                            seed=int(rng.integers(2 ** 63)), public_patches=public)
-        member = np.zeros((len(key.selection), len(imgs)), dtype=bool)
-        priv = key.private_of()
-        member[np.arange(len(priv))[:, None], priv] = True
-        return abs_features(view.encryptions), member
-
-
 # ----------------------------------------------------------------------------- training
+
+def draw_round(data: AttackerEncryptions) -> tuple[np.ndarray, np.ndarray]:
+    """One fresh round of attacker encryptions: (|e| features N x 3 x 32 x 32, membership
+    N x n_images bool)."""
+    enc, ids = data.draw()
+    return abs_features(enc), membership_matrix(ids, data.n_images)
+
 
 def _supcon_loss(z, member, temperature: float, x=None, pearson_weight: float = 0.0):
     """Multi-positive InfoNCE: each anchor's positives are the encryptions sharing a private image.
@@ -224,7 +144,8 @@ def train_embedder(data: AttackerEncryptions, *, width: int, dim: int, steps: in
                    progress: bool = False):
     """Train the embedding CNN on `rounds` freshly encrypted aux rounds; returns (model, loss history)."""
     import torch
-    from tqdm import tqdm
+
+    from hidebench.progress import bar
 
     torch.manual_seed(seed)
     model = build_embedder(width, dim).to(device)
@@ -236,9 +157,9 @@ def train_embedder(data: AttackerEncryptions, *, width: int, dim: int, steps: in
     losses = []
     model.train()
     x = member = None
-    for step in tqdm(range(steps), desc="similarity: training embedder", disable=not progress, leave=False):
+    for step in bar(range(steps), enabled=progress, desc="similarity: training embedder", leave=False):
         if step % per_round == 0:
-            x, member = data.draw()
+            x, member = draw_round(data)
         rows = _batch_rows(rng, member, batch, groups)
         xb = torch.from_numpy(x[rows]).to(device)
         mb = torch.from_numpy(member[rows]).to(device)
@@ -257,7 +178,8 @@ def train_pair_model(data: AttackerEncryptions, *, width: int, steps: int, batch
     """Train the paper's pairwise classifier on balanced sharing / non-sharing pairs."""
     import torch
     import torch.nn.functional as F
-    from tqdm import tqdm
+
+    from hidebench.progress import bar
 
     torch.manual_seed(seed + 1)
     model = build_pair_model(width).to(device)
@@ -268,9 +190,9 @@ def train_pair_model(data: AttackerEncryptions, *, width: int, steps: int, batch
     losses = []
     model.train()
     x = member = None
-    for step in tqdm(range(steps), desc="similarity: training pair model", disable=not progress, leave=False):
+    for step in bar(range(steps), enabled=progress, desc="similarity: training pair model", leave=False):
         if step % per_round == 0:
-            x, member = data.draw()
+            x, member = draw_round(data)
             owners = [np.flatnonzero(member[:, j]) for j in range(member.shape[1])]
         half = batch // 2
         a = rng.integers(0, len(x), size=batch)
@@ -349,7 +271,7 @@ def choose_blend(z: np.ndarray, pearson: np.ndarray, member: np.ndarray, t: int,
 def query_expansion(z: np.ndarray, k: int, alpha: float = 3.0) -> np.ndarray:
     """alpha-weighted query expansion (Radenovic et al. 2018): each unit row plus its k nearest,
     weighted by similarity^alpha, renormalised. Neighbours mostly hold the same dominant private
-    image, so averaging denoises it (precision@T +2-4 points measured on faces)."""
+    image, so averaging denoises it."""
     if k <= 0:
         return z
     S = similarity_matrix(z)
@@ -385,4 +307,86 @@ def rerank(S: np.ndarray, pair_logits: np.ndarray, cand: np.ndarray, weight: flo
     S[rows, cols] = new
     S[cols, rows] = new
     np.fill_diagonal(S, -2.0)
+    return S
+
+
+# ----------------------------------------------------------------------------- stage functions
+
+@dataclass
+class SimilarityModel:
+    """Output of stage `similarity_model`: the trained embedding CNN ('embed.*' weights; the
+    pairwise reranker's 'pair.*' too when trained), the Pearson blend weight to score with, and
+    the training record (loss histories, precision@T of each blend weight on held-out attacker
+    encryptions)."""
+
+    weights: dict = arrays_field()
+    blend: float = json_field(0.0)
+    loss_embed: np.ndarray | None = None
+    loss_pair: np.ndarray | None = None
+    val_grid: np.ndarray | None = None
+    val_precision: np.ndarray | None = None
+
+    def summary(self) -> dict:
+        le = self.loss_embed
+        return {"embed_loss_first_last": [round(float(le[: 20].mean()), 4), round(float(le[-20:].mean()), 4)],
+                "blend_pearson_weight": float(self.blend),
+                "attacker_val_precision": {f"{float(k):g}": round(float(v), 4)
+                                           for k, v in zip(self.val_grid, self.val_precision)}}
+
+
+def train_similarity_model(view: PublicView, aux: ImageSet, cfg: SimilarityConfig, *, pool=None, seed: int = 0,
+                           device=None, progress: bool = False) -> SimilarityModel:
+    """Train the embedding CNN (and, with cfg.rerank, the pairwise model) on the attacker's own
+    encryptions of its aux images with the release's scheme; choose the Pearson blend on a
+    held-out round. `pool`: the attacker's public pool (None: stand-in patches)."""
+    import torch
+
+    device = device or torch.device("cpu")
+    rounds = max(1, cfg.train_steps // cfg.steps_per_round)
+    data = AttackerEncryptions(view, aux, n_images=cfg.train_images, T=cfg.train_T, pool=pool, seed=seed)
+    model, losses = train_embedder(data, width=cfg.width, dim=cfg.embed_dim, steps=cfg.train_steps,
+                                   batch=cfg.batch_size, lr=cfg.lr, temperature=cfg.temperature, rounds=rounds,
+                                   device=device, seed=seed, pearson_weight=cfg.pearson_weight, progress=progress)
+    out = SimilarityModel(weights=state_to_arrays(model, "embed."), loss_embed=np.asarray(losses, dtype=np.float32))
+    # Held-out attacker round (fresh coefficients, signs, patches): pick the Pearson blend.
+    xv, mv = draw_round(data)
+    keep = np.random.default_rng(seed).permutation(len(xv))[: 2000]
+    xv, mv = xv[keep], mv[keep]
+    zv = embed(model, xv, device)
+    pv = xv.reshape(len(xv), -1)
+    pv = pv / np.maximum(np.linalg.norm(pv, axis=1, keepdims=True), 1e-6)
+    t_val = max(1, int(round(mv.sum(0).mean())) // 2)
+    w, val = choose_blend(zv, pv, mv, t_val)
+    out.blend = float(np.float32(w if cfg.blend < 0 else cfg.blend))
+    out.val_grid = np.array(sorted(val), dtype=np.float32)
+    out.val_precision = np.array([val[k] for k in sorted(val)], dtype=np.float32)
+    if cfg.rerank:
+        pm, pl = train_pair_model(data, width=cfg.width, steps=cfg.pair_steps, batch=cfg.batch_size // 2, lr=cfg.lr,
+                                  rounds=max(1, cfg.pair_steps // cfg.steps_per_round), device=device, seed=seed,
+                                  progress=progress)
+        out.weights.update(state_to_arrays(pm, "pair."))
+        out.loss_pair = np.asarray(pl, dtype=np.float32)
+    return out
+
+
+def release_similarity(view: PublicView, cfg: SimilarityConfig, model: SimilarityModel | None = None, *,
+                       device=None) -> np.ndarray:
+    """E x E similarity of the release's encryptions (diagonal -2): Pearson correlation of |e|
+    without a model; with one, the blend of its embedding's cosine and Pearson, optionally
+    query-expanded and reranked by the pairwise model. E network evaluations (plus E * rerank
+    pairwise ones)."""
+    pearson = pearson_embedding(view.encryptions)
+    if model is None:
+        return similarity_matrix(query_expansion(pearson, cfg.query_expansion))
+    import torch
+
+    device = device or torch.device("cpu")
+    feats = abs_features(view.encryptions)
+    net = arrays_to_state(build_embedder(cfg.width, cfg.embed_dim), model.weights, "embed.").to(device).eval()
+    z = embed(net, feats, device)
+    S = similarity_matrix(query_expansion(blend_embedding(z, pearson, float(model.blend)), cfg.query_expansion))
+    if cfg.rerank:
+        cand = top_neighbours(S, cfg.rerank)
+        pm = arrays_to_state(build_pair_model(cfg.width), model.weights, "pair.").to(device).eval()
+        S = rerank(S, pair_scores(pm, feats, np.arange(len(feats)), cand, device), cand, cfg.rerank_weight)
     return S

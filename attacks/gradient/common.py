@@ -1,16 +1,17 @@
-"""Shared machinery of the gradient-matching attacks: threat model, gradient distance,
-total variation, analytic label recovery and the result type.
+"""The torch machinery of the gradient-matching attacks: gradient distance (GradientMatcher),
+total variation, and analytic label recovery. Imported by GradientAttack.run, never at package
+import time.
 
 Gradient matching: find dummy inputs x' (and labels y') whose gradient on the shared model
 matches the shared one (Zhu et al. 2019, "Deep Leakage from Gradients"; Geiping et al. 2020,
 "Inverting Gradients"). Label recovery: iDLG (Zhao et al. 2020) for one image, the sign of
 the last layer's gradient; for larger batches a label-count heuristic (mean label = mean
-prediction - bias gradient, cf. Wainakh et al. 2022 "User-level label leakage").
+prediction - bias gradient, cf. Wainakh et al. 2022 "User-level label leakage"). The update
+may be a defenses.federated.SharedUpdate or the hidebench.threat.AttackerUpdate built from it
+(both carry gradient, local_steps, local_lr, bn_mode and bn_stats; the latter None or empty
+when not granted).
 """
 from __future__ import annotations
-
-import dataclasses
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,51 +19,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from hidebench.federated import SharedUpdate, local_update, set_bn_mode, soft_cross_entropy
+from attacks.gradient.base import DISTANCES, IMPLS, LABEL_MODES
+from defenses.federated import local_update, set_bn_mode, soft_cross_entropy
 from hidebench.types import HidebenchError
-
-DISTANCES = ("l2", "cosine", "cosine_layerwise")
-IMPLS = ("auto", "func", "loop")
-LABEL_MODES = ("auto", "known", "recover", "optimise")
-
-
-@dataclass
-class GradientThreatModel:
-    """What the gradient attacker knows besides the shared update and the model weights.
-
-    knows_labels: the client's (soft) labels are given. knows_batch_size: the attacker is told
-    B; otherwise it assumes assumed_batch_size. knows_bn_stats: the BatchNorm statistics of the
-    client's batch are given (used as a prior, Yin et al. 2021). defense_k: the defense's k if
-    known (>= 2 means the attacker expects mixed, soft labels); None: no mixing assumed."""
-
-    knows_labels: bool = False
-    knows_batch_size: bool = True
-    knows_bn_stats: bool = False
-    defense_k: int | None = None
-    assumed_batch_size: int = 1
-
-    def __post_init__(self):
-        if self.defense_k is not None and (int(self.defense_k) != self.defense_k or self.defense_k < 1):
-            raise HidebenchError(f"defense_k must be a positive integer or None, got {self.defense_k}")
-        if int(self.assumed_batch_size) != self.assumed_batch_size or self.assumed_batch_size < 1:
-            raise HidebenchError(f"assumed_batch_size must be a positive integer, got {self.assumed_batch_size}")
-
-    @property
-    def expects_mixing(self) -> bool:
-        return self.defense_k is not None and self.defense_k >= 2
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class GradientAttackResult:
-    """recovered: B x 32 x 32 x 3 in [-1, 1]; labels: B x C (the attacker's label estimate)."""
-
-    recovered: np.ndarray
-    labels: np.ndarray
-    stats: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
 
 
 def attacker_model(model: nn.Module, bn_mode: str, device) -> nn.Module:
@@ -94,12 +53,12 @@ class GradientMatcher:
     loss(X, Y) takes X: R x B x C x H x W and Y: R x B x n_classes (probabilities) and returns R
     distances. impl='func' computes all R restarts at once with torch.func (vmap of grad over
     flattened parameters); impl='loop' is the straightforward reference (autograd per restart,
-    a Python loop over parameters). impl='auto' picks func where it was measured to pay off (CUDA; several
-    restarts of a small model on CPU) and loop otherwise (benchmarks/bench_gradient.py). Both are differentiable
-    in X and Y and agree to float precision.
+    a Python loop over parameters). impl='auto' picks func where it pays off (CUDA; several restarts
+    of a small model on CPU) and loop otherwise; benchmarks/bench_gradient.py times both. Both are
+    differentiable in X and Y and agree to float precision.
     """
 
-    def __init__(self, model: nn.Module, update: SharedUpdate, *, distance: str = "l2", impl: str = "auto",
+    def __init__(self, model: nn.Module, update, *, distance: str = "l2", impl: str = "auto",
                  bn_weight: float = 0.0, device="cpu"):
         if distance not in DISTANCES:
             raise HidebenchError(f"unknown gradient distance {distance!r}; choose from {DISTANCES}")
@@ -118,8 +77,9 @@ class GradientMatcher:
         self.target_norm = self.target_flat.norm()
         self.steps, self.lr = update.local_steps, update.local_lr
         self.distance, self.impl = distance, impl
-        self.bn_weight = float(bn_weight) if update.bn_stats else 0.0
-        self.bn_target = [(m.to(device), v.to(device)) for m, v in update.bn_stats]
+        bn_stats = update.bn_stats or []
+        self.bn_weight = float(bn_weight) if bn_stats else 0.0
+        self.bn_target = [(m.to(device), v.to(device)) for m, v in bn_stats]
         self.evaluations = 0
 
     # ---- torch.func path
@@ -166,8 +126,8 @@ class GradientMatcher:
                 h.remove()
         return sum((mu - tm).norm() + (var - tv).norm() for (mu, var), (tm, tv) in zip(stats, self.bn_target))
 
-    # measured by benchmarks/bench_gradient.py: vmap pays off on CUDA, and on CPU for several
-    # restarts of small models (LeNet, ConvNet); for ResNet-18 on CPU the plain loop is faster.
+    # vmap pays off on CUDA, and on CPU for several restarts of small models (LeNet, ConvNet);
+    # for ResNet-18 on CPU the plain loop is faster (benchmarks/bench_gradient.py, part a).
     FUNC_CPU_MAX_PARAMS = 2_000_000
 
     def _func_pays_off(self, restarts: int, cuda: bool) -> bool:
@@ -214,7 +174,7 @@ class GradientMatcher:
         return out
 
 
-def _last_layer_grads(model: nn.Module, update: SharedUpdate, n_classes: int):
+def _last_layer_grads(model: nn.Module, update, n_classes: int):
     """(weight gradient C x F, bias gradient C or None) of the classification layer."""
     names = [n for n, _ in model.named_parameters()]
     grads = dict(zip(names, update.gradient))
@@ -237,7 +197,7 @@ def largest_remainder(p: np.ndarray, total: int) -> np.ndarray:
     return c
 
 
-def recover_labels(model: nn.Module, update: SharedUpdate, n_classes: int, batch_size: int, *, soft: bool = False,
+def recover_labels(model: nn.Module, update, n_classes: int, batch_size: int, *, soft: bool = False,
                    device="cpu", seed: int = 0, n_probe: int = 16,
                    image_size: int = 32) -> tuple[np.ndarray, str]:
     """Labels from the shared gradient (B x n_classes probabilities) and the method's name.
@@ -270,26 +230,25 @@ def recover_labels(model: nn.Module, update: SharedUpdate, n_classes: int, batch
     return np.eye(n_classes, dtype=np.float32)[np.repeat(np.arange(n_classes), counts)], "label-count"
 
 
-def resolve_batch_size(threat: GradientThreatModel, update: SharedUpdate) -> int:
-    return update.n_samples if threat.knows_batch_size else threat.assumed_batch_size
-
-
-def resolve_labels(mode: str, threat: GradientThreatModel, model, update, n_classes, B, true_labels, device, seed,
-                   image_size: int = 32):
-    """(fixed labels B x C or None when optimised, method name) for a label mode."""
+def resolve_labels(mode: str, update, model, batch_size: int, *, device="cpu", seed: int = 0,
+                   image_size: int = 32) -> tuple[np.ndarray | None, str]:
+    """(fixed labels B x C, or None when they are optimised, and the method's name) for a label
+    mode, from what the AttackerUpdate grants: its labels ('auto' uses them when granted, else
+    recovers), and its defense_k (k >= 2: the client mixes, so recovered labels are soft)."""
+    n_classes = update.n_classes
     if mode == "auto":
-        mode = "known" if threat.knows_labels else "recover"
+        mode = "known" if update.labels is not None else "recover"
     if mode == "known":
-        if not threat.knows_labels:
-            raise HidebenchError("label_mode 'known' needs a threat model with knows_labels=True")
-        if true_labels is None:
-            raise HidebenchError("the threat model grants the labels, but none were passed to the attack")
-        y = np.asarray(true_labels, np.float32)
-        if y.shape != (B, n_classes):
-            raise HidebenchError(f"known labels of shape {y.shape}, expected {(B, n_classes)}")
+        if update.labels is None:
+            raise HidebenchError("label_mode 'known' needs the labels, which the threat model does not grant "
+                                 "(knows_labels=False)")
+        y = np.asarray(update.labels, np.float32)
+        if y.shape != (batch_size, n_classes):
+            raise HidebenchError(f"known labels of shape {y.shape}, expected {(batch_size, n_classes)}")
         return y, "known"
     if mode == "recover":
-        return recover_labels(model, update, n_classes, B, soft=threat.expects_mixing, device=device, seed=seed,
+        mixing = update.defense_k is not None and update.defense_k >= 2
+        return recover_labels(model, update, n_classes, batch_size, soft=mixing, device=device, seed=seed,
                               image_size=image_size)
     if mode == "optimise":
         return None, "optimised"

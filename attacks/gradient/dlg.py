@@ -2,31 +2,51 @@
 
 Dummy images and dummy soft labels (softmax of free logits) are optimised jointly with L-BFGS
 to minimise the squared L2 distance between their gradient and the shared one. With
-label_mode 'recover' (iDLG, Zhao et al. 2020) the labels are fixed from the gradient instead.
+label_mode 'recover' the labels are fixed from the gradient instead (iDLG, Zhao et al. 2020).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-from tqdm import tqdm
+from typing import ClassVar
 
 from attacks.base import register
-from attacks.gradient.base import GradientAttack
+from attacks.gradient.base import GradientAttack, check_common
+from hidebench.config import Config, check_choice, check_float, check_int
 
 
 @dataclass
-class DLGConfig:
-    iterations: int = 300        # L-BFGS steps (each up to lbfgs_max_iter gradient evaluations)
+class DLGConfig(Config):
+    """iterations: L-BFGS steps per restart (each up to lbfgs_max_iter gradient evaluations);
+    lr, history_size, line_search: L-BFGS settings (line_search None: the original DLG's plain
+    steps of length lr). restarts: random starts, the best gradient distance is kept.
+    label_mode: 'optimise' (DLG: soft labels optimised with the images), 'recover' (iDLG /
+    label counts), 'known' (needs knows_labels), 'auto' (known if granted, else recover).
+    impl: gradient-distance implementation (GradientMatcher). bn_weight: weight of the
+    BatchNorm-statistics prior, used only when the threat model grants the statistics.
+    tol: a restart stops once the gradient distance is below it. image_size: side of the
+    reconstructed images (hidebench's are 32)."""
+
+    section = "dlg"
+    iterations: int = 300
     lr: float = 1.0
     lbfgs_max_iter: int = 20
     history_size: int = 100
-    line_search: str | None = "strong_wolfe"   # None: the original DLG (plain lr=1 steps)
+    line_search: str | None = "strong_wolfe"
     restarts: int = 1
-    label_mode: str = "optimise"   # optimise (DLG) | recover (iDLG / label counts) | known | auto
-    impl: str = "auto"        # auto | func (torch.func, vmap over restarts) | loop
+    label_mode: str = "optimise"
+    impl: str = "auto"
     bn_weight: float = 1e-2
-    tol: float = 1e-10            # stop a restart once the gradient distance is below this
+    tol: float = 1e-10
+    image_size: int = 32
+
+    def validate(self):
+        check_common(self)
+        s = self.section
+        check_float(self.lr, f"{s}.lr", min=0, min_open=True)
+        self.lbfgs_max_iter = check_int(self.lbfgs_max_iter, f"{s}.lbfgs_max_iter", min=1)
+        self.history_size = check_int(self.history_size, f"{s}.history_size", min=1)
+        check_choice(self.line_search, f"{s}.line_search", ("strong_wolfe", None))
+        check_float(self.tol, f"{s}.tol", min=0)
 
 
 @register
@@ -36,8 +56,15 @@ class DLG(GradientAttack):
     name = "dlg"
     Config = DLGConfig
     distance = "l2"
+    tiny_config: ClassVar[dict] = {"iterations": 40}     # a quick run for the registry-wide contract test
 
-    def _optimise(self, matcher, shape, n_classes, y_fixed, device, progress):
+    def plan(self, model) -> dict:
+        return {"optimizer": "lbfgs", "max_iterations": self.config.iterations}
+
+    def _optimise(self, matcher, shape, n_classes, y_fixed, device, progress, plan):
+        import torch
+        from tqdm import tqdm
+
         c = self.config
         best = (float("inf"), None, None)
         total_iters = 0
@@ -49,16 +76,17 @@ class DLG(GradientAttack):
             opt = torch.optim.LBFGS(params, lr=c.lr, max_iter=c.lbfgs_max_iter, history_size=c.history_size,
                                     line_search_fn=c.line_search)
 
-            def labels():
+            def labels(fixed=fixed, logits=logits):
                 return fixed if fixed is not None else torch.softmax(logits, -1)
 
-            def closure():
+            def closure(opt=opt, x=x, labels=labels):
                 opt.zero_grad()
                 loss = matcher.loss(x, labels()).sum()
                 loss.backward()
                 return loss
 
-            bar = tqdm(range(c.iterations), desc=f"dlg restart {r + 1}/{c.restarts}", disable=not progress, leave=False)
+            bar = tqdm(range(plan["max_iterations"]), desc=f"dlg restart {r + 1}/{c.restarts}", disable=not progress,
+                       leave=False)
             loss = float("nan")
             for it in bar:
                 loss = float(opt.step(closure).detach())

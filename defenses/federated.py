@@ -4,7 +4,9 @@ A client holds private images, applies a defense (none, Mixup, InstaHide inside-
 cross-dataset, any k; Huang et al. 2020), and shares either one gradient of a shared model
 on its (encrypted) batch with (mixed) soft labels, or a FedAvg update of several local SGD
 steps (McMahan et al. 2017). The attacks in attacks/gradient invert what is shared
-(Zhu et al. 2019 DLG; Geiping et al. 2020 Inverting Gradients).
+(Zhu et al. 2019 DLG; Geiping et al. 2020 Inverting Gradients). What the client does is a
+`defenses.client.ClientExperiment`; `simulate_client` runs one from an ExecutionContext (seed,
+device, data root), deterministically.
 
 BatchNorm mode (the threat model states it): 'train' normalises with the client's batch
 statistics (what a training client does; the statistics are recorded in the update and
@@ -13,19 +15,22 @@ granted to the attacker only by the threat model), 'eval' with the shared runnin
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from hidebench.types import HidebenchError, SecretKey, private_slots
+from defenses.client import BN_MODES, DEFENSES, MODELS, UPDATES, ClientExperiment
+from hidebench.context import ExecutionContext
+from hidebench.types import HidebenchError, SecretKey
 
-MODELS = ("lenet", "convnet", "resnet18")
-DEFENSES = ("none", "mixup", "instahide")
-UPDATES = ("gradient", "fedavg")
-BN_MODES = ("train", "eval")
+__all__ = ["BN_MODES", "DEFENSES", "MODELS", "UPDATES", "ClientBatch", "ClientExperiment", "ClientRun",
+           "SharedUpdate", "client_update", "has_batchnorm", "local_update", "make_batch", "make_model", "pretrain",
+           "public_patches", "record_bn_stats", "set_bn_mode", "simulate_client", "soft_cross_entropy",
+           "to_numpy_images", "to_tensor"]
 
 
 # ----------------------------------------------------------------------------- models
@@ -137,52 +142,6 @@ def to_numpy_images(x_nchw: torch.Tensor) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- client
 @dataclass
-class ClientConfig:
-    """What the client does. k/mode apply to mixup/instahide (mixup is always inside-dataset).
-
-    update: 'gradient' (one gradient on the batch, FedSGD) or 'fedavg' (local_steps full-batch
-    SGD steps with local_lr, the weight difference is shared)."""
-
-    defense: str = "none"
-    k: int = 4
-    mode: str = "inside"
-    batch_size: int = 1
-    update: str = "gradient"
-    local_steps: int = 1
-    local_lr: float = 0.1
-    bn_mode: str = "train"
-
-    def __post_init__(self):
-        if self.defense not in DEFENSES:
-            raise HidebenchError(f"unknown defense {self.defense!r}; choose from {DEFENSES}")
-        if self.update not in UPDATES:
-            raise HidebenchError(f"unknown update {self.update!r}; choose from {UPDATES}")
-        if self.bn_mode not in BN_MODES:
-            raise HidebenchError(f"BatchNorm mode must be one of {BN_MODES}, got {self.bn_mode!r}")
-        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
-            raise HidebenchError(f"batch size must be a positive integer, got {self.batch_size}")
-        if int(self.local_steps) != self.local_steps or self.local_steps < 1:
-            raise HidebenchError(f"local_steps must be a positive integer, got {self.local_steps}")
-        if not self.local_lr > 0:
-            raise HidebenchError(f"local_lr must be > 0, got {self.local_lr}")
-        if self.defense == "mixup":
-            self.mode = "inside"
-        if self.defense != "none":
-            from defenses.instahide import EncryptionConfig
-
-            EncryptionConfig(k=self.k, mode=self.mode, scheme=self.defense, T=1)  # validates k and mode
-
-    @property
-    def n_private_needed(self) -> int:
-        """Private images the client must hold: the batch, and enough to mix."""
-        slots = 1 if self.defense == "none" else private_slots(self.mode, self.k)
-        return max(self.batch_size, slots)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
 class ClientBatch:
     """One client batch: private[i] is the image input[i] was made for (slot 0)."""
 
@@ -193,7 +152,7 @@ class ClientBatch:
     key: SecretKey | None = None   # rows of the encryption key (None without a defense)
 
 
-def make_batch(images: np.ndarray, labels: np.ndarray, n_classes: int, cfg: ClientConfig, *, seed: int = 0,
+def make_batch(images: np.ndarray, labels: np.ndarray, n_classes: int, cfg: ClientExperiment, *, seed: int = 0,
                public_patches: np.ndarray | None = None) -> ClientBatch:
     """Apply the defense to the client's private images; the batch is the first batch_size of them.
 
@@ -211,9 +170,9 @@ def make_batch(images: np.ndarray, labels: np.ndarray, n_classes: int, cfg: Clie
     if cfg.defense == "none":
         soft = np.eye(n_classes, dtype=np.float32)[labels[:B]]
         return ClientBatch(images[:B].copy(), labels[:B].copy(), images[:B].copy(), soft, None)
-    from defenses.instahide import EncryptionConfig, encrypt
+    from defenses.instahide import encrypt
 
-    ecfg = EncryptionConfig(k=cfg.k, mode=cfg.mode, scheme=cfg.defense, T=1)
+    ecfg = cfg.encryption_config()
     if cfg.mode == "cross" and public_patches is None:
         raise HidebenchError("cross-dataset InstaHide needs public patches (see hidebench.data.build_pool)")
     view, key = encrypt(images, labels, n_classes, ecfg, seed=seed, public_patches=public_patches)
@@ -277,7 +236,7 @@ def local_update(model: nn.Module, params: dict, buffers: dict, x: torch.Tensor,
     names = list(params)
     cur = [params[n] for n in names]
     w0 = cur
-    for s in range(steps):
+    for _ in range(steps):
         bufs = {k: v.clone() for k, v in buffers.items()}
         loss = soft_cross_entropy(functional_call(model, ({**dict(zip(names, cur)), **bufs}), (x,)), y)
         g = torch.autograd.grad(loss, cur, create_graph=create_graph)
@@ -287,15 +246,92 @@ def local_update(model: nn.Module, params: dict, buffers: dict, x: torch.Tensor,
     return [(a - b) / (lr * steps) for a, b in zip(w0, cur)]
 
 
-def client_update(model: nn.Module, batch: ClientBatch, cfg: ClientConfig, *, device="cpu") -> SharedUpdate:
+def client_update(model: nn.Module, batch: ClientBatch, cfg: ClientExperiment, *, device="cpu") -> SharedUpdate:
     """The update the client shares for its batch (the model itself is left unchanged)."""
     model = set_bn_mode(copy.deepcopy(model).to(device), cfg.bn_mode)
     x = to_tensor(batch.inputs, device)
     y = torch.as_tensor(batch.soft_labels, device=device)
     params = {n: p.detach().requires_grad_(True) for n, p in model.named_parameters()}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
-    grad = local_update(model, params, buffers, x, y, cfg.local_steps if cfg.update == "fedavg" else 1,
-                        cfg.local_lr, create_graph=False)
+    grad = local_update(model, params, buffers, x, y, cfg.n_local_steps, cfg.local_lr, create_graph=False)
     bn = record_bn_stats(model, x) if cfg.bn_mode == "train" else []
-    return SharedUpdate([g.detach() for g in grad], cfg.update, len(x),
-                        cfg.local_steps if cfg.update == "fedavg" else 1, cfg.local_lr, cfg.bn_mode, bn)
+    return SharedUpdate([g.detach() for g in grad], cfg.update, len(x), cfg.n_local_steps, cfg.local_lr, cfg.bn_mode,
+                        bn)
+
+
+# ----------------------------------------------------------------------------- one simulated client
+PUBLIC_POOL = {"source": "photos", "region": 96, "screen": 60, "patch_mode": "resize", "min_keypoints": 20}
+
+
+def public_patches(rng: np.random.Generator, n: int = 256) -> np.ndarray:
+    """Public patches for a cross-dataset InstaHide client: scikit-image's embedded colour photos
+    (PUBLIC_POOL), SIFT-screened as in hidebench.data.build_pool, so no data root is needed."""
+    from hidebench.data import PoolConfig, build_pool
+
+    pool = build_pool(PoolConfig(**PUBLIC_POOL), rng, progress=False)
+    return pool.patches(rng, n)[0]
+
+
+@dataclass
+class ClientRun:
+    """A simulated client after one round: the shared model (as the server holds it), the update
+    the client sent, its batch (private images, inputs, soft labels, key rows), and what the run
+    record needs about the data and the weights."""
+
+    experiment: ClientExperiment
+    model: nn.Module
+    update: SharedUpdate
+    batch: ClientBatch
+    n_classes: int
+    class_names: list
+    data: dict             # source, fingerprint, indices of the batch's private images
+    weights: dict          # pretrain record ('untrained' or the training it had)
+    device: str
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def defense_k(self) -> int | None:
+        """The defense's k (None without a defense): what UpdateThreatModel.knows_k may grant."""
+        return None if self.experiment.defense == "none" else self.experiment.k
+
+
+def simulate_client(exp: ClientExperiment, ctx: ExecutionContext | None = None) -> ClientRun:
+    """Run one client round: draw its private images from exp.data (and, with pretrain_steps,
+    other images of the source to pretrain the shared model), build the model with seeded
+    weights, apply the defense, and compute the shared update on ctx's device.
+
+    Deterministic from ctx.seed: one numpy Generator draws the images, then (cross-dataset)
+    the public patches; the model's initial weights, the pretraining and the encryption are
+    seeded with ctx.seed too."""
+    from hidebench.data import load_source, source_size
+
+    exp = ClientExperiment.from_dict(exp) if not isinstance(exp, ClientExperiment) else exp
+    ctx = ctx or ExecutionContext.from_env()
+    device = ctx.torch_device()
+    seed = ctx.seed
+    t0 = time.perf_counter()
+    n_total = source_size(exp.data, data_root=ctx.data_root)
+    need = exp.n_private_needed
+    if exp.batch_size > n_total:
+        raise HidebenchError(f"batch size {exp.batch_size} is larger than the data source {exp.data!r} "
+                             f"({n_total} images)")
+    if need > n_total:
+        raise HidebenchError(f"{exp.defense} with k={exp.k} needs {need} private images; {exp.data!r} has {n_total}")
+    rng = np.random.default_rng(seed)
+    n_pre = min(max(0, n_total - need), 512) if exp.pretrain_steps else 0
+    idx = rng.choice(n_total, need + n_pre, replace=False)
+    data = load_source(exp.data, data_root=ctx.data_root, indices=np.sort(idx), progress=ctx.progress)
+    order = np.argsort(np.argsort(idx))        # positions of idx within the sorted load
+    images, labels = data.images[order], data.labels[order]
+    n_classes = len(data.classes)
+    patches = public_patches(rng) if exp.defense == "instahide" and exp.mode == "cross" else None
+
+    model = make_model(exp.model, n_classes, seed=seed).to(device)
+    weights = pretrain(model, images[need:], labels[need:], steps=exp.pretrain_steps, seed=seed, device=device)
+    batch = make_batch(images[:need], labels[:need], n_classes, exp, seed=seed, public_patches=patches)
+    t1 = time.perf_counter()
+    update = client_update(model, batch, exp, device=device)
+    t2 = time.perf_counter()
+    return ClientRun(exp, model, update, batch, n_classes, list(data.classes),
+                     {"source": exp.data, "fingerprint": data.fingerprint, "indices": idx[:need].tolist()},
+                     weights, str(device), {"setup_s": t1 - t0, "client_s": t2 - t1})

@@ -6,12 +6,12 @@ that was run at two or more sizes.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from hidebench.record import SETTING_KEYS, load_record
 from hidebench.types import HidebenchError
 
 
@@ -42,47 +42,19 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return flat
 
 
-def read_record(path) -> dict:
-    """A run record, or a HidebenchError naming the file: it must be a JSON object with an
-    'attack' (a name, or {'name': ...} as `attack gradient` writes it)."""
-    path = Path(path)
-    try:
-        rec = json.loads(path.read_text())
-    except UnicodeDecodeError as e:
-        raise HidebenchError(f"{path} is not a run record: not a text file ({e})") from e
-    except json.JSONDecodeError as e:
-        raise HidebenchError(f"{path} is not a run record: invalid JSON ({e})") from e
-    if not isinstance(rec, dict) or "attack" not in rec:
-        raise HidebenchError(f"{path} is not a run record: it has no 'attack' key (hidebench writes run records "
-                             "as record.json in a run folder)")
-    name = rec["attack"]
-    if isinstance(name, dict):
-        name = name.get("name")
-    if not isinstance(name, str) or not name:
-        raise HidebenchError(f"{path} is not a run record: 'attack' must name an attack, got {rec['attack']!r}")
-    for key in ("metrics", "timings", "challenge_manifest"):
-        if not isinstance(rec.get(key, {}), dict):
-            raise HidebenchError(f"{path}: '{key}' must be a JSON object, got {type(rec[key]).__name__}")
-    oracles = rec.get("oracles", (rec.get("threat_model") or {}).get("oracles", []))
-    if not isinstance(oracles, list) or not all(isinstance(o, str) for o in oracles):
-        raise HidebenchError(f"{path}: 'oracles' must be a list of names, got {oracles!r}")
-    return {**rec, "attack_name": name, "oracle_list": oracles}
-
-
 def records_table(paths) -> pd.DataFrame:
-    """One row per run: attack, oracles, scheme, sizes, every scalar metric and timing."""
+    """One row per run record, both attack families alike: attack, family, oracles, seed, the
+    setting (scheme, mode, k, T, n_priv, n_encryptions, batch_size), every scalar metric, timing
+    and the peak memory. A metric a family does not report is empty in the other's rows."""
     rows = []
     for path in find_records(paths):
-        rec = read_record(path)
-        scheme = rec.get("challenge_manifest", {}).get("scheme", {})
-        scheme = scheme if isinstance(scheme, dict) else {}
-        row = {"run": str(path.parent), "attack": rec["attack_name"], "oracles": ",".join(rec["oracle_list"]) or "none",
-               "k": scheme.get("k"), "mode": scheme.get("mode"), "T": scheme.get("T"),
-               "n_encryptions": scheme.get("n_encryptions")}
-        if isinstance(row["T"], int) and isinstance(row["n_encryptions"], int) and row["T"] > 0:
-            row["n_priv"] = row["n_encryptions"] // row["T"]
-        row.update(_flatten(rec.get("metrics", {})))
-        row.update(_flatten(rec.get("timings", {}), "time."))
+        rec = load_record(path)
+        row = {"run": str(path.parent), "attack": rec.attack, "family": rec.family,
+               "oracles": ",".join(rec.oracles) or "none", "seed": rec.seed,
+               **{k: rec.setting.get(k) for k in SETTING_KEYS}}
+        row.update(_flatten(rec.metrics))
+        row.update(_flatten(rec.timings, "time."))
+        row["peak_memory_mb"] = rec.peak_memory_mb
         rows.append(row)
     return pd.DataFrame(rows)
 

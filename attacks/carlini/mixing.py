@@ -1,0 +1,150 @@
+"""The InstaHide / Mixup mixing model as the attack sees it (Carlini et al., arXiv 2011.05315,
+Sec. 3): encryption e mixes private images x_i with coefficients l_i and public patches with the
+remaining weight w = 1 - sum_i l_i, then (InstaHide) flips the sign of every pixel at random:
+
+    e = sigma * (sum_i l_i x_i + w * public),    labels[e] = sum_i l_i onehot(class_i).
+
+Everything here is numpy and imports nothing of the attack, so regression, sign
+synchronisation, signs, grouping and the oracle paths all build on one model:
+
+* ``membership_matrix`` / ``co_membership``: who holds which image, and how two groupings overlap;
+* ``design``: the E x (n + 1) linear design (coefficients at the slots' groups, public weight last);
+* ``public_weight``, ``lambdas_from_labels``, ``aligned_coefficients``: coefficients from the
+  released labels (or from the 'lambdas' oracle);
+* ``check_release``: does a release fit the model?
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hidebench.types import HidebenchError
+
+# Label entries at or below this are absent (private coefficients are >= ~1e-3 in practice).
+LABEL_EPS = 1e-6
+
+
+def label_support(labels: np.ndarray) -> np.ndarray:
+    """E x n_classes bool: the classes present in each encryption's label."""
+    return np.asarray(labels) > LABEL_EPS
+
+
+def membership_matrix(ids: np.ndarray, n: int, dtype=bool) -> np.ndarray:
+    """E x n: 1 where encryption e holds image (or group) id, from E x slots ids (-1: none)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    M = np.zeros((len(ids), n), dtype=dtype)
+    rows, cols = np.nonzero(ids >= 0)
+    M[rows, ids[rows, cols]] = 1
+    return M
+
+
+def co_membership(a_ids: np.ndarray, b_ids: np.ndarray, n_a: int, n_b: int) -> np.ndarray:
+    """n_a x n_b int64: encryptions holding group a (in grouping a_ids) and image b (in b_ids)."""
+    A = membership_matrix(a_ids, n_a, np.int64)
+    B = membership_matrix(b_ids, n_b, np.int64)
+    return A.T @ B
+
+
+def match_groups(a_ids: np.ndarray, b_ids: np.ndarray, n_a: int, n_b: int) -> np.ndarray:
+    """For every group of a_ids, the image of b_ids it shares most encryptions with."""
+    return co_membership(a_ids, b_ids, n_a, n_b).argmax(1)
+
+
+def public_weight(lam: np.ndarray) -> np.ndarray:
+    """Total public coefficient per encryption, 1 - sum of private ones (0 inside-dataset)."""
+    return np.clip(1.0 - lam.sum(axis=1), 0.0, 1.0)
+
+
+def design(assignment: np.ndarray, coef: np.ndarray, n: int, public: np.ndarray | float | None = None) -> np.ndarray:
+    """E x (n + 1) float64 design: coef[e, j] at column assignment[e, j] (summed when a group
+    repeats), `public` in the last column (None: the design has n columns only).
+
+    With coef = l the design is linear in the images (Mixup, and InstaHide once signs are fixed);
+    with coef = l^2 and public = w^2 it models E[e^2] without cross terms."""
+    a = np.asarray(assignment, dtype=np.int64)
+    E, s = a.shape
+    A = np.zeros((E, n + (public is not None)))
+    rows = np.arange(E)
+    for j in range(s):
+        np.add.at(A, (rows, a[:, j]), coef[:, j])
+    if public is not None:
+        A[:, n] = public
+    return A
+
+
+def lambdas_from_labels(labels: np.ndarray, assignment: np.ndarray,
+                        cluster_class: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Private coefficients per (encryption, slot) from the released labels.
+
+    Slot j of encryption e gets labels[e, class of its group]. Where two groups of a row share a
+    class (or a class is unknown), the label holds only their sum: the slots share it evenly and
+    ``split`` is True, for the regression to estimate the split.
+    Returns (lambdas E x slots float32, split E bool).
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    a = np.asarray(assignment, dtype=np.int64)
+    cls = np.asarray(cluster_class, dtype=np.int64)[a]          # E x s
+    E, s = a.shape
+    known = cls >= 0
+    lam = np.zeros((E, s))
+    lam[known] = labels[np.nonzero(known)[0], cls[known]]
+    # A slot whose class repeats in its row, or is unknown, only knows a shared total.
+    shared = ~known
+    for i in range(s):
+        for j in range(s):
+            if i != j:
+                shared[:, i] |= known[:, i] & known[:, j] & (cls[:, i] == cls[:, j])
+    split = shared.any(axis=1)
+    for e in np.nonzero(split)[0]:
+        classes = np.unique(cls[e][known[e]])
+        for c in classes:                                         # slots of one class share its entry
+            same = known[e] & (cls[e] == c)
+            lam[e, same] = labels[e, c] / same.sum()
+        if (~known[e]).any():                                     # unknown slots share what is left
+            rest = max(labels[e].sum() - labels[e, classes].sum(), 0.0)
+            lam[e, ~known[e]] = rest / (~known[e]).sum()
+    return lam.astype(np.float32), split
+
+
+def aligned_coefficients(values: np.ndarray, ids: np.ndarray, assignment: np.ndarray, labels: np.ndarray,
+                         cluster_class: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """True coefficients (values[e, j] of image ids[e, j]) put in the assignment's slot order:
+    every group is matched to the image it shares most encryptions with; slots whose matched
+    image is not in the row keep the label reading. Returns (lambdas E x slots, split all False)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    a = np.asarray(assignment, dtype=np.int64)
+    match = match_groups(a, ids, int(a.max()) + 1, int(ids.max()) + 1)
+    lam, _ = lambdas_from_labels(labels, a, cluster_class)
+    for j in range(a.shape[1]):
+        hit = ids == match[a[:, j]][:, None]                     # the private ids are distinct per row
+        rows = np.flatnonzero(hit.any(1))
+        lam[rows, j] = values[rows, hit[rows].argmax(1)]
+    return lam.astype(np.float32), np.zeros(len(lam), dtype=bool)
+
+
+def check_release(view) -> int:
+    """Check that a release fits the mixing model the attack inverts; return its number of
+    private images, E / T."""
+    E = len(view)
+    if not view.T:
+        raise HidebenchError("the release does not state T (encryptions per private image); the attack needs it")
+    if E % view.T:
+        raise HidebenchError(f"{E} encryptions is not a multiple of T={view.T}")
+    n = E // view.T
+    slots = view.n_private_slots
+    if n < slots:
+        raise HidebenchError(f"E / T = {n} private images cannot fill the {slots} private slots of each encryption")
+    if view.encryptions.shape[1:] != (32, 32, 3):
+        raise HidebenchError(f"encryptions must be E x 32 x 32 x 3, got {view.encryptions.shape}")
+    nnz = label_support(view.labels).sum(1)
+    if nnz.min() < 1:
+        raise HidebenchError(f"{int((nnz < 1).sum())} encryptions have an all-zero label; labels must hold the "
+                             "private coefficients")
+    if nnz.max() > slots:
+        raise HidebenchError(f"labels have up to {int(nnz.max())} nonzero entries, but k={view.k} {view.mode}-dataset "
+                             f"mixes only {slots} private images: does k/mode match the release?")
+    tot = view.labels.sum(1)
+    if view.mode == "inside" and np.abs(tot - 1).max() > 1e-3:
+        raise HidebenchError("inside-dataset labels must sum to 1 per row")
+    if tot.max() > 1 + 1e-3:
+        raise HidebenchError(f"label rows sum to up to {tot.max():.4f} > 1: not InstaHide coefficients")
+    return n

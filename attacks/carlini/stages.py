@@ -1,0 +1,349 @@
+"""The Carlini et al. attack (arXiv 2011.05315) as declared stages, run by pipeline.py.
+
+    similarity_model  the similarity CNN, trained on the attacker's own encryptions of its aux
+                      data (similarity.method 'cnn', no 'pairs'/'assignment' oracle)
+    grouping          similarity -> clustering -> assignment (grouping.py), or the key's
+                      membership under oracle 'assignment'
+    regression        the private images up to one sign per position, with the regression-driven
+                      reassignment rounds (regression.py, reassignment.py)
+    signs             the sign per position left open (signs.py; InstaHide only)
+    decryption        each encryption's heavier private image (a gather: not cached)
+
+Each stage is a function of `AttackInputs` (the release, the config, the granted oracle parts,
+the attacker's own data, the execution context) and of its upstream stages' outputs, and
+returns a small dataclass. Its cache key holds the config sections it reads, the release's
+digest, its seed and the oracle parts it consumes.
+
+Seeds: each stage draws from its own seed, `stage_seed(ctx.seed, name)` (numpy SeedSequence of
+the run's seed and the stage's name), so ctx.seed reaches every stage (the similarity training,
+the attacker's pool draw, clustering and the evaluation anchors, the regression's start) and no
+two stages share a random stream.
+"""
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from attacks.carlini.config import CarliniConfig
+from attacks.carlini.grouping import Grouping, find_groups, oracle_grouping, true_similarity
+from attacks.carlini.mixing import aligned_coefficients, lambdas_from_labels
+from attacks.carlini.pipeline import Stage, arrays_field, json_field
+from attacks.carlini.reassignment import reassign
+from attacks.carlini.regression import regress
+from attacks.carlini.signs import aux_statistics, fix_global_signs
+from attacks.carlini.similarity import SimilarityModel, release_similarity, train_similarity_model
+from attacks.toolkit import attacker_pool, load_aux
+from hidebench.context import ExecutionContext
+from hidebench.stage_cache import arrays_digest
+from hidebench.threat import FROM_RECIPE, Coefficients, Membership, ReleaseThreatModel
+from hidebench.types import HidebenchError, ImageSet, PublicView
+
+# The similarity keys that shape the trained model (the others only change how it scores).
+MODEL_KEYS = ("width", "embed_dim", "train_steps", "batch_size", "lr", "temperature", "train_images", "train_T",
+              "steps_per_round", "pearson_weight", "blend")
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """The seed of one stage (or random stream) of a run with seed `seed`."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(stage.encode())]).generate_state(1)[0])
+
+
+@dataclass
+class AttackInputs:
+    """What the stages read. threat: the resolved threat model (its aux source and public
+    pool); pairs / assignment / lambdas: the oracle parts granted (None otherwise). The aux
+    images and the attacker's pool are loaded on first use."""
+
+    view: PublicView
+    config: CarliniConfig
+    ctx: ExecutionContext
+    n_private: int
+    threat: ReleaseThreatModel = field(default_factory=lambda: ReleaseThreatModel(aux=None, public_pool=False))
+    pairs: Membership | None = None
+    assignment: Membership | None = None
+    lambdas: Coefficients | None = None
+    timings: dict = field(default_factory=dict)
+    _memo: dict = field(default_factory=dict, repr=False)
+
+    def _once(self, name, make):
+        if name not in self._memo:
+            self._memo[name] = make()
+        return self._memo[name]
+
+    def seed(self, stage: str) -> int:
+        return stage_seed(self.ctx.seed, stage)
+
+    @property
+    def device(self):
+        return self._once("device", self.ctx.torch_device)
+
+    @property
+    def view_digest(self) -> str:
+        v = self.view
+        return self._once("view_digest", lambda: arrays_digest({
+            "encryptions": v.encryptions, "labels": v.labels, "scheme": np.asarray([v.scheme, v.mode]),
+            "k_T": np.asarray([v.k, v.T or 0])}))
+
+    @property
+    def aux_spec(self) -> str | None:
+        return self.threat.aux
+
+    @property
+    def pool_config(self) -> dict | None:
+        return dict(self.threat.pool) if self.threat.public_pool and self.threat.pool else None
+
+    def aux(self) -> ImageSet | None:
+        """The granted aux images (at most config.aux_max), None when none are granted."""
+        if not self.aux_spec:
+            return None
+
+        def load():
+            t0 = time.perf_counter()
+            aux = load_aux(self.aux_spec, self.ctx, self.config.aux_max, needed_for="the carlini attack")
+            self.timings["load_aux_s"] = time.perf_counter() - t0
+            return aux
+
+        return self._once("aux", load)
+
+    def aux_digest(self) -> str | None:
+        aux = self.aux()
+        return None if aux is None else self._once("aux_digest", lambda: arrays_digest(
+            {"images": aux.images, "labels": aux.labels, "source": np.asarray(aux.source)}))
+
+    def pool(self):
+        return self._once("pool", lambda: attacker_pool(self.threat, self.ctx, self.seed("pool")))
+
+    @property
+    def grey(self) -> bool:
+        """Solve the three channels as one: colour 'grey', or 'auto' with grey aux images."""
+        def decide():
+            if self.config.colour != "auto":
+                return self.config.colour == "grey"
+            aux = self.aux()
+            return aux is not None and bool(np.abs(aux.images - aux.images[..., :1]).max() < 2 / 255)
+
+        return self._once("grey", decide)
+
+    @property
+    def reassignment_rounds(self) -> int:
+        """Reassignment runs on the attacker's own grouping of cross-dataset InstaHide (two slots)."""
+        v = self.view
+        own = self.assignment is None and v.scheme == "instahide" and v.n_private_slots == 2
+        return self.config.reassignment.rounds if own else 0
+
+    def oracle_digest(self, part: str) -> str | None:
+        o = getattr(self, part)
+        if o is None:
+            return None
+        arrays = {k: np.asarray(v) for k, v in vars(o).items() if v is not None}
+        return arrays_digest(arrays)
+
+
+# ----------------------------------------------------------------------------- similarity_model
+
+def similarity_model_stage(inp: AttackInputs) -> SimilarityModel:
+    return train_similarity_model(inp.view, inp.aux(), inp.config.similarity, pool=inp.pool(),
+                                  seed=inp.seed("similarity_model"), device=inp.device, progress=inp.ctx.progress)
+
+
+def _similarity_model_key(inp: AttackInputs) -> dict:
+    s, v = inp.config.similarity, inp.view
+    key = {k: getattr(s, k) for k in MODEL_KEYS}
+    if s.rerank:
+        key["pair_steps"] = s.pair_steps
+    return {"similarity": key, "scheme": [v.k, v.mode, v.scheme, int(v.labels.shape[1])],
+            "seed": inp.seed("similarity_model"), "aux": inp.aux_digest(), "pool": inp.pool_config,
+            "pool_seed": inp.seed("pool") if inp.pool_config else None}
+
+
+def _trains_model(inp: AttackInputs) -> bool:
+    return inp.config.similarity.method == "cnn" and inp.pairs is None and inp.assignment is None
+
+
+# ----------------------------------------------------------------------------- grouping
+
+def grouping_stage(inp: AttackInputs, similarity_model: SimilarityModel | None = None) -> Grouping:
+    if inp.assignment is not None:
+        return oracle_grouping(inp.assignment, inp.view)
+    seed = inp.seed("grouping")
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    if inp.pairs is not None:
+        method, S = "oracle_pairs", true_similarity(inp.pairs, rng)
+    else:
+        method = inp.config.similarity.method
+        S = release_similarity(inp.view, inp.config.similarity, similarity_model, device=inp.device)
+    timings = {"similarity_s": time.perf_counter() - t0}
+    g = find_groups(inp.view, inp.config, inp.n_private, S=S, seed=seed, anchor_rng=rng)
+    g.stats = {"similarity": method, **g.stats}
+    g.timings = {**timings, **g.timings}
+    return g
+
+
+def _grouping_key(inp: AttackInputs) -> dict:
+    c = inp.config
+    if inp.assignment is not None:
+        return {"view": inp.view_digest, "oracle_assignment": inp.oracle_digest("assignment")}
+    return {"view": inp.view_digest, **c.section_dict("similarity", "clustering", "assignment"),
+            "eval_anchors": c.eval_anchors, "seed": inp.seed("grouping"), "oracle_pairs": inp.oracle_digest("pairs")}
+
+
+# ----------------------------------------------------------------------------- regression
+
+@dataclass
+class Regression:
+    """Output of the regression stage. images: n x 32 x 32 x C (C = 1 when the channels were
+    solved as one), signs synchronised per position; lambdas: E x slots estimated coefficients;
+    noise_mean / noise_energy: the fitted public-noise model; steps: the intermediate estimates
+    ('magnitudes', 'synced', 'altmin'; 3 channels); assignment: the grouping after the
+    reassignment rounds; lambdas_from_labels / split: the coefficients the last regression
+    started from (from the labels, or the 'lambdas' oracle) and the rows whose label held only
+    a sum."""
+
+    images: np.ndarray
+    lambdas: np.ndarray
+    noise_mean: np.ndarray
+    noise_energy: np.ndarray
+    assignment: np.ndarray
+    lambdas_from_labels: np.ndarray
+    split: np.ndarray
+    steps: dict = arrays_field()
+    stats: dict = json_field()
+
+
+def _coefficients(inp: AttackInputs, assignment: np.ndarray, cluster_class: np.ndarray):
+    if inp.lambdas is not None:
+        return aligned_coefficients(inp.lambdas.values, inp.lambdas.ids, assignment, inp.view.labels, cluster_class)
+    return lambdas_from_labels(inp.view.labels, assignment, cluster_class)
+
+
+def _solve(inp: AttackInputs, n: int, A, L, split, weights=None):
+    """One regression; with `grey`, the channels are extra observations of one channel."""
+    view, cfg = inp.view, inp.config
+    kw = dict(scheme=view.scheme, cfg=cfg.regression, sync=cfg.sign_sync, seed=inp.seed("regression"),
+              device=inp.device, progress=inp.ctx.progress)
+    if not inp.grey:
+        return regress(view.encryptions, A, L, n, split=split, weights=weights, **kw)
+    C = view.encryptions.shape[-1]
+    enc = np.moveaxis(view.encryptions, 3, 0).reshape((C * len(view),) + view.encryptions.shape[1:3] + (1,))
+    res = regress(enc, np.tile(A, (C, 1)), np.tile(L, (C, 1)), n, split=np.tile(split, C),
+                  weights=None if weights is None else np.tile(weights, C), **kw)
+    res.lambdas = res.lambdas.reshape(C, len(view), -1).mean(0)
+    res.images = np.repeat(res.images, C, axis=-1)
+    res.noise_mean = np.repeat(res.noise_mean, C, axis=-1)
+    res.noise_energy = np.repeat(res.noise_energy, C, axis=-1)
+    res.stages = {k: np.repeat(v, C, axis=-1) for k, v in res.stages.items()}
+    return res
+
+
+def regression_stage(inp: AttackInputs, grouping: Grouping) -> Regression:
+    """Regression on the grouping, then `reassignment_rounds` of: move every encryption to the
+    pair of groups that explains it best (reassignment.py), weigh rows by their fit margin,
+    regress again."""
+    cfg = inp.config.reassignment
+    n, classes = int(grouping.n_clusters), grouping.cluster_class
+    A = np.asarray(grouping.assignment, dtype=np.int64)
+    L, split = _coefficients(inp, A, classes)
+    res = _solve(inp, n, A, L, split)
+    changed = []
+    for _ in range(inp.reassignment_rounds):
+        newA, margin = reassign(inp.view.encryptions, inp.view.labels, classes, res.images, res.noise_mean,
+                                candidates=cfg.candidates, device=inp.device)
+        # confidence of each row's new pair: its fit margin over the runner-up, m / (m + median)
+        weights = margin / (margin + max(float(np.median(margin)), 1e-9)) if cfg.margin_weights else None
+        changed.append(float((np.sort(newA, 1) != np.sort(A, 1)).any(1).mean()))
+        A = newA
+        L, split = _coefficients(inp, A, classes)
+        res = _solve(inp, n, A, L, split, weights)
+    stats = dict(res.stats, reassign_changed_fraction=changed)
+    if inp.grey:
+        stats["colour"] = "grey"
+    return Regression(images=res.images[..., :1] if inp.grey else res.images, lambdas=res.lambdas,
+                      noise_mean=res.noise_mean, noise_energy=res.noise_energy, assignment=A,
+                      lambdas_from_labels=L, split=split, steps=res.stages, stats=stats)
+
+
+def _regression_key(inp: AttackInputs) -> dict:
+    return {"view": inp.view_digest, **inp.config.section_dict("regression", "sign_sync", "reassignment"),
+            "rounds": inp.reassignment_rounds, "grey": inp.grey, "seed": inp.seed("regression"),
+            "oracle_lambdas": inp.oracle_digest("lambdas")}
+
+
+# ----------------------------------------------------------------------------- signs
+
+@dataclass
+class Signs:
+    """Output of the signs stage: the regression's images with one sign chosen per position."""
+
+    images: np.ndarray
+    stats: dict = json_field()
+
+
+def sign_prior(inp: AttackInputs, channels: int):
+    """Per-position mean and variance of the aux images (their first `channels` channels), the
+    prior of the sign per position; None without aux data."""
+    aux = inp.aux()
+    st = aux_statistics(aux.images) if aux is not None else None
+    return None if st is None else (st[0][..., :channels], st[1][..., :channels])
+
+
+def signs_stage(inp: AttackInputs, regression: Regression) -> Signs:
+    x, stats = fix_global_signs(regression.images, inp.config.signs, sign_prior(inp, regression.images.shape[-1]))
+    return Signs(images=x, stats=stats)
+
+
+def _signs_key(inp: AttackInputs) -> dict:
+    return {**inp.config.section_dict("signs"), "aux": inp.aux_digest(), "grey": inp.grey}
+
+
+# ----------------------------------------------------------------------------- decryption
+
+@dataclass
+class Decryption:
+    """recovered: the private set (n x 32 x 32 x 3, in [-1, 1]); decryption: per encryption the
+    recovered image of its heavier private slot (`source`), in the challenge's format."""
+
+    recovered: np.ndarray
+    decryption: np.ndarray
+    source: np.ndarray
+
+
+def decryption_stage(inp: AttackInputs, regression: Regression, signs: Signs | None = None) -> Decryption:
+    x = signs.images if signs is not None else regression.images
+    if x.shape[-1] != inp.view.encryptions.shape[-1]:
+        x = np.repeat(x, inp.view.encryptions.shape[-1], axis=-1)
+    recovered = np.clip(x, -1, 1).astype(np.float32)
+    E = len(inp.view)
+    source = regression.assignment[np.arange(E), np.argmax(regression.lambdas, axis=1)]
+    return Decryption(recovered=recovered, decryption=recovered[source].astype(np.float32), source=source)
+
+
+STAGES = [
+    Stage("similarity_model", similarity_model_stage, SimilarityModel, _similarity_model_key, when=_trains_model),
+    Stage("grouping", grouping_stage, Grouping, _grouping_key, upstream=("similarity_model",)),
+    Stage("regression", regression_stage, Regression, _regression_key, upstream=("grouping",)),
+    Stage("signs", signs_stage, Signs, _signs_key, upstream=("regression",),
+          when=lambda inp: inp.view.scheme == "instahide"),
+    Stage("decryption", decryption_stage, Decryption, lambda inp: {}, upstream=("regression", "signs"),
+          cached=False),
+]
+
+
+def check_inputs(inp: AttackInputs) -> None:
+    """Refuse, before any stage runs, inputs a stage would trip over: oracle parts that do not
+    match the release, an unresolved aux, a CNN similarity without aux data."""
+    E, slots = len(inp.view), inp.view.n_private_slots
+    for part in ("pairs", "assignment", "lambdas"):
+        o = getattr(inp, part)
+        if o is not None and np.asarray(o.ids).shape != (E, slots):
+            raise HidebenchError(f"the '{part}' oracle covers ids of shape {np.asarray(o.ids).shape}, "
+                                 f"the release {E} encryptions x {slots} private slots")
+    if inp.aux_spec == FROM_RECIPE:
+        raise HidebenchError("the threat model's aux is 'recipe': resolve it against the release's manifest "
+                             "(ReleaseThreatModel.resolve) before the attack runs")
+    if _trains_model(inp) and not inp.aux_spec:
+        raise HidebenchError("similarity.method 'cnn' trains on auxiliary images, but the threat model grants none: "
+                             "give aux data (e.g. --aux lfw[1::2]) or set similarity.method = 'pearson'")

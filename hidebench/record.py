@@ -1,0 +1,73 @@
+"""The run record: one versioned JSON file per run, written by every attack of either family.
+
+Tables, plots and reports are rendered from records and never recompute a figure. A record
+names the attack and its family, the config, the threat model and oracles, the seed, the
+setting (scheme, mode, k, T, n_priv for a release; defense, k, batch size for an update), every
+metric, per-stage timings and peak memory, library versions and the device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hidebench.types import HidebenchError
+
+SCHEMA_VERSION = 1
+FAMILIES = ("release", "update")
+SETTING_KEYS = ("scheme", "mode", "k", "T", "n_priv", "n_encryptions", "batch_size")
+
+
+@dataclass
+class RunRecord:
+    attack: str
+    family: str
+    config: dict
+    threat_model: dict
+    oracles: list
+    seed: int
+    setting: dict               # SETTING_KEYS (None where they do not apply)
+    metrics: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)   # seconds per stage and 'total_s'
+    peak_memory_mb: float | None = None
+    stats: dict = field(default_factory=dict)     # attack-side measurements
+    source: dict = field(default_factory=dict)    # the challenge (release) or client experiment (update)
+    context: dict = field(default_factory=dict)   # execution context (device resolved)
+    versions: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise HidebenchError(f"record family must be one of {FAMILIES}, got {self.family!r}")
+        self.setting = {k: self.setting.get(k) for k in SETTING_KEYS} | {
+            k: v for k, v in self.setting.items() if k not in SETTING_KEYS}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def write(self, path) -> Path:
+        from hidebench.challenge_io import write_json
+
+        write_json(Path(path), self.to_dict())
+        return Path(path)
+
+
+def load_record(path) -> RunRecord:
+    """Read and check a record.json; one clear error for anything that is not a run record."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HidebenchError(f"{p} is not a run record: not readable JSON ({e})") from e
+    if not isinstance(d, dict) or "schema_version" not in d or "attack" not in d:
+        raise HidebenchError(f"{p} is not a run record: it has no schema_version/attack (hidebench writes one "
+                             "record.json per run folder)")
+    if d["schema_version"] != SCHEMA_VERSION:
+        raise HidebenchError(f"{p} has record schema {d['schema_version']!r}; this hidebench reads {SCHEMA_VERSION}")
+    names = {f.name for f in dataclasses.fields(RunRecord)}
+    missing = sorted(n for n in ("attack", "family", "config", "threat_model", "oracles", "seed", "setting")
+                     if n not in d)
+    if missing:
+        raise HidebenchError(f"{p} is missing record field(s) {missing}")
+    return RunRecord(**{k: v for k, v in d.items() if k in names})

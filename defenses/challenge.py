@@ -17,6 +17,7 @@ import numpy as np
 from defenses.instahide import encrypt
 from hidebench.challenge_io import (
     MANIFEST,
+    check_out_dir,
     library_versions,
     load_key,
     load_public,
@@ -94,12 +95,7 @@ def generate(recipe: Recipe, *, seed: int | None = None, data_root=None, progres
 def generate_to_dir(recipe: Recipe, out_dir, *, seed: int | None = None, data_root=None, progress: bool = True,
                     overwrite: bool = False, download: bool = False) -> GeneratedChallenge:
     """generate() and write the challenge atomically: an interrupted run leaves no partial folder."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise HidebenchError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        what = "a challenge" if (out / "encryption.npy").exists() else "other files"
-        raise HidebenchError(f"{out} already holds {what}; choose another --out or pass --overwrite")
+    out = check_out_dir(out_dir, empty=True, overwrite=overwrite)     # before the work, not after it
     ch = generate(recipe, seed=seed, data_root=data_root, progress=progress, download=download)
     save_challenge(out, ch.view, ch.key, ch.manifest, key_info=ch.key_info, overwrite=overwrite)
     return ch

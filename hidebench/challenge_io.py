@@ -79,17 +79,31 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def check_out_dir(out_dir, *, option: str = "--out", empty: bool = False, overwrite: bool = False) -> Path:
+    """An output folder that may be written: a folder, or a path that does not exist yet and
+    whose nearest existing parent is a folder. With `empty`, it must also hold nothing unless
+    `overwrite`. Called before any work, so a bad --out costs nothing and changes nothing."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise HidebenchError(f"{option} {out} is an existing file, not a folder; choose a folder path")
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise HidebenchError(f"{option} {out}: {parent} is a file, so the folder cannot be created")
+            break
+    if empty and not overwrite and out.is_dir() and any(out.iterdir()):
+        what = "a challenge" if (out / "encryption.npy").exists() else "other files"
+        raise HidebenchError(f"{out} already holds {what}; choose another folder or pass --overwrite")
+    return out
+
+
 @contextmanager
 def staged_dir(out_dir, *, overwrite: bool = False):
     """Build a folder under a temporary sibling name and rename it into place on success.
 
     An interrupted or failed write leaves no half-written folder behind; with overwrite, the old
     folder is replaced only once the new one is complete."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise HidebenchError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise HidebenchError(f"{out} already exists and is not empty; choose another folder or pass --overwrite")
+    out = check_out_dir(out_dir, empty=True, overwrite=overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
     stage.mkdir()

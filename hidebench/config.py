@@ -45,7 +45,6 @@ class Config:
         if unknown:
             raise HidebenchError(f"unknown key(s) {', '.join(f'{where}.{u}' for u in unknown)}; "
                                  f"valid keys of {where}: {', '.join(sorted(fields))}")
-        check_field_types(cls, where, {k: v for k, v in values.items() if _section_type(fields[k]) is None})
         kwargs = {}
         for name, value in values.items():
             sub = _section_type(fields[name])
@@ -75,10 +74,8 @@ def _section_type(f: dataclasses.Field):
 # ----------------------------------------------------------------------------- value checks
 
 def check_int(value: Any, name: str, *, min: int | None = None, max: int | None = None) -> int:
-    """An integer (a float with an integral value is accepted), within [min, max]."""
+    """An integer (not a bool), within [min, max]."""
     ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok and isinstance(value, float) and value.is_integer():
-        value, ok = int(value), True
     if not ok or (min is not None and value < min) or (max is not None and value > max):
         rng = ("an integer" if min is None and max is None else
                f"an integer >= {min}" if max is None else

@@ -81,10 +81,6 @@ class ExecutionContext:
         finally:
             torch.set_num_threads(old)
 
-    def log(self, message: str) -> None:
-        if self.progress:
-            print(message, file=sys.stderr)
-
 
 def torch_device(name: str = "auto"):
     """The torch device for 'auto', 'cpu', 'cuda' or 'cuda:N' (a clear error without CUDA)."""

@@ -11,6 +11,7 @@ line and recomputed.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sys
@@ -71,10 +72,10 @@ class StageCache:
             return None
         path = self.root / stage / "arrays.npz"
         try:
-            with open(path, "rb") as f:
-                if hashlib.sha256(f.read()).hexdigest() != m.get("arrays_sha256"):
-                    raise ValueError("contents do not match the recorded sha256")
-            with np.load(path, allow_pickle=False) as z:
+            blob = path.read_bytes()           # read once: hashed, then parsed from memory
+            if hashlib.sha256(blob).hexdigest() != m.get("arrays_sha256"):
+                raise ValueError("contents do not match the recorded sha256")
+            with np.load(io.BytesIO(blob), allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
             self.log(f"hidebench: cache entry {path} is corrupt ({e}); recomputing stage {stage}")
@@ -112,8 +113,3 @@ class StageCache:
         write_json(d / "manifest.json", {"stage": stage, "config": config, "upstream": upstream, "key": key,
                                          "arrays_sha256": sha, "versions": library_versions(),
                                          "seconds": self.seconds[stage]})
-
-    def invalidate(self, stage: str) -> None:
-        """Forget a stage's entry (it is recomputed on the next call)."""
-        if self.root is not None:
-            (self.root / stage / "manifest.json").unlink(missing_ok=True)

@@ -38,17 +38,14 @@ def _type_ok(value, tname: str) -> bool:
     return True
 
 
-def check_field_types(obj, section: str = "", values: dict | None = None) -> None:
-    """Check a config dataclass's simple fields (int, float, str, bool, optionally None) against
-    their annotations: a HidebenchError naming the field and the value's repr, never a TypeError
-    from a later comparison (e.g. T = '5' from a TOML string). obj is an instance, or a class
-    with `values` (a dict of field values) to check before construction."""
+def check_field_types(obj, section: str = "") -> None:
+    """Check a config dataclass instance's simple fields (int, float, str, bool, optionally None)
+    against their annotations: a HidebenchError naming the field and the value's repr, never a
+    TypeError from a later comparison (e.g. T = '5' from a TOML string)."""
     prefix = f"{section}." if section else ""
     for f in dataclasses.fields(obj):
-        if values is not None and f.name not in values:
-            continue
         options = [t.strip() for t in str(f.type).split("|")]
-        value = values[f.name] if values is not None else getattr(obj, f.name)
+        value = getattr(obj, f.name)
         if value is None and "None" in options:
             continue
         simple = [t for t in options if t in _SIMPLE_TYPES]

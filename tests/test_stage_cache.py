@@ -31,12 +31,11 @@ def test_downstream_is_recomputed_when_upstream_output_changes(tmp_path):
     down, calls = _counting(9.0)
     c.get_or_compute("up", {"p": 1}, up1)
     c.get_or_compute("down", {}, down, upstream=[c.digests["up"]])
-    c.invalidate("up")
+    c = StageCache(tmp_path, recompute={"up"})
     up2, _ = _counting(2.0)                      # same config, other output
     c.get_or_compute("up", {"p": 1}, up2)
     c.get_or_compute("down", {}, down, upstream=[c.digests["up"]])
     assert len(calls) == 2
-    c.invalidate("up")
     c.get_or_compute("up", {"p": 1}, up2)        # same output again: downstream stays cached
     c.get_or_compute("down", {}, down, upstream=[c.digests["up"]])
     assert len(calls) == 2 and c.hits["down"]

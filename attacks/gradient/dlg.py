@@ -63,7 +63,8 @@ class DLG(GradientAttack):
 
     def _optimise(self, matcher, shape, n_classes, y_fixed, device, progress, plan):
         import torch
-        from tqdm import tqdm
+
+        from hidebench.progress import bar as progress_bar
 
         c = self.config
         best = (float("inf"), None, None)
@@ -85,8 +86,8 @@ class DLG(GradientAttack):
                 loss.backward()
                 return loss
 
-            bar = tqdm(range(plan["max_iterations"]), desc=f"dlg restart {r + 1}/{c.restarts}", disable=not progress,
-                       leave=False)
+            bar = progress_bar(range(plan["max_iterations"]), enabled=progress, desc=f"dlg restart {r + 1}/{c.restarts}",
+                               leave=False)
             loss = float("nan")
             for it in bar:
                 loss = float(opt.step(closure).detach())

@@ -117,14 +117,15 @@ class InvertingGradients(GradientAttack):
 
     def _adam(self, matcher, R, steps, shape, n_classes, y_fixed, device, progress):
         import torch
-        from tqdm import tqdm
+
+        from hidebench.progress import bar as progress_bar
 
         c = self.config
         x, params, labels = self._setup(R, shape, n_classes, y_fixed, device)
         opt = torch.optim.Adam(params, lr=c.lr)
         milestones = [int(steps * f) for f in (3 / 8, 5 / 8, 7 / 8)]
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
-        bar = tqdm(range(steps), desc=f"inverting gradients ({R} restart(s))", disable=not progress, leave=False)
+        bar = progress_bar(range(steps), enabled=progress, desc=f"inverting gradients ({R} restart(s))", leave=False)
         for it in bar:
             opt.zero_grad()
             loss = self._objective(matcher, x, labels)
@@ -146,7 +147,8 @@ class InvertingGradients(GradientAttack):
 
     def _lbfgs(self, matcher, steps, shape, n_classes, y_fixed, device, progress):
         import torch
-        from tqdm import tqdm
+
+        from hidebench.progress import bar as progress_bar
 
         c = self.config
         x, params, labels = self._setup(1, shape, n_classes, y_fixed, device)
@@ -159,7 +161,7 @@ class InvertingGradients(GradientAttack):
             loss.backward()
             return loss
 
-        bar = tqdm(range(steps), desc="inverting gradients (L-BFGS)", disable=not progress, leave=False)
+        bar = progress_bar(range(steps), enabled=progress, desc="inverting gradients (L-BFGS)", leave=False)
         it, prev = 0, float("inf")
         for it in bar:
             loss = float(opt.step(closure).detach())

@@ -32,19 +32,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"hidebench: error: {cmd + ': ' if cmd else ''}{message} (see '{self.prog} --help')\n")
 
 
-def _check_out_dir(out, option: str = "--out") -> Path:
-    """--out must be a folder or a path that does not exist yet (it is created)."""
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise HidebenchError(f"{option} {p} is an existing file, not a folder; choose a folder path")
-    for parent in p.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise HidebenchError(f"{option} {p}: {parent} is a file, so the folder cannot be created")
-            break
-    return p
-
-
 def _data_root(args) -> str | None:
     """--data-root, else $HIDEBENCH_DATA (read here, once); passed on explicitly, never via os.environ."""
     import os
@@ -190,7 +177,7 @@ def _cmd_attack(args) -> int:
     from hidebench.config import load_config
 
     cls = args.attack_cls
-    out = _check_out_dir(args.out)
+    out = Path(args.out)
     config = load_config(args.config, args.set)
     ctx = _context(args, out)
     if cls.family == "release":

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from attacks.base import ReleaseAttack, get_attack
-from hidebench.challenge_io import has_key, library_versions, load_key, load_public, read_manifest
+from hidebench.challenge_io import check_out_dir, has_key, library_versions, load_key, load_public, read_manifest
 from hidebench.context import ExecutionContext, peak_rss_mb
 from hidebench.data import source_size
 from hidebench.metrics import challenge_metric, matched_set_metric
@@ -30,9 +30,7 @@ def save_array(path: Path, a: np.ndarray) -> None:
 
 
 def prepare_out(out_dir) -> Path:
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise HidebenchError(f"--out {out} exists and is not a folder")
+    out = check_out_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -53,20 +51,21 @@ def release_setting(view, manifest: dict) -> dict:
 
 
 def run_release_attack(name: str, challenge_dir, out_dir, *, config=None, threat: ReleaseThreatModel | None = None,
-                       ctx: ExecutionContext | None = None, score: bool = True, view=None) -> RunRecord:
+                       ctx: ExecutionContext | None = None, score: bool = True) -> RunRecord:
     """Run release attack `name` on a challenge folder; write decryption.npy, recovered.npy and
-    record.json under out_dir (stage caches under ctx.cache_dir, default out_dir/cache).
-    view: the release as already loaded (e.g. with the scheme stated on the command line)."""
+    record.json under out_dir (stage caches under ctx.cache_dir, default out_dir/cache)."""
     cls = get_attack(name)
     if not issubclass(cls, ReleaseAttack):
         raise HidebenchError(f"{name} attacks a federated update, not a release: see `hidebench attack {name} --help`")
     # Everything that can be refused is checked before --out is touched.
+    check_out_dir(out_dir)
     manifest = read_manifest(challenge_dir)
-    view = view if view is not None else load_public(challenge_dir)
+    view = load_public(challenge_dir)
     threat = (threat or ReleaseThreatModel()).resolve(manifest)       # a resolved copy
     attack = cls(config, threat)
-    oracle = Oracle(load_key(challenge_dir, view) if threat.oracles else None, threat.oracles)
-    key = load_key(challenge_dir, view) if score and has_key(challenge_dir) else None
+    key = load_key(challenge_dir, view) if threat.oracles or (score and has_key(challenge_dir)) else None
+    oracle = Oracle(key if threat.oracles else None, threat.oracles)    # hands out only the named parts
+    key = key if score else None
     ctx = ctx or ExecutionContext.from_env()
     if threat.aux:
         source_size(threat.aux, data_root=ctx.data_root)      # a missing aux source fails now, not mid-attack
@@ -132,9 +131,7 @@ def run_update_attack(name: str, experiment, out_dir, *, config=None, threat=Non
                              f"folder (run_release_attack, `hidebench attack {name} --challenge DIR`)")
     exp = experiment if isinstance(experiment, ClientExperiment) else ClientExperiment.from_dict(experiment)
     attack = cls(config, threat)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise HidebenchError(f"--out {out} exists and is not a folder")
+    out = check_out_dir(out_dir)
     ctx = ctx or ExecutionContext.from_env()
 
     from defenses.federated import simulate_client

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hidebench.challenge_io import check_out_dir
 from hidebench.record import SETTING_KEYS, load_record
 from hidebench.types import HidebenchError
 
@@ -110,9 +111,7 @@ def build_report(paths, out_dir) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise HidebenchError(f"--out {out} is an existing file, not a folder; choose a folder path")
+    out = check_out_dir(out_dir)
     df = records_table(paths)
     files: dict[str, bytes] = {"results.csv": df.to_csv(index=False).encode()}
     html = [f"<h1>hidebench report</h1><p>{len(df)} runs</p>", df.to_html(index=False, float_format="%.4f")]

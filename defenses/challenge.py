@@ -178,7 +178,8 @@ def show(challenge_dir, out_png, *, n_private: int = 6, n_enc: int = 8) -> Path:
             ax = axes[r, c + 1]
             if c < len(mine):
                 ax.imshow(np.clip((view.encryptions[mine[c]] + 1) / 2, 0, 1))
-                ax.set_title(f"enc {mine[c]} λ={key.lambdas[mine[c], 0]:.2f}", fontsize=6)
+                ax.set_title(f"enc {mine[c]}" + (f" λ={key.lambdas[mine[c], 0]:.2f}" if key.lambdas is not None else ""),
+                             fontsize=6)
     for ax in axes.ravel():
         ax.axis("off")
     fig.suptitle(f"{Path(challenge_dir).name}: k={view.k} {view.mode}-dataset {view.scheme}", fontsize=9)

@@ -136,7 +136,8 @@ def encrypt(private_images: np.ndarray, private_labels: np.ndarray, n_classes: i
     np.add.at(labels, (np.arange(E)[:, None], y[sel[:, :slots]]), lam[:, :slots])
 
     view = PublicView(enc, labels, cfg.k, cfg.mode, cfg.scheme,
-                      list(class_names) if class_names else [str(i) for i in range(n_classes)], T=cfg.T)
+                      list(class_names) if class_names else [str(i) for i in range(n_classes)], T=cfg.T,
+                      c1=cfg.c1, c2=cfg.c2)
     key = SecretKey(private=x, private_labels=y, selection=sel, lambdas=lam, sign=sign, seed=seed_value,
                     n_private_slots=slots)
     return view, key

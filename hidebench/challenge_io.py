@@ -133,8 +133,8 @@ def save_challenge(out_dir, view: PublicView, key: SecretKey | None, manifest: d
     with staged_dir(out, overwrite=overwrite) as d:
         np.save(d / "encryption.npy", view.encryptions.astype(np.float32))
         np.save(d / "label.npy", view.labels.astype(np.float32))
-        scheme = {"k": view.k, "mode": view.mode, "scheme": view.scheme, "T": view.T, "n_encryptions": len(view),
-                  "shape": list(view.encryptions.shape[1:]), "class_names": view.class_names}
+        scheme = {"k": view.k, "mode": view.mode, "scheme": view.scheme, "T": view.T, "c1": view.c1, "c2": view.c2,
+                  "n_encryptions": len(view), "shape": list(view.encryptions.shape[1:]), "class_names": view.class_names}
         public = {**manifest, "scheme": scheme, "files": {name: sha256_file(d / name) for name in PUBLIC_FILES}}
         write_json(d / MANIFEST, public)
         if key is not None:
@@ -201,20 +201,35 @@ def load_npy(path, what: str) -> np.ndarray:
     return a
 
 
-def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None, scheme: str | None = None) -> PublicView:
+def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None, scheme: str | None = None,
+                T: int | None = None, n_priv: int | None = None) -> PublicView:
     """The public view of a challenge. Scheme parameters come from manifest.json (as a release
-    states them) or, for a bare 2020-style folder, from the arguments (default: k=6 cross InstaHide)."""
+    states them) or, for a bare 2020-style folder, from the arguments (default: k=6 cross
+    InstaHide; T from `T` or from `n_priv` = E / T). A given value that contradicts the manifest
+    is an error."""
     d = Path(challenge_dir)
     if not d.is_dir():
         raise HidebenchError(f"challenge directory {d} does not exist")
     enc = load_npy(d / "encryption.npy", "challenge encryptions")
     lab = load_npy(d / "label.npy", "challenge labels")
     sch = read_manifest(d).get("scheme", {})
-    for name, given in (("k", k), ("mode", mode), ("scheme", scheme)):
-        if given is not None and name in sch and sch[name] != given:
+    E = len(enc)
+    if n_priv is not None:
+        if isinstance(n_priv, bool) or not isinstance(n_priv, int) or n_priv < 1:
+            raise HidebenchError(f"n_priv must be a positive integer, got {n_priv!r}")
+        if E % n_priv:
+            raise HidebenchError(f"{E} encryptions cannot come from n_priv={n_priv} private images with a whole T each")
+        if T is not None and T * n_priv != E:
+            raise HidebenchError(f"T={T} and n_priv={n_priv} give {T * n_priv} encryptions, the release has {E}")
+        T = E // n_priv
+    if T is not None and (isinstance(T, bool) or not isinstance(T, int) or T < 1 or E % T):
+        raise HidebenchError(f"T={T!r} must be a positive integer dividing the {E} encryptions")
+    for name, given in (("k", k), ("mode", mode), ("scheme", scheme), ("T", T)):
+        if given is not None and sch.get(name) is not None and sch[name] != given:
             raise HidebenchError(f"{name}={given!r} given, but the challenge's manifest states {name}={sch[name]!r}")
     view = PublicView(enc, lab, k or sch.get("k", 6), mode or sch.get("mode", "cross"),
-                      scheme or sch.get("scheme", "instahide"), sch.get("class_names", []), T=sch.get("T"))
+                      scheme or sch.get("scheme", "instahide"), sch.get("class_names", []), T=T or sch.get("T"),
+                      c1=sch.get("c1", 0.65), c2=sch.get("c2", 0.3))
     if view.encryptions.shape[1:] != (32, 32, 3):
         raise HidebenchError(f"encryptions must be E x 32 x 32 x 3, got {view.encryptions.shape}")
     return view
@@ -232,19 +247,90 @@ def has_key(challenge_dir) -> bool:
 
 
 def load_key(challenge_dir, view: PublicView | None = None) -> SecretKey:
-    """The ground truth of a generated challenge (for scoring and oracle experiments only)."""
+    """The ground truth of a challenge (for scoring and oracle experiments only). private.npy
+    and selection.npy are required (the metric needs no more); private_label.npy, lambda.npy,
+    sign.npy and seed are read when present (a generated key has them all)."""
     d = Path(challenge_dir)
     kd = d / "key"
     if not kd.is_dir():
-        raise HidebenchError(f"challenge {d} has no key/ folder: it cannot be scored (only generated challenges carry their key)")
+        raise HidebenchError(f"challenge {d} has no key/ folder: it cannot be scored (generate the challenge with "
+                             "hidebench, or import its ground truth with `hidebench key import`)")
     view = view or load_public(d)
+
+    def optional(name, what):
+        return load_npy(kd / name, what) if (kd / name).exists() else None
+
+    private = load_npy(kd / "private.npy", "key private images")
     sel = load_npy(kd / "selection.npy", "key selection")
-    key = SecretKey(private=load_npy(kd / "private.npy", "key private images").astype(np.float32),
-                    private_labels=load_npy(kd / "private_label.npy", "key private labels"),
-                    selection=sel, lambdas=load_npy(kd / "lambda.npy", "key coefficients"),
-                    sign=load_npy(kd / "sign.npy", "key sign mask"),
+    key = SecretKey(private=np.asarray(private, dtype=np.float32),
+                    private_labels=optional("private_label.npy", "key private labels"),
+                    selection=sel, lambdas=optional("lambda.npy", "key coefficients"),
+                    sign=optional("sign.npy", "key sign mask"),
                     seed=read_seed(kd / "seed") if (kd / "seed").is_file() else -1,
                     n_private_slots=private_slots(view.mode, view.k))
-    if sel.shape != (len(view), view.k):
-        raise HidebenchError(f"key selection of shape {sel.shape} does not match {len(view)} encryptions with k={view.k}")
+    check_key(key, view)
     return key
+
+
+def check_key(key: SecretKey, view: PublicView) -> None:
+    """A key that fits its release: shapes, index ranges, distinct private ids per encryption."""
+    E, slots, n = len(view), private_slots(view.mode, view.k), len(key.private)
+    from hidebench.types import check_images
+
+    check_images("key private images", key.private, value_range=1.0)
+    if key.private.shape[1:] != view.encryptions.shape[1:]:
+        raise HidebenchError(f"key private images have shape {key.private.shape[1:]}, the encryptions "
+                             f"{view.encryptions.shape[1:]}")
+    sel = np.asarray(key.selection)
+    if sel.ndim != 2 or len(sel) != E or sel.shape[1] not in (slots, view.k) or not np.issubdtype(sel.dtype, np.integer):
+        raise HidebenchError(f"key selection of shape {sel.shape} ({sel.dtype}) does not match {E} encryptions with "
+                             f"k={view.k} (expected integers, E x {view.k} or E x {slots} private slots)")
+    ids = sel[:, :slots]
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        raise HidebenchError(f"key selection names private images outside 0..{n - 1}")
+    if slots > 1 and (np.sort(ids, 1)[:, 1:] == np.sort(ids, 1)[:, :-1]).any():
+        raise HidebenchError("key selection repeats a private image within an encryption")
+    for name, arr, shape in (("private labels", key.private_labels, (n,)), ("coefficients", key.lambdas, sel.shape),
+                             ("sign mask", key.sign, view.encryptions.shape)):
+        if arr is not None and np.shape(arr) != shape:
+            raise HidebenchError(f"key {name} of shape {np.shape(arr)}, expected {shape}")
+
+
+KEY_ARRAYS = {"private": ("private.npy", np.float32), "selection": ("selection.npy", np.int64),
+              "private_labels": ("private_label.npy", np.int64), "lambdas": ("lambda.npy", np.float32),
+              "sign": ("sign.npy", np.int8)}
+
+
+def import_key(challenge_dir, arrays: dict, *, overwrite: bool = False, release: dict | None = None) -> Path:
+    """Write DIR/key/ from ground-truth arrays ('private' N x 32 x 32 x 3 in [-1, 1] and
+    'selection' E x slots or E x k, required; 'private_labels', 'lambdas', 'sign' optional),
+    checked against the release, with key/manifest.json (sha256 of each file and of the public
+    manifest). `release`: the scheme of a folder without a manifest (as for load_public).
+    Atomic: a staged folder renamed into place."""
+    d = Path(challenge_dir)
+    view = load_public(d, **(release or {}))
+    unknown = sorted(set(arrays) - set(KEY_ARRAYS))
+    if unknown or "private" not in arrays or "selection" not in arrays:
+        raise HidebenchError(f"a key needs 'private' and 'selection' arrays (optional: private_labels, lambdas, sign); "
+                             f"got {sorted(arrays)}")
+    sel = np.asarray(arrays["selection"])
+    if not np.issubdtype(sel.dtype, np.integer):
+        if not np.issubdtype(sel.dtype, np.floating) or not np.all(np.isfinite(sel)) or np.any(sel != np.round(sel)):
+            raise HidebenchError(f"key selection must hold integer image indices, got dtype {sel.dtype}")
+    key = SecretKey(private=np.asarray(arrays["private"], dtype=np.float32), private_labels=arrays.get("private_labels"),
+                    selection=sel.astype(np.int64), lambdas=arrays.get("lambdas"), sign=arrays.get("sign"), seed=-1,
+                    n_private_slots=private_slots(view.mode, view.k))
+    check_key(key, view)
+    kd = d / "key"
+    if kd.exists() and not overwrite:
+        raise HidebenchError(f"{kd} already exists; pass --overwrite to replace it")
+    with staged_dir(kd, overwrite=True) as stage:
+        files = {}
+        for name, (fname, dtype) in KEY_ARRAYS.items():
+            if arrays.get(name) is not None:
+                np.save(stage / fname, np.asarray(arrays[name]).astype(dtype))
+                files[f"key/{fname}"] = sha256_file(stage / fname)
+        if (d / MANIFEST).is_file():
+            files[MANIFEST] = sha256_file(d / MANIFEST)
+        write_json(stage / "manifest.json", {"format": "instahide-key/1", "imported": True, "files": files})
+    return kd

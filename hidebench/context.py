@@ -28,7 +28,9 @@ class ExecutionContext:
     cache_dir: stage cache folder (None: no caching). progress: progress bars on a terminal.
     seed: the attack's seed; every stage derives its randomness from it.
     recompute: cached stages to recompute even when their key matches (what `--stages` names);
-    the stages downstream of them follow, because their keys hold the upstream outputs."""
+    the stages downstream of them follow, because their keys hold the upstream outputs.
+    model_dir: cache of trained attack models (hidebench.model_cache; None: train every time;
+    `from_env` fills in $HIDEBENCH_MODELS or the user's cache folder)."""
 
     device: str = "auto"
     threads: int = 0
@@ -37,6 +39,7 @@ class ExecutionContext:
     progress: bool = True
     seed: int = 0
     recompute: tuple[str, ...] = ()
+    model_dir: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "recompute", tuple(self.recompute))
@@ -52,6 +55,10 @@ class ExecutionContext:
         """A context whose data root defaults to $HIDEBENCH_DATA (read here, once)."""
         if kw.get("data_root") is None and os.environ.get(DATA_ENV):
             kw["data_root"] = os.environ[DATA_ENV]
+        if kw.get("model_dir") is None:
+            from hidebench.model_cache import default_model_dir
+
+            kw["model_dir"] = default_model_dir()
         return cls(**{k: str(v) if isinstance(v, Path) else v for k, v in kw.items()})
 
     def replace(self, **changes) -> ExecutionContext:
@@ -64,6 +71,11 @@ class ExecutionContext:
         from hidebench.stage_cache import StageCache
 
         return StageCache(self.cache_dir, recompute=self.recompute)
+
+    def model_cache(self):
+        from hidebench.model_cache import ModelCache
+
+        return ModelCache(self.model_dir)
 
     def torch_device(self):
         return torch_device(self.device)

@@ -68,6 +68,10 @@ class Oracle:
         if n_encryptions is not None and len(key.selection) != n_encryptions:
             raise HidebenchError(f"the oracle's key covers {len(key.selection)} encryptions, the release {n_encryptions}")
         ids = key.private_of().copy()
+        missing = {"assignment": key.private_labels, "lambdas": key.lambdas}.get(part, ids)
+        if missing is None:
+            raise HidebenchError(f"oracle {part!r} needs the key's "
+                                 f"{'private labels' if part == 'assignment' else 'coefficients'}, which this key lacks")
         if part == "pairs":
             return Membership(ids, len(key.private))
         if part == "assignment":

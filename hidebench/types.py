@@ -112,6 +112,8 @@ class PublicView:
     scheme: str
     class_names: list[str] = field(default_factory=list)
     T: int | None = None   # encryptions per private image, when the release states it
+    c1: float = 0.65       # coefficient bounds, as the release states them (defaults: the paper's)
+    c2: float = 0.3
 
     def __post_init__(self):
         self.encryptions = check_images("encryptions", self.encryptions, value_range=1.0).astype(np.float32)
@@ -135,6 +137,10 @@ class PublicView:
             if not _type_ok(self.T, "int") or self.T < 1:
                 raise HidebenchError(f"T must be a positive integer or none, got {self.T!r}")
             self.T = int(self.T)
+        for name in ("c1", "c2"):
+            v = getattr(self, name)
+            if not _type_ok(v, "float") or not 0 <= v <= 1:
+                raise HidebenchError(f"{name} must be a number in [0, 1], got {v!r}")
         if not self.class_names:
             self.class_names = [str(i) for i in range(self.labels.shape[1])]
 
@@ -162,13 +168,16 @@ class SecretKey:
 
     selection[e, j] indexes the private set for the private slots (j < n_private_slots) and
     the public patch bank for the others; slot 0 is the image encryption e was made for.
+    A minimal key (a ground truth imported from arrays) holds only the private images and the
+    private slots of the selection: the metric needs no more; labels, coefficients and the sign
+    mask are then None, and what needs them says so.
     """
 
-    private: np.ndarray          # n x H x W x C float32 in [-1, 1]
-    private_labels: np.ndarray   # n int64
-    selection: np.ndarray        # E x k int64
-    lambdas: np.ndarray          # E x k float32
-    sign: np.ndarray             # E x H x W x C int8, all ones for Mixup
+    private: np.ndarray                  # n x H x W x C float32 in [-1, 1]
+    private_labels: np.ndarray | None    # n int64
+    selection: np.ndarray                # E x k int64 (E x n_private_slots in an imported minimal key)
+    lambdas: np.ndarray | None           # E x k float32
+    sign: np.ndarray | None              # E x H x W x C int8, all ones for Mixup
     seed: int
     n_private_slots: int
 

@@ -9,6 +9,19 @@ from defenses.instahide import EncryptionConfig, encrypt
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _private_model_cache(tmp_path_factory):
+    """Trained attack models go to a folder of this test session, never the user's cache
+    (subprocesses inherit it through the environment)."""
+    old = os.environ.get("HIDEBENCH_MODELS")
+    os.environ["HIDEBENCH_MODELS"] = str(tmp_path_factory.mktemp("models"))
+    yield
+    if old is None:
+        os.environ.pop("HIDEBENCH_MODELS", None)
+    else:
+        os.environ["HIDEBENCH_MODELS"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """One torch thread: the tests' tiny problems run several times slower when threads
     spin-wait on a shared 2-core machine."""

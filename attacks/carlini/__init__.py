@@ -9,7 +9,7 @@ sign_sync / reassignment (stage 4), signs (stage 5), evaluation (metrics with th
 """
 
 # The stages in run order: the names ExecutionContext.recompute (`--stages`) takes.
-STAGE_NAMES = ("similarity_model", "grouping", "regression", "signs", "decryption")
+STAGE_NAMES = ("similarity_model", "grouping", "decoder_prior", "regression", "signs", "decryption")
 
 # The library preset for the embedded `faces` demo (demo, notebook, benchmarks): without the
 # regression-driven reassignment rounds, which need more encryptions per image and more label

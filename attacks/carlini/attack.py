@@ -69,6 +69,8 @@ class Carlini(ReleaseAttack):
             stats["similarity_model"] = out["similarity_model"].summary()
         if "signs" in out:
             stats["signs"] = out["signs"].stats
+        if "decoder_prior" in out:
+            stats["decoder_prior"] = out["decoder_prior"].stats
         timings = {**run.timings, **inp.timings, **{f"grouping.{k}": v for k, v in grouping.timings.items()},
                    "peak_rss_mb": peak_rss_mb()}
         torch = sys.modules.get("torch")

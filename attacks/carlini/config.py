@@ -7,6 +7,7 @@
     sign_sync     stage 4: the relative signs of the private images per pixel position
     reassignment  stage 4: regression-driven reassignment rounds (EM-style)
     signs         stage 5: the one sign per position left open
+    prior         stages 4-5: a learned decoder's estimate of the images as a sign prior (optional)
 
 Every default is a plain value: none depends on the hardware, so a config and a seed give the
 same attack on every machine of one device type (larger models and longer training by config).
@@ -230,9 +231,45 @@ class SignConfig(Config):
         self.sweeps = check_int(self.sweeps, f"{s}.sweeps", min=0)
 
 
+@dataclass
+class PriorConfig(Config):
+    """A learned decoder's estimate of every private image, signs included, as a prior on the
+    signs the regression cannot see. decoder: 'none' or 'deep_decompose' (attacks/decoders,
+    trained on the attacker's aux data, from the model cache; its config: `decoder_config`);
+    its per-encryption predictions are fused per group of the grouping stage. `weight`: the
+    prior's field in the per-position sign synchronisation, relative to each image's total
+    vote there; `global_weight`: its field in the global sign choice, relative to one edge of
+    the smoothness model."""
+
+    section = "carlini.prior"
+    decoder: str = "none"
+    weight: float = 1.0
+    global_weight: float = 4.0
+    decoder_config: dict = field(default_factory=dict)
+
+    def validate(self):
+        s = self.section
+        check_choice(self.decoder, f"{s}.decoder", ("none", "deep_decompose"))
+        check_float(self.weight, f"{s}.weight", min=0)
+        check_float(self.global_weight, f"{s}.global_weight", min=0)
+        if not isinstance(self.decoder_config, dict):
+            raise HidebenchError(f"{s}.decoder_config must be a table of deep_decompose keys, got {self.decoder_config!r}")
+        self.decoder_settings()
+
+    def decoder_settings(self):
+        """The decoder's config (a DeepDecomposeConfig), validated."""
+        from attacks.decoders.config import DeepDecomposeConfig
+
+        return DeepDecomposeConfig.from_dict(self.decoder_config, where=f"{self.section}.decoder_config")
+
+    @property
+    def enabled(self) -> bool:
+        return self.decoder != "none"
+
+
 SECTIONS = {"similarity": SimilarityConfig, "clustering": ClusteringConfig, "assignment": AssignmentConfig,
             "regression": RegressionConfig, "sign_sync": SignSyncConfig, "reassignment": ReassignmentConfig,
-            "signs": SignConfig}
+            "signs": SignConfig, "prior": PriorConfig}
 
 
 @dataclass
@@ -255,6 +292,7 @@ class CarliniConfig(Config):
     sign_sync: SignSyncConfig = field(default_factory=SignSyncConfig)
     reassignment: ReassignmentConfig = field(default_factory=ReassignmentConfig)
     signs: SignConfig = field(default_factory=SignConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
     aux_max: int = 4000
     colour: str = "auto"
     eval_anchors: int = 500

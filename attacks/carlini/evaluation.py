@@ -15,6 +15,8 @@ from hidebench.types import SecretKey
 
 def _lambda_errors(A: np.ndarray, match: np.ndarray, regression, key: SecretKey) -> dict:
     """Coefficient error on the slots whose group maps to a private image of that encryption."""
+    if key.lambdas is None:
+        return {}
     priv = key.private_of()
     true = key.lambdas[:, : key.n_private_slots]
     errs, errs_split, errs_labels = [], [], []

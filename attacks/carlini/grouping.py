@@ -213,12 +213,14 @@ def evaluate_grouping(grouping: Grouping, key: SecretKey) -> dict:
     out["assignment_accuracy"] = float(correct.mean())
     out["rows_all_correct"] = float(correct.all(1).mean())
     # The image with the heavier coefficient (what a decryption shows): is it among the row's groups?
-    heavy = priv[np.arange(E), np.argmax(key.lambdas[:, : priv.shape[1]], axis=1)]
-    out["heavy_slot_accuracy"] = float((mapped == heavy[:, None]).any(1).mean())
+    if key.lambdas is not None:
+        heavy = priv[np.arange(E), np.argmax(key.lambdas[:, : priv.shape[1]], axis=1)]
+        out["heavy_slot_accuracy"] = float((mapped == heavy[:, None]).any(1).mean())
     sizes = G.sum(0)
     out["group_purity"] = float(np.mean([co[i, match[i]] / max(sizes[i], 1) for i in r]))
     out["group_recall"] = float(np.mean([co[i, match[i]] / max(M[:, match[i]].sum(), 1) for i in r]))
     cls = grouping.cluster_class
-    out["class_accuracy"] = float(np.mean([cls[i] == key.private_labels[match[i]] for i in r]))
+    if key.private_labels is not None:
+        out["class_accuracy"] = float(np.mean([cls[i] == key.private_labels[match[i]] for i in r]))
     out["cluster_to_private"] = match.tolist()
     return out

@@ -65,11 +65,12 @@ def fit_magnitudes(y2: np.ndarray, assignment: np.ndarray, lam: np.ndarray, n: i
 def regress(encryptions: np.ndarray, assignment: np.ndarray, lambdas: np.ndarray, n_clusters: int, *,
             scheme: str = "instahide", split: np.ndarray | None = None, cfg: RegressionConfig | None = None,
             sync: SignSyncConfig | None = None, weights: np.ndarray | None = None, seed: int = 0, device=None,
-            progress: bool = False) -> RegressionResult:
+            progress: bool = False, prior: np.ndarray | None = None, prior_weight: float = 1.0) -> RegressionResult:
     """Recover n_clusters private images from encryptions (E x H x W x C), the assignment
     (E x s cluster ids) and coefficients (E x s). scheme 'mixup' (no sign mask) is linear.
     weights: per-encryption confidence in its assignment (weighted least squares; None: all 1).
-    seed: the 'aligned' start's noise; device: a torch device (None: CPU)."""
+    seed: the 'aligned' start's noise; device: a torch device (None: CPU). prior: n x H x W x C
+    estimates of the images (a learned decoder's) for the sign synchronisation (sign_sync.py)."""
     import torch
 
     cfg = cfg or RegressionConfig()
@@ -95,7 +96,9 @@ def regress(encryptions: np.ndarray, assignment: np.ndarray, lambdas: np.ndarray
     dev = device or torch.device("cpu")
     torch.manual_seed(seed)
 
-    x0, mu0, nu0 = _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages, stats)
+    prior = None if prior is None else np.asarray(prior, dtype=np.float32).reshape(n, P)
+    x0, mu0, nu0 = _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages, stats,
+                                     prior=prior, prior_weight=prior_weight)
     if cfg.refine == "altmin":
         x_hat, lam_hat, mu, nu, loss_hist = _altmin(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress,
                                                     weights)
@@ -117,7 +120,8 @@ def regress(encryptions: np.ndarray, assignment: np.ndarray, lambdas: np.ndarray
                             stats=stats)
 
 
-def _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages: dict, stats: dict):
+def _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages: dict, stats: dict, *,
+                      prior=None, prior_weight: float = 1.0):
     """The start of the refinement: (images n x P, public mean P, public energy P). Mixup: the
     linear least squares. InstaHide: least-squares magnitudes from e^2, signed by `cfg.init`.
     Records the 'magnitudes' and 'synced' estimates in `stages`."""
@@ -138,7 +142,7 @@ def _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages
     stages["magnitudes"] = mag
     if cfg.init == "spectral":
         sgn, stats["sync"] = sync_pixel_signs(y2, a, lam, u, nu0, sweeps=sync.sweeps, chunk=sync.pixel_chunk,
-                                              device=dev)
+                                              device=dev, prior=prior, prior_weight=prior_weight)
         x0 = sgn * mag
     elif cfg.init == "magnitudes":
         x0 = mag

@@ -17,13 +17,19 @@ from attacks.carlini.mixing import public_weight
 
 
 def sync_pixel_signs(y2: np.ndarray, assignment: np.ndarray, lam: np.ndarray, u: np.ndarray, nu: np.ndarray, *,
-                     sweeps: int = 10, chunk: int = 512, device=None) -> tuple[np.ndarray, dict]:
+                     sweeps: int = 10, chunk: int = 512, device=None, prior: np.ndarray | None = None,
+                     prior_weight: float = 1.0) -> tuple[np.ndarray, dict]:
     """Relative signs (n x P in {-1, +1}) of the private images at every position.
 
     y2: E x P squared encryptions; u: n x P fitted squared magnitudes; nu: P fitted public
     energy. Vote of encryption e on the pair of its slots (i, j) at position p:
     l_i l_j (y2 - sum_s l_s^2 u_s - w^2 nu), an estimate of 2 (l_i l_j)^2 x_i x_j, so pairs
     mixed with larger coefficients (a clearer signal over the public noise) weigh more.
+
+    prior (n x P in [-1, 1], optional): an estimate of the images themselves (a learned
+    decoder's); it adds a field f_i = prior_weight * prior_i * (image i's total |vote|) to the
+    max-cut objective s'Ws + 2 f's, solved with a ghost node carrying the field, so the signs
+    come out absolute rather than relative.
     """
     import torch
 
@@ -51,12 +57,21 @@ def sync_pixel_signs(y2: np.ndarray, assignment: np.ndarray, lam: np.ndarray, u:
         W = W.view(p1 - p0, n, n)
         W = W + W.transpose(1, 2)
         W.diagonal(dim1=1, dim2=2).zero_()
-        _, vecs = torch.linalg.eigh(W)
-        sg = torch.where(vecs[:, :, -1] >= 0, 1.0, -1.0)                   # Pc x n
-        obj0 = torch.einsum("pi,pij,pj->p", sg, W, sg)
+        f = torch.zeros((p1 - p0, n), device=dev)
+        if prior is not None:
+            f = prior_weight * torch.as_tensor(prior[:, p0:p1].T, dtype=torch.float32, device=dev) * W.abs().sum(2)
+            G = torch.zeros((p1 - p0, n + 1, n + 1), device=dev)               # the ghost node n carries f
+            G[:, :n, :n], G[:, :n, n], G[:, n, :n] = W, f, f
+            _, vecs = torch.linalg.eigh(G)
+            top = vecs[:, :, -1]
+            sg = torch.where(top[:, :n] * torch.where(top[:, n:] >= 0, 1.0, -1.0) >= 0, 1.0, -1.0)
+        else:
+            _, vecs = torch.linalg.eigh(W)
+            sg = torch.where(vecs[:, :, -1] >= 0, 1.0, -1.0)                   # Pc x n
+        obj0 = torch.einsum("pi,pij,pj->p", sg, W, sg) + 2 * (f * sg).sum(1)
         obj = obj0.clone()
         for _ in range(sweeps):                                               # greedy max-cut polish
-            field = torch.einsum("pij,pj->pi", W, sg)
+            field = torch.einsum("pij,pj->pi", W, sg) + f
             # flip the single image per position that gains most (a flip gains -4 s_i field_i)
             g = -4 * sg * field
             best = g.argmax(1)
@@ -65,7 +80,7 @@ def sync_pixel_signs(y2: np.ndarray, assignment: np.ndarray, lam: np.ndarray, u:
                 break
             rows = torch.nonzero(better)[:, 0]
             sg[rows, best[rows]] *= -1
-            obj = torch.einsum("pi,pij,pj->p", sg, W, sg)
+            obj = torch.einsum("pi,pij,pj->p", sg, W, sg) + 2 * (f * sg).sum(1)
         gain.append(float(((obj - obj0) / obj0.abs().clamp(min=1e-12)).mean()))
         signs[:, p0:p1] = sg.T.cpu().numpy()
     return signs, {"polish_relative_gain": float(np.mean(gain)) if gain else 0.0}

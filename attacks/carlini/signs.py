@@ -51,13 +51,17 @@ def _whole_set_vote(X: np.ndarray, mean: np.ndarray, var: np.ndarray) -> float:
     return float(((X - X.mean(axis=1, keepdims=True)) @ w).sum())
 
 
-def fix_global_signs(images: np.ndarray, cfg: SignConfig | None = None, aux_stats=None) -> tuple[np.ndarray, dict]:
+def fix_global_signs(images: np.ndarray, cfg: SignConfig | None = None, aux_stats=None, *,
+                     prior: np.ndarray | None = None, prior_weight: float = 0.0) -> tuple[np.ndarray, dict]:
     """Choose one sign per position (shared by all images) and return the signed images.
 
     Ising energy: sum over neighbouring positions p~q of J_pq g_p g_q, J_pq the correlation of
     the image set at p and q, plus aux_weight * sum_p h_p g_p with h_p the (normalised)
     log-likelihood gain of sign +1 under the aux per-position Gaussian. Without aux the whole
-    set's sign is left as found; with aux, `_whole_set_vote` fixes it.
+    set's sign is left as found; with aux, `_whole_set_vote` fixes it. prior (a learned decoder's
+    estimate of the same images): a further field, prior_weight times the correlation over the
+    image set of the images with the prior at each position (one edge of the model has weight at
+    most 1); it then also decides the flip of the whole set.
     """
     import scipy.sparse as sp
     from scipy.sparse.linalg import eigsh
@@ -85,6 +89,10 @@ def fix_global_signs(images: np.ndarray, cfg: SignConfig | None = None, aux_stat
     J = (X[:, src] * X[:, dst]).sum(0) / (norm[src] * norm[dst])
     # Scale the field like one edge: h / |X_p| in units of the per-image-set norm.
     hs = cfg.aux_weight * h / (norm * max(np.sqrt(n), 1.0))
+    D = None
+    if prior is not None:
+        D = np.asarray(prior, dtype=np.float64).reshape(n, P)
+        hs = hs + prior_weight * (X * D).sum(0) / (norm * (np.linalg.norm(D, axis=0) + 1e-9))
     M = sp.coo_matrix((np.concatenate([J, J]), (np.concatenate([src, dst]), np.concatenate([dst, src]))),
                       shape=(P, P)).tocsr()
     # spectral solution of the homogeneous problem: augment with a ghost node carrying the field
@@ -111,7 +119,10 @@ def fix_global_signs(images: np.ndarray, cfg: SignConfig | None = None, aux_stat
                 changed += 1
         if not changed:
             break
-    if aux_stats is not None and _whole_set_vote(X * g, *aux_stats) < 0:
+    if D is not None:
+        if float((X * g * D).sum()) < 0:
+            g = -g
+    elif aux_stats is not None and _whole_set_vote(X * g, *aux_stats) < 0:
         # the pairwise term is invariant under flipping the whole set: let the aux prior decide
         g = -g
     stats.update({"energy_spectral": e0, "energy_final": energy(g), "flipped_fraction": float((g < 0).mean()),

@@ -4,6 +4,8 @@
                       data (similarity.method 'cnn', no 'pairs'/'assignment' oracle)
     grouping          similarity -> clustering -> assignment (grouping.py), or the key's
                       membership under oracle 'assignment'
+    decoder_prior     optional (prior.decoder): a learned decoder's images fused per group,
+                      a prior on the signs of the next two stages (InstaHide only)
     regression        the private images up to one sign per position, with the regression-driven
                       reassignment rounds (regression.py, reassignment.py)
     signs             the sign per position left open (signs.py; InstaHide only)
@@ -191,6 +193,42 @@ def _grouping_key(inp: AttackInputs) -> dict:
             "eval_anchors": c.eval_anchors, "seed": inp.seed("grouping"), "oracle_pairs": inp.oracle_digest("pairs")}
 
 
+# ----------------------------------------------------------------------------- decoder_prior
+
+@dataclass
+class DecoderPrior:
+    """A learned decoder's estimate of every private image (n x 32 x 32 x 3, signs included):
+    its per-encryption predictions fused over the grouping's groups."""
+
+    images: np.ndarray
+    stats: dict = json_field()
+
+
+def decoder_prior_stage(inp: AttackInputs, grouping: Grouping) -> DecoderPrior:
+    from attacks.decoders.common import AttackerData, decompose, decomposer
+    from attacks.decoders.fusion import fuse_predictions
+    from attacks.decoders.training import decoder_input
+
+    cfg = inp.config.prior.decoder_settings()
+    data = AttackerData(inp.view, inp.threat, inp.ctx, cfg.training.aux_max, "carlini prior")
+    trained = decomposer(inp.view, inp.view.scheme, data, cfg, inp.ctx, inp.device,
+                         seed=stage_seed(inp.ctx.seed, "deep_decompose"))
+    preds = decompose(trained, decoder_input(inp.view.encryptions, inp.view.scheme), inp.view.labels, cfg,
+                      inp.device, inp.ctx.progress)
+    images, _ = fuse_predictions(preds, grouping.assignment, int(grouping.n_clusters))
+    return DecoderPrior(images=images, stats={"model": trained.entry, "cached": trained.cached,
+                                              "train_s": trained.train_s})
+
+
+def _decoder_prior_key(inp: AttackInputs) -> dict:
+    return {"view": inp.view_digest, "prior": inp.config.section_dict("prior")["prior"], "aux": inp.aux_spec,
+            "pool": inp.pool_config, "seed": stage_seed(inp.ctx.seed, "deep_decompose")}
+
+
+def _uses_prior(inp: AttackInputs) -> bool:
+    return inp.config.prior.enabled and inp.view.scheme == "instahide"
+
+
 # ----------------------------------------------------------------------------- regression
 
 @dataclass
@@ -220,17 +258,18 @@ def _coefficients(inp: AttackInputs, assignment: np.ndarray, cluster_class: np.n
     return lambdas_from_labels(inp.view.labels, assignment, cluster_class)
 
 
-def _solve(inp: AttackInputs, n: int, A, L, split, weights=None):
+def _solve(inp: AttackInputs, n: int, A, L, split, weights=None, prior=None):
     """One regression; with `grey`, the channels are extra observations of one channel."""
     view, cfg = inp.view, inp.config
     kw = dict(scheme=view.scheme, cfg=cfg.regression, sync=cfg.sign_sync, seed=inp.seed("regression"),
-              device=inp.device, progress=inp.ctx.progress)
+              device=inp.device, progress=inp.ctx.progress, prior_weight=cfg.prior.weight)
     if not inp.grey:
-        return regress(view.encryptions, A, L, n, split=split, weights=weights, **kw)
+        return regress(view.encryptions, A, L, n, split=split, weights=weights, prior=prior, **kw)
     C = view.encryptions.shape[-1]
     enc = np.moveaxis(view.encryptions, 3, 0).reshape((C * len(view),) + view.encryptions.shape[1:3] + (1,))
     res = regress(enc, np.tile(A, (C, 1)), np.tile(L, (C, 1)), n, split=np.tile(split, C),
-                  weights=None if weights is None else np.tile(weights, C), **kw)
+                  weights=None if weights is None else np.tile(weights, C),
+                  prior=None if prior is None else prior.mean(-1, keepdims=True), **kw)
     res.lambdas = res.lambdas.reshape(C, len(view), -1).mean(0)
     res.images = np.repeat(res.images, C, axis=-1)
     res.noise_mean = np.repeat(res.noise_mean, C, axis=-1)
@@ -239,15 +278,16 @@ def _solve(inp: AttackInputs, n: int, A, L, split, weights=None):
     return res
 
 
-def regression_stage(inp: AttackInputs, grouping: Grouping) -> Regression:
+def regression_stage(inp: AttackInputs, grouping: Grouping, decoder_prior: DecoderPrior | None = None) -> Regression:
     """Regression on the grouping, then `reassignment_rounds` of: move every encryption to the
     pair of groups that explains it best (reassignment.py), weigh rows by their fit margin,
-    regress again."""
+    regress again. A decoder prior (its images) steers the sign synchronisation."""
     cfg = inp.config.reassignment
     n, classes = int(grouping.n_clusters), grouping.cluster_class
+    prior = None if decoder_prior is None else decoder_prior.images
     A = np.asarray(grouping.assignment, dtype=np.int64)
     L, split = _coefficients(inp, A, classes)
-    res = _solve(inp, n, A, L, split)
+    res = _solve(inp, n, A, L, split, prior=prior)
     changed = []
     for _ in range(inp.reassignment_rounds):
         newA, margin = reassign(inp.view.encryptions, inp.view.labels, classes, res.images, res.noise_mean,
@@ -257,7 +297,7 @@ def regression_stage(inp: AttackInputs, grouping: Grouping) -> Regression:
         changed.append(float((np.sort(newA, 1) != np.sort(A, 1)).any(1).mean()))
         A = newA
         L, split = _coefficients(inp, A, classes)
-        res = _solve(inp, n, A, L, split, weights)
+        res = _solve(inp, n, A, L, split, weights, prior=prior)
     stats = dict(res.stats, reassign_changed_fraction=changed)
     if inp.grey:
         stats["colour"] = "grey"
@@ -267,9 +307,12 @@ def regression_stage(inp: AttackInputs, grouping: Grouping) -> Regression:
 
 
 def _regression_key(inp: AttackInputs) -> dict:
-    return {"view": inp.view_digest, **inp.config.section_dict("regression", "sign_sync", "reassignment"),
-            "rounds": inp.reassignment_rounds, "grey": inp.grey, "seed": inp.seed("regression"),
-            "oracle_lambdas": inp.oracle_digest("lambdas")}
+    key = {"view": inp.view_digest, **inp.config.section_dict("regression", "sign_sync", "reassignment"),
+           "rounds": inp.reassignment_rounds, "grey": inp.grey, "seed": inp.seed("regression"),
+           "oracle_lambdas": inp.oracle_digest("lambdas")}
+    if _uses_prior(inp):
+        key["prior_weight"] = inp.config.prior.weight
+    return key
 
 
 # ----------------------------------------------------------------------------- signs
@@ -290,13 +333,21 @@ def sign_prior(inp: AttackInputs, channels: int):
     return None if st is None else (st[0][..., :channels], st[1][..., :channels])
 
 
-def signs_stage(inp: AttackInputs, regression: Regression) -> Signs:
-    x, stats = fix_global_signs(regression.images, inp.config.signs, sign_prior(inp, regression.images.shape[-1]))
+def signs_stage(inp: AttackInputs, regression: Regression, decoder_prior: DecoderPrior | None = None) -> Signs:
+    C = regression.images.shape[-1]
+    prior = None
+    if decoder_prior is not None:
+        prior = decoder_prior.images if C == decoder_prior.images.shape[-1] else decoder_prior.images.mean(-1, keepdims=True)
+    x, stats = fix_global_signs(regression.images, inp.config.signs, sign_prior(inp, C), prior=prior,
+                                prior_weight=inp.config.prior.global_weight)
     return Signs(images=x, stats=stats)
 
 
 def _signs_key(inp: AttackInputs) -> dict:
-    return {**inp.config.section_dict("signs"), "aux": inp.aux_digest(), "grey": inp.grey}
+    key = {**inp.config.section_dict("signs"), "aux": inp.aux_digest(), "grey": inp.grey}
+    if _uses_prior(inp):
+        key["prior_global_weight"] = inp.config.prior.global_weight
+    return key
 
 
 # ----------------------------------------------------------------------------- decryption
@@ -324,8 +375,10 @@ def decryption_stage(inp: AttackInputs, regression: Regression, signs: Signs | N
 STAGES = [
     Stage("similarity_model", similarity_model_stage, SimilarityModel, _similarity_model_key, when=_trains_model),
     Stage("grouping", grouping_stage, Grouping, _grouping_key, upstream=("similarity_model",)),
-    Stage("regression", regression_stage, Regression, _regression_key, upstream=("grouping",)),
-    Stage("signs", signs_stage, Signs, _signs_key, upstream=("regression",),
+    Stage("decoder_prior", decoder_prior_stage, DecoderPrior, _decoder_prior_key, upstream=("grouping",),
+          when=_uses_prior),
+    Stage("regression", regression_stage, Regression, _regression_key, upstream=("grouping", "decoder_prior")),
+    Stage("signs", signs_stage, Signs, _signs_key, upstream=("regression", "decoder_prior"),
           when=lambda inp: inp.view.scheme == "instahide"),
     Stage("decryption", decryption_stage, Decryption, lambda inp: {}, upstream=("regression", "signs"),
           cached=False),

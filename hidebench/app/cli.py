@@ -6,8 +6,10 @@
     hidebench challenge show DIR                    # PNG grid of private images and encryptions
     hidebench score --challenge DIR --decryption FILE
     hidebench attack NAME ...                       # any registered attack (hidebench list)
+    hidebench sweep SWEEP --out DIR [--workers N]   # every attack on a grid of recipe parameters (resumable)
     hidebench report RUN_DIR... --out DIR           # table + plots from run records
-    hidebench list                                  # recipes and attacks
+    hidebench report SWEEP_DIR --out DIR            # the sweep's HTML report (index.html, PNGs, CSVs)
+    hidebench list                                  # recipes, attacks and stock sweeps
 
 Start-up imports no torch: commands import what they need when they run. Bad input ends in one
 `hidebench: error: ...` line and exit status 2.
@@ -105,7 +107,7 @@ def _cmd_score(args) -> int:
     from hidebench.app.harness import score_release
     from hidebench.challenge_io import load_key, load_npy, load_public
 
-    view = load_public(args.challenge)
+    view = load_public(args.challenge, **_release_args(args))
     key = load_key(args.challenge, view)
     dec = load_npy(args.decryption, "decryption")
     rec = load_npy(args.recovered, "recovered images") if args.recovered else None
@@ -120,6 +122,16 @@ def _cmd_score(args) -> int:
         if "private_set" in scores:
             s = scores["private_set"]
             print(f"private set (Hungarian-matched): SSIM {s['ssim']:.4f}  PSNR {s['psnr']:.2f} dB")
+    return 0
+
+
+def _cmd_key_import(args) -> int:
+    from hidebench.challenge_io import import_key, load_npy
+
+    arrays = {name: load_npy(getattr(args, name), name.replace("_", " ")) for name in
+              ("private", "selection", "private_labels", "lambdas", "sign") if getattr(args, name)}
+    kd = import_key(args.dir, arrays, overwrite=args.overwrite, release=_release_args(args))
+    print(f"wrote {kd}")
     return 0
 
 
@@ -139,14 +151,14 @@ def _context(args, out: Path):
         raise HidebenchError(f"unknown stage(s) {bad} for {args.attack_cls.name}; its stages: {list(known) or 'none'}")
     return ExecutionContext(device=args.device, threads=args.threads, data_root=_data_root(args),
                             cache_dir=str(Path(args.cache) if args.cache else out / "cache"),
-                            progress=not args.quiet, seed=args.seed, recompute=stages)
+                            progress=not args.quiet, seed=args.seed, recompute=stages, model_dir=_model_dir(args))
 
 
 def _print_release(rec, out: Path) -> None:
     m, t = rec.metrics, rec.timings
     stage_t = ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in t.items() if k.endswith("_s") and k != "total_s"
                         and isinstance(v, (int, float)))
-    print(f"time: {t['total_s']:.1f}s ({stage_t}); peak RSS {rec.peak_memory_mb:.0f} MB")
+    print(f"time: {t['total_s']:.1f}s{f' ({stage_t})' if stage_t else ''}; peak RSS {rec.peak_memory_mb:.0f} MB")
     if "challenge" in m:
         c = m["challenge"]
         print(f"Max_SSIM {c['Max_SSIM']:.4f}  Mean_SSIM {c['Mean_SSIM']:.4f}  Min_L2 {c['Min_L2']:.4f}  "
@@ -186,7 +198,8 @@ def _cmd_attack(args) -> int:
 
         aux = None if args.aux == "none" else (args.aux or FROM_RECIPE)
         threat = ReleaseThreatModel(aux=aux, public_pool=not args.no_public_pool, oracles=_oracles(getattr(args, "oracle", None)))
-        rec = run_release_attack(cls.name, args.challenge, out, config=config, threat=threat, ctx=ctx)
+        rec = run_release_attack(cls.name, args.challenge, out, config=config, threat=threat, ctx=ctx,
+                                 release=_release_args(args))
         if args.aux is None and rec.threat_model.get("aux"):
             print(f"aux data: {rec.threat_model['aux']} (from the challenge's recipe)")
         _print_release(rec, out)
@@ -231,6 +244,7 @@ def _add_attack_parsers(sub) -> None:
         p.add_argument("--out", required=True, help="run folder (record.json and the attack's outputs)")
         if cls.family == "release":
             p.add_argument("--challenge", required=True, help="challenge folder (encryption.npy, label.npy[, key/])")
+            _add_release_flags(p)
             p.add_argument("--aux", metavar="SPEC", help="auxiliary data, e.g. cifar10:train or lfw[1::2]; 'none' for "
                                                          "none (default: the challenge recipe's suggestion)")
             p.add_argument("--no-public-pool", action="store_true",
@@ -252,9 +266,36 @@ def _add_attack_parsers(sub) -> None:
         p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
         p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
         p.add_argument("--cache", metavar="DIR", help="stage cache folder (default: OUT/cache)")
+        _add_model_dir(p)
         p.add_argument("--data-root", metavar="DIR", help="data root (default: $HIDEBENCH_DATA)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=_cmd_attack, attack_cls=cls)
+
+
+def _add_release_flags(p) -> None:
+    """What a release states in prose, for a folder without manifest.json (a manifest wins; a
+    contradiction is an error)."""
+    g = p.add_argument_group("release scheme (for a bare encryption.npy + label.npy folder)")
+    g.add_argument("--k", type=int, help="images mixed per encryption (default 6)")
+    g.add_argument("--mode", choices=["inside", "cross"], help="inside- or cross-dataset (default cross)")
+    g.add_argument("--scheme", choices=["instahide", "mixup"], help="instahide or mixup (default instahide)")
+    g.add_argument("--T", type=int, help="encryptions per private image")
+    g.add_argument("--n-priv", type=int, help="number of private images (T = E / n_priv)")
+
+
+def _release_args(args) -> dict:
+    return {k: getattr(args, k) for k in ("k", "mode", "scheme", "T", "n_priv") if getattr(args, k, None) is not None}
+
+
+def _add_model_dir(p) -> None:
+    p.add_argument("--model-dir", metavar="DIR",
+                   help="cache of trained attack models (default: $HIDEBENCH_MODELS, else ~/.cache/hidebench/models)")
+
+
+def _model_dir(args) -> str:
+    from hidebench.model_cache import default_model_dir
+
+    return str(Path(args.model_dir).expanduser() if getattr(args, "model_dir", None) else default_model_dir())
 
 
 def _add_client_flags(p) -> None:
@@ -281,11 +322,36 @@ def _add_client_flags(p) -> None:
 # ----------------------------------------------------------------------------- report / list / demo
 
 def _cmd_report(args) -> int:
+    from hidebench.app.sweep import is_sweep_dir
+
+    if len(args.runs) == 1 and is_sweep_dir(args.runs[0]):
+        from hidebench.app.sweep_report import build_sweep_report
+
+        out, missing = build_sweep_report(args.runs[0], args.out)
+        print(f"wrote {out}" + (f" ({missing})" if missing else ""))
+        return 0
     from hidebench.app.report import build_report
 
     out = build_report(args.runs, args.out)
     print(f"wrote {out}")
     return 0
+
+
+def _cmd_sweep(args) -> int:
+    from hidebench.app.sweep import plan_lines, run_sweep
+
+    if args.list:
+        print("\n".join(plan_lines(args.sweep, args.out, data_root=_data_root(args))))
+        return 0
+    if not args.out:
+        raise HidebenchError("sweep: --out DIR is required (or --list to show the plan without running it)")
+    from hidebench.context import ExecutionContext
+
+    ctx = ExecutionContext.from_env(device=args.device, data_root=_data_root(args))
+    summary = run_sweep(args.sweep, args.out, workers=args.workers, threads=args.threads, backend=args.backend,
+                        address=args.address, retry_failed=args.retry_failed, fresh_workers=args.fresh_workers,
+                        ctx=ctx, progress=not args.quiet)
+    return 1 if summary.failed else 0
 
 
 def _cmd_list(args) -> int:
@@ -300,6 +366,31 @@ def _cmd_list(args) -> int:
     print("attacks (hidebench attack NAME --help):")
     for name, cls in sorted(ATTACKS.items()):
         print(f"  {name:20s} [{cls.family}] {cls.summary()}")
+    from hidebench.app.sweep import builtin_sweeps, sweep_overview
+
+    print("sweeps (hidebench sweep NAME --out DIR; --list shows the cells):")
+    for name in builtin_sweeps():
+        print(f"  {name:22s} {sweep_overview(name)}")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from hidebench.model_cache import ModelCache
+
+    cache = ModelCache(_model_dir(args))
+    if args.models_command == "rm":
+        if not args.ids and not args.all:
+            raise HidebenchError("name the models to remove (see `hidebench models list`) or give --all")
+        removed = cache.remove(None if args.all else args.ids)
+        print(f"removed {len(removed)} model(s) from {cache.root}")
+        return 0
+    entries = cache.entries()
+    print(f"model cache {cache.root}: {len(entries)} model(s)")
+    for e in entries:
+        sch = e["spec"].get("scheme", {})
+        what = f"{sch.get('scheme')} k={sch.get('k')} {sch.get('mode')}" if sch else ""
+        train = f"{e['train_s']:.0f} s" if isinstance(e.get("train_s"), (int, float)) else "?"
+        print(f"  {e['id']}  {what}  aux {e['spec'].get('aux')}  trained in {train}  {e['size_bytes'] / 2 ** 20:.1f} MB")
     return 0
 
 
@@ -365,18 +456,121 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--decryption", required=True, help="E x 32 x 32 x 3 float .npy in [-1, 1]")
     sc.add_argument("--recovered", help="optional N x 32 x 32 x 3 .npy of recovered private images")
     sc.add_argument("--json", action="store_true", help="print JSON")
+    _add_release_flags(sc)
     sc.set_defaults(func=_cmd_score)
+
+    ky = sub.add_parser("key", help="import a ground truth given as arrays into a challenge's key/")
+    kys = ky.add_subparsers(dest="key_command", metavar="ACTION", parser_class=_Parser)
+    kys.required = True
+    ki = kys.add_parser("import", help="write DIR/key/ from .npy arrays, so `score` and the stage metrics can use it",
+                        description="Write DIR/key/ from ground-truth .npy arrays: the private images (N x 32 x 32 x 3 "
+                                    "in [-1, 1]) and the selection (E x 2 for cross-dataset, E x k inside: which private "
+                                    "images each encryption mixes, rows in release order) are required; labels, "
+                                    "coefficients and the sign mask are optional. Checked against the release.")
+    ki.add_argument("dir", help="challenge folder (encryption.npy, label.npy)")
+    ki.add_argument("--private", required=True, metavar="NPY", help="private images, N x 32 x 32 x 3 in [-1, 1]")
+    ki.add_argument("--selection", required=True, metavar="NPY", help="E x slots (or E x k) private image indices")
+    ki.add_argument("--private-labels", metavar="NPY", help="N class ids (optional)")
+    ki.add_argument("--lambdas", metavar="NPY", help="E x k coefficients (optional)")
+    ki.add_argument("--sign", metavar="NPY", help="E x 32 x 32 x 3 sign mask (optional)")
+    ki.add_argument("--overwrite", action="store_true", help="replace an existing key/")
+    _add_release_flags(ki)
+    ki.set_defaults(func=_cmd_key_import)
 
     _add_attack_parsers(sub)
 
-    r = sub.add_parser("report", help="aggregate run records (record.json) into a table and plots")
-    r.add_argument("runs", nargs="+", help="run folders or record.json files")
+    _add_sweep_parser(sub)
+
+    r = sub.add_parser("report", help="aggregate run records (record.json) into a table and plots, or a sweep "
+                                      "folder into its HTML report",
+                       description="Given one sweep folder (hidebench sweep --out DIR): REPORT/index.html with quality "
+                                   "against each swept parameter, scaling fits, reconstructions and a leaderboard, the "
+                                   "figures as PNG and the tables as CSV (works on a partly finished sweep and says what "
+                                   "is missing). Given run folders or record.json files: results.csv, report.html and "
+                                   "plots.")
+    r.add_argument("runs", nargs="+", help="a sweep folder, or run folders or record.json files")
     r.add_argument("--out", required=True, help="report folder")
     r.set_defaults(func=_cmd_report)
 
-    ls = sub.add_parser("list", help="list built-in recipes and registered attacks")
+    m = sub.add_parser("models", help="list or remove cached trained attack models (deep_decompose, gan_demask)")
+    ms = m.add_subparsers(dest="models_command", metavar="ACTION", parser_class=_Parser)
+    ms.required = True
+    ml = ms.add_parser("list", help="show the cached models: scheme, aux data, training time, size")
+    _add_model_dir(ml)
+    ml.set_defaults(func=_cmd_models)
+    mr = ms.add_parser("rm", help="remove cached models by id (from `hidebench models list`), or all of them")
+    mr.add_argument("ids", nargs="*", metavar="ID")
+    mr.add_argument("--all", action="store_true", help="remove every cached model")
+    _add_model_dir(mr)
+    mr.set_defaults(func=_cmd_models)
+
+    ls = sub.add_parser("list", help="list built-in recipes, registered attacks and stock sweeps")
     ls.set_defaults(func=_cmd_list)
     return p
+
+
+_SWEEP_EPILOG = """\
+sweep file (TOML; unknown keys are errors naming the key):
+  name = "my-sweep"                 # optional (default: the file name)
+  description = "..."               # optional
+  recipe = "faces"                  # base recipe: stock name or .toml path (relative to the sweep file)
+  seeds = [1, 2]                    # challenge-generation seeds (default: the recipe's fixed seed)
+  imports = ["my_attacks"]          # optional: modules that register more attacks (importable on every worker)
+  [grid]                            # recipe parameters; every combination is a cell
+  n_priv = [10, 20]                 # n_priv, T, k, mode, scheme, c1, c2, private_source, pool_source,
+  T = [5, 10]                       #   min_keypoints, pool_screen, aux, or SECTION.KEY (e.g. pool.region)
+  [[attack]]
+  name = "identity"
+  [[attack]]
+  name = "carlini"
+  label = "carlini-fast"            # optional: tells two entries of one attack apart (its folder name)
+  seed = 0                          # the attack's seed (default 0)
+  config = { similarity = { method = "pearson" } }   # the attack's config, validated by the attack
+  threat = { aux = "lfw[1::2]", public_pool = true, oracles = ["assignment"] }
+
+Infeasible cells are skipped with the reason. Each (cell, seed) challenge is generated once under
+DIR/challenges/; each run writes DIR/runs/CELL/seed=S/LABEL/ (record.json, sweep_run.json);
+DIR/results.csv is rebuilt from the records. Rerunning the same command resumes: finished runs
+are kept, missing ones run, failed ones only with --retry-failed; a changed sweep file reuses every
+run whose inputs did not change. Exit status 1 when runs failed.
+
+examples:
+  hidebench sweep faces-quick --out S --workers 2
+  hidebench sweep faces-quick --list                 # cells and runs, nothing runs
+  hidebench sweep my.toml --out S --backend ray      # a local Ray started for the sweep
+  hidebench sweep my.toml --out /shared/S --backend ray --address HEAD:6379 --data-root /shared/data
+  hidebench report S --out S/report
+"""
+
+
+def _add_sweep_parser(sub) -> None:
+    from hidebench.app.sweep import BACKENDS
+
+    s = sub.add_parser("sweep", help="run every attack on a grid of recipe parameters x seeds (resumable; local or Ray)",
+                       description="Run a sweep: generate each (cell, seed) challenge once, run every attack on it, "
+                                   "write one run record per run and DIR/results.csv.",
+                       epilog=_SWEEP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("sweep", help="stock sweep (see `hidebench list`) or a sweep .toml file")
+    s.add_argument("--out", metavar="DIR", help="sweep folder; rerun with the same DIR to resume (required unless --list)")
+    s.add_argument("--workers", type=int, default=1,
+                   help="runs at a time: worker processes (local) or tasks on the local Ray; 0 runs in this process "
+                        "(default 1)")
+    s.add_argument("--threads", type=int, help="CPU threads per run (default: this machine's cores / --workers)")
+    s.add_argument("--backend", choices=BACKENDS, default="local",
+                   help="local: worker processes on this machine; ray: Ray tasks (pip install 'hidebench[ray]')")
+    s.add_argument("--address", metavar="ADDR",
+                   help="an existing Ray cluster (HOST:6379, ray://HOST:10001 or auto) for --backend ray; DIR and the "
+                        "data root must then be on storage every node sees at the same path")
+    s.add_argument("--retry-failed", action="store_true", help="also redo the runs that failed before")
+    s.add_argument("--fresh-workers", action="store_true",
+                   help="a new worker process for every run (isolates runs completely: memory, allocator and thread "
+                        "state; costs a few seconds of start-up a run); by default workers are kept between runs")
+    s.add_argument("--list", action="store_true",
+                   help="show the cells and runs (with their status in --out, if given) and exit; nothing runs")
+    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    s.add_argument("--data-root", metavar="DIR", help="data root (default: $HIDEBENCH_DATA), passed to every worker")
+    s.add_argument("--quiet", action="store_true", help="no progress bar or per-run lines; the summary only")
+    s.set_defaults(func=_cmd_sweep)
 
 
 def _one_line(e: BaseException) -> str:

@@ -51,16 +51,18 @@ def release_setting(view, manifest: dict) -> dict:
 
 
 def run_release_attack(name: str, challenge_dir, out_dir, *, config=None, threat: ReleaseThreatModel | None = None,
-                       ctx: ExecutionContext | None = None, score: bool = True) -> RunRecord:
+                       ctx: ExecutionContext | None = None, score: bool = True, release: dict | None = None) -> RunRecord:
     """Run release attack `name` on a challenge folder; write decryption.npy, recovered.npy and
-    record.json under out_dir (stage caches under ctx.cache_dir, default out_dir/cache)."""
+    record.json under out_dir (stage caches under ctx.cache_dir, default out_dir/cache).
+    release: what a release states in prose (k, mode, scheme, T, n_priv) for a folder without a
+    manifest; a value contradicting the manifest is an error."""
     cls = get_attack(name)
     if not issubclass(cls, ReleaseAttack):
         raise HidebenchError(f"{name} attacks a federated update, not a release: see `hidebench attack {name} --help`")
     # Everything that can be refused is checked before --out is touched.
     check_out_dir(out_dir)
     manifest = read_manifest(challenge_dir)
-    view = load_public(challenge_dir)
+    view = load_public(challenge_dir, **(release or {}))
     threat = (threat or ReleaseThreatModel()).resolve(manifest)       # a resolved copy
     attack = cls(config, threat)
     key = load_key(challenge_dir, view) if threat.oracles or (score and has_key(challenge_dir)) else None

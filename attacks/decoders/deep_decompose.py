@@ -48,12 +48,13 @@ class DeepDecompose(ReleaseAttack):
                                    "grouping": {"similarity": {"method": "pearson"}}}
 
     def run(self, view, oracle, ctx):
-        from attacks.decoders.common import AttackerData, decompose, decomposer, recovered_set, run_seed
+        from attacks.carlini.stages import stage_seed
+        from attacks.decoders.common import AttackerData, decompose, decomposer, recovered_set
         from attacks.decoders.training import decoder_input
 
         cfg, device = self.config, ctx.torch_device()
         data = AttackerData(view, self.threat, ctx, cfg.training.aux_max, self.name)
-        trained = decomposer(view, view.scheme, data, cfg, ctx, device, seed=run_seed(ctx, "deep_decompose"))
+        trained = decomposer(view, view.scheme, data, cfg, ctx, device, seed=stage_seed(ctx.seed, "deep_decompose"))
         t0 = time.perf_counter()
         inputs = decoder_input(view.encryptions, view.scheme)
         preds = decompose(trained, inputs, view.labels, cfg, device, ctx.progress)

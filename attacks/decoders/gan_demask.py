@@ -36,7 +36,8 @@ class GanDemask(ReleaseAttack):
                                                  "grouping": {"similarity": {"method": "pearson"}}}}
 
     def run(self, view, oracle, ctx):
-        from attacks.decoders.common import AttackerData, decompose, decomposer, recovered_set, run_seed
+        from attacks.carlini.stages import stage_seed
+        from attacks.decoders.common import AttackerData, decompose, decomposer, recovered_set
         from attacks.decoders.mixes import MixSampler, scheme_of
         from attacks.decoders.nets import PatchDiscriminator, UNet
         from attacks.decoders.training import cached_model, predict, train_demasker
@@ -47,7 +48,7 @@ class GanDemask(ReleaseAttack):
         cfg, device = self.config, ctx.torch_device()
         data = AttackerData(view, self.threat, ctx, max(cfg.training.aux_max, cfg.decompose.training.aux_max), self.name)
         sch, n_classes, C = scheme_of(view), view.labels.shape[1], view.encryptions.shape[-1]
-        seed = run_seed(ctx, "gan_demask")
+        seed = stage_seed(ctx.seed, "gan_demask")
         spec = {"scheme": {k: v for k, v in sch.to_dict().items() if k != "T"}, "n_classes": n_classes, **data.spec(),
                 "config": cfg.model_dict(), "seed": seed}
 
@@ -61,7 +62,7 @@ class GanDemask(ReleaseAttack):
             return train_demasker(gen, disc, sampler, cfg, seed=seed, progress=ctx.progress)
 
         gen = cached_model("gan_demask", spec, make, train, ctx, device, seed=seed)
-        dec = decomposer(view, "mixup", data, cfg.decompose, ctx, device, seed=run_seed(ctx, "deep_decompose"))
+        dec = decomposer(view, "mixup", data, cfg.decompose, ctx, device, seed=stage_seed(ctx.seed, "deep_decompose"))
         t0 = time.perf_counter()
         absolute = np.abs(view.encryptions)
         mixture = predict(gen.net, absolute, view.labels, batch=cfg.decompose.inference_batch, device=device,

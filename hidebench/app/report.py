@@ -6,6 +6,7 @@ that was run at two or more sizes.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -100,11 +101,23 @@ def bar_labels(df: pd.DataFrame) -> list[str]:
     return [f"{lab}\n{Path(r).name}" if labels.count(lab) > 1 and r else lab for lab, r in zip(labels, runs)]
 
 
+def write_files(out: Path, files: dict[str, bytes]) -> None:
+    """Write each named file into out through a temporary name: none is ever half-written."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        tmp = out / f".{name}.{os.getpid()}.tmp"
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, out / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
 def build_report(paths, out_dir) -> Path:
     """results.csv, report.html and plots in out_dir. Everything is computed before anything is
     written, and each file is written under a temporary name and renamed, so a bad input leaves
     out_dir as it was."""
-    import os
 
     import matplotlib
 
@@ -146,13 +159,5 @@ def build_report(paths, out_dir) -> Path:
                                      f"({len(f['n_priv'])} runs)</li>" for f in fits) + '</ul><img src="scaling.png">')
     files["report.html"] = "\n".join(html).encode()
 
-    out.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        tmp = out / f".{name}.{os.getpid()}.tmp"
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, out / name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+    write_files(out, files)
     return out / "report.html"

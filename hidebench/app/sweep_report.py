@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from hidebench.app.report import write_files
 from hidebench.app.sweep import METRICS, grid_order, read_manifest, results_table
 from hidebench.challenge_io import check_out_dir
 from hidebench.types import HidebenchError
@@ -511,15 +511,7 @@ def build_sweep_report(sweep_dir, out_dir, *, max_galleries: int = 48) -> tuple[
     page["files"] = sorted(files)
     files["index.html"] = env.get_template("sweep_report.html").render(**page).encode()
 
-    out.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        tmp = out / f".{name}.{os.getpid()}.tmp"
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, out / name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+    write_files(out, files)
     for stale in out.glob("*.png"):        # figures of an earlier report of this folder that are gone now
         if stale.name not in files and stale.name.startswith(("gallery_", "privateset_", "quality_", "scaling_")):
             stale.unlink()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from defenses.augment import crop_flip
 from hidebench.scheme import EncryptionConfig
 from hidebench.types import HidebenchError, PublicView, SecretKey, check_images
 
@@ -123,13 +124,21 @@ def encrypt(private_images: np.ndarray, private_labels: np.ndarray, n_classes: i
     sel, lam = sel[order], lam[order]
 
     shape = x.shape[1:]
+    flat_private, mix_sel, augmentation = x.reshape(n, -1), sel, None
+    if cfg.augment:     # each (encryption, private slot) gets its own crop and flip of the image
+        r_aug = np.random.default_rng(ss.spawn(1)[0])
+        views, params = zip(*(crop_flip(x[sel[:, j]], r_aug) for j in range(slots)))
+        flat_private = np.concatenate(views).reshape(slots * E, -1)
+        augmentation = np.stack(params, axis=1).astype(np.int8)
+        mix_sel = sel.copy()
+        mix_sel[:, :slots] = np.arange(slots)[None, :] * E + np.arange(E)[:, None]
     if cfg.scheme == "instahide":
         sign = r_mask.integers(0, 2, size=(E,) + shape, dtype=np.int8)
         sign *= 2
         sign -= 1
     else:
         sign = np.ones((E,) + shape, dtype=np.int8)
-    enc = _mix(x.reshape(n, -1), public.reshape(len(public), -1) if n_public else None, sel, lam, slots,
+    enc = _mix(flat_private, public.reshape(len(public), -1) if n_public else None, mix_sel, lam, slots,
                sign.reshape(E, -1), scheme_has_mask=cfg.scheme == "instahide").reshape((E,) + shape)
 
     labels = np.zeros((E, n_classes), dtype=np.float32)
@@ -139,5 +148,5 @@ def encrypt(private_images: np.ndarray, private_labels: np.ndarray, n_classes: i
                       list(class_names) if class_names else [str(i) for i in range(n_classes)], T=cfg.T,
                       c1=cfg.c1, c2=cfg.c2)
     key = SecretKey(private=x, private_labels=y, selection=sel, lambdas=lam, sign=sign, seed=seed_value,
-                    n_private_slots=slots)
+                    n_private_slots=slots, augmentation=augmentation)
     return view, key

@@ -146,7 +146,11 @@ def save_challenge(out_dir, view: PublicView, key: SecretKey | None, manifest: d
             np.save(kd / "lambda.npy", key.lambdas.astype(np.float32))
             np.save(kd / "sign.npy", key.sign.astype(np.int8))
             (kd / "seed").write_text(f"{key.seed}\n")
-            files = {f"key/{name}": sha256_file(kd / name) for name in KEY_FILES}
+            names = KEY_FILES
+            if key.augmentation is not None:
+                np.save(kd / "augmentation.npy", key.augmentation.astype(np.int8))
+                names = (*KEY_FILES, "augmentation.npy")
+            files = {f"key/{name}": sha256_file(kd / name) for name in names}
             files[MANIFEST] = sha256_file(d / MANIFEST)
             write_json(d / KEY_MANIFEST, {"format": "instahide-key/1", "files": files, **(key_info or {})})
     return out
@@ -267,7 +271,8 @@ def load_key(challenge_dir, view: PublicView | None = None) -> SecretKey:
                     selection=sel, lambdas=optional("lambda.npy", "key coefficients"),
                     sign=optional("sign.npy", "key sign mask"),
                     seed=read_seed(kd / "seed") if (kd / "seed").is_file() else -1,
-                    n_private_slots=private_slots(view.mode, view.k))
+                    n_private_slots=private_slots(view.mode, view.k),
+                    augmentation=optional("augmentation.npy", "key augmentation"))
     check_key(key, view)
     return key
 
@@ -291,7 +296,8 @@ def check_key(key: SecretKey, view: PublicView) -> None:
     if slots > 1 and (np.sort(ids, 1)[:, 1:] == np.sort(ids, 1)[:, :-1]).any():
         raise HidebenchError("key selection repeats a private image within an encryption")
     for name, arr, shape in (("private labels", key.private_labels, (n,)), ("coefficients", key.lambdas, sel.shape),
-                             ("sign mask", key.sign, view.encryptions.shape)):
+                             ("sign mask", key.sign, view.encryptions.shape),
+                             ("augmentation", key.augmentation, (E, slots, 3))):
         if arr is not None and np.shape(arr) != shape:
             raise HidebenchError(f"key {name} of shape {np.shape(arr)}, expected {shape}")
 

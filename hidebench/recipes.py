@@ -48,6 +48,7 @@ class Recipe:
 
     def to_dict(self, *, with_seed: bool = True) -> dict:
         d = dataclasses.asdict(self)
+        d["scheme"] = self.scheme.to_dict()
         if not with_seed:
             d.pop("seed")
         return d
@@ -58,7 +59,8 @@ _SECTIONS = {"private": PrivateConfig, "scheme": EncryptionConfig, "pool": PoolC
 OVERRIDES = {"n_priv": ("private", "n_priv"), "private_source": ("private", "source"), "T": ("scheme", "T"),
              "k": ("scheme", "k"), "mode": ("scheme", "mode"), "scheme": ("scheme", "scheme"), "c1": ("scheme", "c1"),
              "c2": ("scheme", "c2"), "pool_source": ("pool", "source"), "min_keypoints": ("pool", "min_keypoints"),
-             "pool_screen": ("pool", "screen"), "aux": ("attacker", "aux")}
+             "pool_screen": ("pool", "screen"), "aux": ("attacker", "aux"),
+             "augment": ("scheme", "augment")}
 
 
 def _section(cls, values, where: str):

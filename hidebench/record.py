@@ -1,4 +1,5 @@
-"""The run record: one versioned JSON file per run, written by every attack of either family.
+"""The run record: one versioned JSON file per run, written by every attack of either family
+and by every utility (training) run.
 
 Tables, plots and reports are rendered from records and never recompute a figure. A record
 names the attack and its family, the config, the threat model and oracles, the seed, the
@@ -15,7 +16,7 @@ from pathlib import Path
 from hidebench.types import HidebenchError
 
 SCHEMA_VERSION = 1
-FAMILIES = ("release", "update")
+FAMILIES = ("release", "update", "utility")
 SETTING_KEYS = ("scheme", "mode", "k", "T", "n_priv", "n_encryptions", "batch_size")
 
 

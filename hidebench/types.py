@@ -180,6 +180,7 @@ class SecretKey:
     sign: np.ndarray | None              # E x H x W x C int8, all ones for Mixup
     seed: int
     n_private_slots: int
+    augmentation: np.ndarray | None = None   # E x n_private_slots x 3 int8 (dy, dx, flip) of an augmented release
 
     def private_of(self, rows=None) -> np.ndarray:
         """Indices (E x n_private_slots) of the private images in each encryption."""

@@ -199,3 +199,17 @@ def test_instahide2020_replica_from_data_root(data_root, tmp_path):
     assert manifest["data"]["pool"]["source"] == "tinyimagenet"
     assert 0.2 < manifest["data"]["pool"]["acceptance_rate"] < 0.95
     assert verify(out, progress=False)["ok"]
+
+
+def test_augmented_recipe_regenerates_and_keeps_its_key(tmp_path):
+    """`augment = true` in a recipe (or --augment): the key holds the crops and flips, the
+    release verifies byte for byte, and the manifest's recipe states it."""
+    from hidebench.challenge_io import read_manifest
+
+    recipe = load_recipe("faces", {"n_priv": 6, "T": 3, "pool_screen": 30, "augment": True})
+    generate_to_dir(recipe, tmp_path / "ch", progress=False)
+    key = load_key(tmp_path / "ch")
+    assert key.augmentation.shape == (18, 2, 3)
+    assert read_manifest(tmp_path / "ch")["recipe"]["scheme"]["augment"] is True
+    assert verify(tmp_path / "ch", progress=False)["ok"]
+    assert "augment" not in load_recipe("faces").to_dict()["scheme"]

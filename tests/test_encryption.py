@@ -130,3 +130,28 @@ def test_bad_inputs_rejected():
         encrypt(priv, [0, 1], 2, EncryptionConfig(k=2, mode="inside", T=1), seed=0)
     with pytest.raises(HidebenchError, match=r"\[-1.0, 1.0\]|\[-1, 1\]"):
         encrypt(priv * 3, [0, 1, 0], 2, EncryptionConfig(k=2, mode="inside", T=1), seed=0)
+
+
+def test_augmented_release_mixes_fresh_crops_and_flips():
+    """augment=True: each (encryption, private slot) mixes its own crop-and-flip of the image,
+    recorded in the key; the same seed without augmentation gives the plain release unchanged."""
+    from defenses.augment import shift_flip
+
+    rng = np.random.default_rng(3)
+    priv, y = random_images(rng, 12), rng.integers(0, 3, 12)
+    bank = random_images(rng, 20)
+    cfg = EncryptionConfig(k=4, mode="cross", T=5, augment=True)
+    view, key = encrypt(priv, y, 3, cfg, seed=9, public_patches=bank)
+    aug = key.augmentation
+    assert aug.shape == (60, 2, 3) and aug.dtype == np.int8
+    assert np.abs(aug[..., :2]).max() == 4 and len(np.unique(aug[..., :2].reshape(-1, 2), axis=0)) > 20
+    mix = np.zeros(view.encryptions.shape)
+    for j in range(4):
+        src = shift_flip(priv[key.selection[:, j]], aug[:, j]) if j < 2 else bank[key.selection[:, j]]
+        mix += key.lambdas[:, j, None, None, None] * src
+    np.testing.assert_allclose(view.encryptions, key.sign * mix, atol=1e-5)
+    plain_view, plain_key = encrypt(priv, y, 3, cfg.replace(augment=False), seed=9, public_patches=bank)
+    np.testing.assert_array_equal(plain_key.selection, key.selection)
+    np.testing.assert_array_equal(plain_key.sign, key.sign)
+    assert plain_key.augmentation is None and not np.allclose(plain_view.encryptions, view.encryptions)
+    assert "augment" not in cfg.replace(augment=False).to_dict() and cfg.to_dict()["augment"] is True

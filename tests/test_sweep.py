@@ -127,6 +127,8 @@ BASE = """
     (BASE.replace('recipe = "faces"\n    seeds = [1]', 'recipe = "instahide2020"'), "give the challenge-generation seeds"),
     (BASE.replace('seeds = [1]', 'seeds = [1, 1]'), "repeats a seed"),
     (BASE.replace('[[attack]]\n    name = "identity"', ""), "no \\[\\[attack\\]\\] entries"),
+    (BASE + "[utility]\nepoch = 2\n", r"unknown key\(s\) utility\.epoch"),
+    (BASE + "[utility]\nepochs = 0\n", r"utility\.epochs must be an integer >= 1"),
 ])
 def test_sweep_file_errors_name_the_problem(tmp_path, capsys, text, message):
     f = _write(tmp_path / "bad.toml", text)
@@ -353,6 +355,35 @@ def test_sweep_report(carlini_sweep, tmp_path, capsys):
     assert pd.read_csv(tmp_path / "R" / "results.csv").equals(pd.read_csv(out / RESULTS))
     with pytest.raises(HidebenchError, match="the sweep folder itself"):
         build_sweep_report(out, out)
+
+
+def test_sweep_with_utility_trains_once_per_defense_and_draws_the_frontier(tmp_path):
+    """[utility]: one training run per defense setting (cells that differ in n_priv share it) and
+    the vanilla reference; accuracies in results.csv, the leaderboard and the frontier; a rerun
+    redoes nothing."""
+    f = _write(tmp_path / "u.toml", BASE.replace("n_priv = [8]", "n_priv = [8, 10]\n    k = [4, 6]")
+               + "[utility]\nepochs = 1\nwidth = 4\nK = 2\n")
+    out = tmp_path / "S"
+    s = run_sweep(f, out, workers=0, threads=1, ctx=CTX, progress=False, echo=None)
+    assert s.total == 4 + 3 and s.done == 7 and not s.failed
+    df = pd.read_csv(out / RESULTS)
+    util = df[df["attack"] == "utility"].set_index("run_id")
+    assert sorted(util.index.str.split("-").str[:3].str.join("-")) == [
+        "utility/instahide-cross-k4", "utility/instahide-cross-k6", "utility/vanilla"]
+    assert util["test_accuracy_clean"].between(0, 1).all()
+    assert util.loc["utility/vanilla", "test_accuracy_encrypted"] != util.loc["utility/vanilla", "test_accuracy_encrypted"]
+    assert df[df["attack"] == "identity"]["n_priv"].tolist() == [8, 8, 10, 10]        # integers, not 8.0
+    build_sweep_report(out, tmp_path / "R")
+    front = pd.read_csv(tmp_path / "R" / "frontier.csv").set_index("defense")
+    assert front.loc["vanilla (no defense)", "best_Max_SSIM"] == 1.0
+    ident = df[df["attack"] == "identity"]
+    best_k6 = ident[ident["k"] == 6].groupby("n_priv")["Max_SSIM"].mean().max()
+    assert front.loc["instahide cross k=6", "best_Max_SSIM"] == pytest.approx(best_k6)
+    board = pd.read_csv(tmp_path / "R" / "leaderboard.csv")
+    assert board["accuracy"].notna().all()
+    assert "privacy/utility frontier" in (tmp_path / "R" / "index.html").read_text()
+    again = run_sweep(f, out, workers=0, threads=1, ctx=CTX, progress=False, echo=None)
+    assert again.reused == 7 and not again.executed
 
 
 def test_leaderboard_puts_published_anchors_beside_the_challenge_setting():

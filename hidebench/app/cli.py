@@ -7,6 +7,7 @@
     hidebench score --challenge DIR --decryption FILE
     hidebench attack NAME ...                       # any registered attack (hidebench list)
     hidebench sweep SWEEP --out DIR [--workers N]   # every attack on a grid of recipe parameters (resumable)
+    hidebench utility RECIPE --out DIR [--vanilla]  # accuracy of a classifier trained on the encryptions
     hidebench report RUN_DIR... --out DIR           # table + plots from run records
     hidebench report SWEEP_DIR --out DIR            # the sweep's HTML report (index.html, PNGs, CSVs)
     hidebench list                                  # recipes, attacks and stock sweeps
@@ -57,7 +58,8 @@ def _cmd_generate(args) -> int:
 
     overrides = {"n_priv": args.n_priv, "T": args.T, "k": args.k, "mode": args.mode, "scheme": args.scheme,
                  "c1": args.c1, "c2": args.c2, "private_source": args.private_source, "pool_source": args.pool_source,
-                 "min_keypoints": args.min_keypoints, "pool_screen": args.pool_screen, "aux": args.aux}
+                 "min_keypoints": args.min_keypoints, "pool_screen": args.pool_screen, "aux": args.aux,
+                 "augment": args.augment}
     recipe = load_recipe(args.recipe, overrides)
     seed = args.seed if args.seed is not None else recipe.seed
     if seed is not None and not args.quiet:
@@ -394,6 +396,27 @@ def _cmd_models(args) -> int:
     return 0
 
 
+def _cmd_utility(args) -> int:
+    from defenses.utility.config import UtilityConfig
+    from hidebench.app.utility import run_utility, summary_line
+    from hidebench.config import load_config
+    from hidebench.context import ExecutionContext
+    from hidebench.recipes import load_recipe
+
+    overrides = {k: getattr(args, k) for k in ("k", "mode", "scheme", "c1", "c2", "pool_source", "min_keypoints",
+                                                "pool_screen")}
+    recipe = load_recipe(args.recipe, overrides)
+    given = load_config(args.config, args.set)
+    flags = {"model": args.model, "epochs": args.epochs, "K": args.K, "train": args.train, "test": args.test}
+    cfg = UtilityConfig.from_dict({**given, **{k: v for k, v in flags.items() if v is not None}})
+    ctx = ExecutionContext(device=args.device, threads=args.threads, data_root=_data_root(args),
+                           progress=not args.quiet, seed=args.seed)
+    rec = run_utility(recipe, args.out, cfg, vanilla=args.vanilla, ctx=ctx)
+    print(summary_line(rec))
+    print(f"wrote {Path(args.out) / 'record.json'}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from hidebench.app.demo import run_demo
     from hidebench.context import ExecutionContext
@@ -434,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-keypoints", type=int, help="SIFT keypoints a public region needs")
     g.add_argument("--pool-screen", type=int, help="public regions to screen with SIFT")
     g.add_argument("--aux", help="attacker's auxiliary data recorded in the recipe")
+    g.add_argument("--augment", action="store_true", default=None,
+                   help="augment every private image afresh in each encryption (random crop with 4-pixel padding, "
+                        "horizontal flip), as the InstaHide authors' training does; recorded in the key")
     g.add_argument("--overwrite", action="store_true", help="replace a challenge already in --out")
     g.add_argument("--download", action="store_true",
                    help="let torchvision download CIFAR-10 into the data root if it is missing (needs internet)")
@@ -480,6 +506,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_attack_parsers(sub)
 
     _add_sweep_parser(sub)
+
+    _add_utility_parser(sub)
 
     r = sub.add_parser("report", help="aggregate run records (record.json) into a table and plots, or a sweep "
                                       "folder into its HTML report",
@@ -571,6 +599,49 @@ def _add_sweep_parser(sub) -> None:
     s.add_argument("--data-root", metavar="DIR", help="data root (default: $HIDEBENCH_DATA), passed to every worker")
     s.add_argument("--quiet", action="store_true", help="no progress bar or per-run lines; the summary only")
     s.set_defaults(func=_cmd_sweep)
+
+
+def _add_utility_parser(sub) -> None:
+    u = sub.add_parser(
+        "utility", help="train a classifier on a defense's encryptions; test accuracy clean and encrypted",
+        description="Train a classifier the InstaHide authors' way on fresh encryptions of the training split every "
+                    "epoch (T = epochs; mixed labels, soft-label cross-entropy, crop and flip augmentation) and test it "
+                    "on clean test images and on encrypted ones (predictions of K encryptions averaged). The recipe "
+                    "supplies the scheme and public pool; train and test sets default to its source's splits "
+                    "(cifar10:train / cifar10:test; for lfw its even / odd halves), not its private images. Writes "
+                    "OUT/record.json and OUT/checkpoint.pt (every epoch; rerunning the same command resumes).",
+        epilog="examples:\n  hidebench utility instahide2020 --out U/vanilla --vanilla\n"
+               "  hidebench utility instahide2020 --out U/ih-cross-6\n"
+               "  hidebench utility instahide2020 --out U/mixup-4 --scheme mixup --mode inside --k 4 --epochs 20\n"
+               "  hidebench utility faces --out U/faces --epochs 5       # embedded data, no data root",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    u.add_argument("recipe", help="built-in recipe (instahide2020, faces) or a .toml path")
+    u.add_argument("--out", required=True, help="run folder (record.json, checkpoint.pt)")
+    u.add_argument("--vanilla", action="store_true", help="train on the clean images (the reference), no defense")
+    g = u.add_argument_group("defense (recipe overrides, as for `challenge generate`)")
+    g.add_argument("--k", type=int, help="images mixed per encryption")
+    g.add_argument("--mode", choices=["inside", "cross"], help="inside- or cross-dataset mixing")
+    g.add_argument("--scheme", choices=["instahide", "mixup"], help="instahide (sign mask) or mixup (none)")
+    g.add_argument("--c1", type=float, help="upper bound on every coefficient")
+    g.add_argument("--c2", type=float, help="lower bound on the two private coefficients' sum (cross)")
+    g.add_argument("--pool-source", help="public pool: tinyimagenet, photos, imagefolder:PATH")
+    g.add_argument("--min-keypoints", type=int, help="SIFT keypoints a public region needs")
+    g.add_argument("--pool-screen", type=int, help="public regions to screen with SIFT")
+    t = u.add_argument_group("training (utility config; also --config FILE / --set KEY=VALUE)")
+    t.add_argument("--train", metavar="SPEC", help="training data source (default: the recipe source's train split)")
+    t.add_argument("--test", metavar="SPEC", help="test data source (default: the recipe source's test split)")
+    t.add_argument("--model", choices=["convnet", "resnet18"], help="classifier (default convnet)")
+    t.add_argument("--epochs", type=int, help="epochs = encryptions of each training image (default 12)")
+    t.add_argument("--K", type=int, help="encryptions averaged per test image (default 10)")
+    t.add_argument("--config", metavar="FILE", help="JSON or TOML file with the utility config")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="utility config value, e.g. batch_size=256, lr=0.1, width=32 (repeatable)")
+    u.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffles and encryptions (default 0)")
+    u.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    u.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    u.add_argument("--data-root", metavar="DIR", help="data root (default: $HIDEBENCH_DATA)")
+    u.add_argument("--quiet", action="store_true", help="no progress bars")
+    u.set_defaults(func=_cmd_utility)
 
 
 def _one_line(e: BaseException) -> str:

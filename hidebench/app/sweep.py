@@ -14,6 +14,9 @@ every attack on it, and keeps one folder per run, so that a sweep resumes where 
     label = "carlini-oracle"         # optional: tells two entries of one attack apart
     config = { reassignment = { rounds = 0 } }      # validated by the attack
     threat = { aux = "lfw[1::2]", oracles = ["assignment"] }
+    [utility]                        # optional: train a classifier per defense setting (accuracy)
+    epochs = 12                      # the utility config (defenses.utility.config), and
+    vanilla = true                   # the vanilla reference (default true)
 
 Folder layout (DIR = --out):
 
@@ -21,6 +24,8 @@ Folder layout (DIR = --out):
     DIR/challenges/CELL/seed=S/          one challenge per (cell, seed), shared by all attacks
     DIR/runs/CELL/seed=S/LABEL/          the harness's outputs (record.json, decryption.npy, cache/)
                                sweep_run.json   status (started, done, failed + error), input hash, host
+    DIR/utility/SETTING/                 with [utility]: one training run per defense setting (scheme, mode,
+                                         k, c1, c2, pool), shared by the cells that differ only in n_priv or T
     DIR/results.csv                      one row per planned run, rebuilt from the records every time
 
 A run is finished when its sweep_run.json says done for the same input hash (challenge recipe and
@@ -100,6 +105,7 @@ class SweepSpec(Config):
     grid: dict = field(default_factory=dict)
     attack: list = field(default_factory=list)
     imports: list = field(default_factory=list)
+    utility: dict | None = None
 
     def validate(self):
         if not self.recipe.strip():
@@ -174,6 +180,7 @@ class Sweep:
     attacks: list[dict]              # label, name, config (full), threat (full), seed, given (as written)
     imports: list[str]
     source: dict = field(default_factory=dict)   # path and text of the sweep file, when read from one
+    utility: dict | None = None      # {"config": the full utility config, "vanilla": bool}, or None
 
     @property
     def n_cells(self) -> int:
@@ -184,6 +191,7 @@ class Sweep:
 
     @property
     def n_runs(self) -> int:
+        """Attack runs (utility runs, one per distinct defense setting, come on top)."""
         return self.n_cells * len(self.seeds) * len(self.attacks)
 
     def cells(self) -> list[dict]:
@@ -192,7 +200,8 @@ class Sweep:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "description": self.description, "recipe": self.recipe, "seeds": self.seeds,
-                "grid": self.grid, "grid_keys": list(self.grid), "attack": self.attacks, "imports": self.imports}
+                "grid": self.grid, "grid_keys": list(self.grid), "attack": self.attacks, "imports": self.imports,
+                "utility": self.utility}
 
 
 def import_plugins(modules) -> None:
@@ -278,8 +287,22 @@ def sweep_from_dict(d: dict, *, name: str = "sweep", base_dir: Path | None = Non
         attacks.append({"label": label, "name": a.name, "config": attack.config.to_dict(),
                         "threat": json.loads(json.dumps(dataclasses.asdict(threat))), "seed": a.seed,
                         "given": {"config": a.config, "threat": a.threat}})
+    utility = None
+    if spec.utility is not None:
+        from defenses.utility.config import UtilityConfig
+
+        if not isinstance(spec.utility, dict):
+            raise HidebenchError(f"sweep {name}: [utility] must be a table, got {spec.utility!r}")
+        given = dict(spec.utility)
+        vanilla = given.pop("vanilla", True)
+        if not isinstance(vanilla, bool):
+            raise HidebenchError(f"sweep {name}: utility.vanilla must be true or false, got {vanilla!r}")
+        try:
+            utility = {"config": UtilityConfig.from_dict(given).to_dict(), "vanilla": vanilla}
+        except HidebenchError as e:
+            raise HidebenchError(f"sweep {name}: {e}" + (" (and vanilla)" if "valid keys" in str(e) else "")) from None
     return Sweep(name=name, description=spec.description, recipe=spec.recipe, base=base, seeds=list(seeds), grid=grid,
-                 attacks=attacks, imports=list(spec.imports), source=source or {})
+                 attacks=attacks, imports=list(spec.imports), source=source or {}, utility=utility)
 
 
 def sweeps_dir():
@@ -405,10 +428,59 @@ def make_plan(sweep: Sweep, out_dir=None, *, data_root=None, strict: bool = True
                         {"challenge": challenges[ch_rel]["hash"], "attack": a["name"], "config": a["config"],
                          "threat": a["threat"], "seed": a["seed"]}))
                 runs.append(entry)
+    if sweep.utility is not None:
+        runs += _utility_runs(sweep)
     if out is not None:
         _reuse_challenges(out, challenges, runs)
         _reuse_folders(out, runs)
     return {"runs": runs, "skipped_cells": skipped, "challenges": list(challenges.values())}
+
+
+def _utility_runs(sweep: Sweep) -> list[dict]:
+    """One utility run per distinct defense setting of the feasible cells (cells that differ only
+    in n_priv, T or the private images share it), and the vanilla reference."""
+    from defenses.utility.config import UtilityConfig
+    from hidebench.app.utility import utility_setting
+
+    cfg = UtilityConfig.from_dict(sweep.utility["config"])
+    runs, seen = [], set()
+    cells = []
+    for cell in sweep.cells():
+        try:
+            cells.append((cell, _cell_recipe(sweep, cell)))
+        except HidebenchError:          # an invalid recipe: its attack runs say why
+            continue
+    todo = [(cell, r, False) for cell, r in cells]
+    if sweep.utility["vanilla"] and cells:
+        todo.insert(0, (cells[0][0], cells[0][1], True))
+    for cell, recipe, vanilla in todo:
+        try:
+            setting = utility_setting(recipe, cfg, vanilla)
+        except HidebenchError as e:
+            setting, reason = None, str(e)
+        else:
+            reason = None
+        rid = "vanilla" if vanilla else (f"{setting['scheme']}-{setting['mode']}-k{setting['k']}-{_digest(setting)[:8]}"
+                                         if setting else cell_id(cell))
+        if rid in seen:
+            continue
+        seen.add(rid)
+        entry = {"run_id": f"utility/{rid}", "cell": cell, "cell_id": "utility", "seed": 0, "label": "utility",
+                 "attack": "utility", "attack_seed": 0, "oracles": [], "aux": None, "public_pool": None,
+                 "challenge": None, "run_dir": f"utility/{rid}",
+                 "setting": {"scheme": setting["scheme"] if setting else None, "mode": setting and setting["mode"],
+                             "k": setting and setting["k"], "T": cfg.epochs, "n_priv": None, "n_encryptions": None,
+                             "recipe": recipe.name, "private_source": setting and setting["train"]},
+                 "utility": {"recipe": recipe.to_dict(with_seed=False), "config": sweep.utility["config"],
+                             "vanilla": vanilla}}
+        if reason:
+            entry.update(status="skipped", reason=reason, input_hash=None)
+        else:
+            entry.update(status="planned", reason=None,
+                         input_hash=_digest({"utility": setting, "config": sweep.utility["config"], "seed": 0}))
+        runs.append(entry)
+    return runs
+
 
 
 def _reuse_challenges(out: Path, challenges: dict, runs: list[dict]) -> None:
@@ -628,6 +700,35 @@ def execute_run(task: dict) -> dict:
 _RUNS_IN_THIS_PROCESS = 0
 
 
+def execute_utility(task: dict) -> dict:
+    """Worker task: train and test one defense setting (hidebench.app.utility), resuming from its
+    epoch checkpoint; sweep_run.json around its record.json as for an attack run."""
+    from defenses.utility.config import UtilityConfig
+    from hidebench.app.utility import run_utility
+    from hidebench.context import ExecutionContext
+
+    run_dir = Path(task["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base = {"run_id": task["run_id"], "input_hash": task["input_hash"], "attack": "utility",
+            "host": socket.gethostname(), "pid": os.getpid()}
+    write_json(run_dir / RUN_STATUS, {**base, "status": "started", "started": _now()})
+    (run_dir / "record.json").unlink(missing_ok=True)
+    _reset_peak_rss()
+    t0 = time.perf_counter()
+    try:
+        ctx = ExecutionContext(**task["context"])
+        with _thread_limits(ctx.threads):
+            rec = run_utility(recipe_from_dict(task["utility"]["recipe"]), run_dir,
+                              UtilityConfig.from_dict(task["utility"]["config"]), vanilla=task["utility"]["vanilla"],
+                              ctx=ctx)
+        status = {"status": "done", "metrics": rec.metrics, "time_s": rec.timings.get("total_s")}
+    except Exception as e:
+        status = {"status": "failed", "error": _one_line(e), "traceback": traceback.format_exc()}
+    status.update(wall_s=time.perf_counter() - t0, finished=_now())
+    write_json(run_dir / RUN_STATUS, {**base, **status})
+    return {k: v for k, v in {**base, **status}.items() if k != "traceback"}
+
+
 def _write_failed(run_dir: Path, task: dict, error: str) -> dict:
     st = {"run_id": task["run_id"], "input_hash": task["input_hash"], "attack": task["attack"], "status": "failed",
           "error": error, "finished": _now(), "host": socket.gethostname()}
@@ -836,7 +937,13 @@ def results_table(out_dir):
     fixed = [*FIRST_COLUMNS, *[k for k in grid_keys if k not in SETTING_COLUMNS and k not in LAST_COLUMNS],
              *METRIC_COLUMNS]
     extra = sorted({k for r in rows for k in r} - set(fixed) - set(LAST_COLUMNS))
-    return pd.DataFrame(rows, columns=[*fixed, *extra, *LAST_COLUMNS])
+    df = pd.DataFrame(rows, columns=[*fixed, *extra, *LAST_COLUMNS])
+    for col in ("k", "T", "n_priv", "n_encryptions", "seed", "attack_seed"):    # integers, empty where they do not apply
+        v = pd.to_numeric(df[col], errors="coerce")
+        numeric = df[col].map(lambda x: x is None or isinstance(x, (int, float))).all()
+        if numeric and v.notna().any() and (v.dropna() % 1 == 0).all():
+            df[col] = v.astype("Int64")
+    return df
 
 
 def write_results(out_dir) -> Path:
@@ -908,8 +1015,15 @@ def _duration(s: float) -> str:
 def _score_lines(df, grid_keys, max_rows: int) -> list[str]:
     """Max_SSIM (mean over seeds) per setting and attack: the sweep at a glance."""
     d = df[df["status"] == "done"]
+    acc = d[d["attack"] == "utility"]
+    d = d[d["attack"] != "utility"]
+    out = []
+    for _, r in acc.iterrows():
+        enc = r.get("test_accuracy_encrypted")
+        out.append(f"  test accuracy {r['run_id'].split('/', 1)[1]}: clean {r['test_accuracy_clean']:.3f}"
+                   + (f", encrypted {enc:.3f}" if isinstance(enc, float) and enc == enc else ""))
     if d.empty:
-        return []
+        return out
     varying = [k for k in grid_keys if k in d and d[k].astype(str).nunique() > 1]
     setting = d[varying].astype(str).apply(lambda r: ", ".join(f"{k}={v}" for k, v in r.items()), axis=1) \
         if varying else "all"
@@ -917,7 +1031,7 @@ def _score_lines(df, grid_keys, max_rows: int) -> list[str]:
                                                  aggfunc="mean", sort=False)
     labels = list(piv.columns)
     width = max([len(s) for s in piv.index] + [26])
-    out = [f"  {'Max_SSIM (mean over seeds)':{width}s}" + "".join(f" {lab[:14]:>14s}" for lab in labels)]
+    out = out + [f"  {'Max_SSIM (mean over seeds)':{width}s}" + "".join(f" {lab[:14]:>14s}" for lab in labels)]
     for s, row in itertools.islice(piv.iterrows(), max_rows):
         out.append(f"  {s:{width}s}" + "".join(f" {row[lab]:14.3f}" if row[lab] == row[lab] else f" {'-':>14s}"
                                                for lab in labels))
@@ -1000,8 +1114,8 @@ def run_sweep(sweep, out_dir, *, workers: int = 1, threads: int | None = None, b
         if d.exists() and (st is None or st.get("input_hash") != r["input_hash"]):
             shutil.rmtree(d)                     # another input's run (or debris): start clean
         waiting.setdefault(r["challenge"], []).append(r)
+    ready: deque = deque(waiting.pop(None, []))         # utility runs need no challenge
     gen_queue = deque(chal[c] for c in waiting)
-    ready: deque = deque()
     inflight: dict = {}
     imports = sw.imports
 
@@ -1010,6 +1124,9 @@ def run_sweep(sweep, out_dir, *, workers: int = 1, threads: int | None = None, b
                            seed=r["attack_seed"]).to_dict()
 
     def run_task(r):
+        if r["attack"] == "utility":
+            return {"run_id": r["run_id"], "run_dir": str(out / r["run_dir"]), "utility": r["utility"],
+                    "input_hash": r["input_hash"], "attack": "utility", "context": ctx_for(r)}
         a = next(a for a in sw.attacks if a["label"] == r["label"])
         return {"run_id": r["run_id"], "run_dir": str(out / r["run_dir"]), "challenge": str(out / r["challenge"]),
                 "attack": a["name"], "config": a["config"], "threat": a["threat"], "input_hash": r["input_hash"],
@@ -1040,8 +1157,10 @@ def run_sweep(sweep, out_dir, *, workers: int = 1, threads: int | None = None, b
             summary.done += 1
             summary.run_wall_s.append(result.get("wall_s", 0.0))
             m = result.get("metrics", {})
+            score = (f"test accuracy {m.get('test_accuracy_clean', float('nan')):.3f}" if r["attack"] == "utility"
+                     else f"Max_SSIM {m.get('Max_SSIM', float('nan')):.3f}")
             note(f"[{summary.done + len(summary.failed) + summary.skipped_runs}/{len(runs)}] done {r['run_id']}: "
-                 f"Max_SSIM {m.get('Max_SSIM', float('nan')):.3f} ({result.get('wall_s', 0):.1f} s)")
+                 f"{score} ({result.get('wall_s', 0):.1f} s)")
         else:
             summary.failed.append((r["run_id"], result.get("error", "")))
             note(f"failed {r['run_id']}: {result.get('error', '')}")
@@ -1054,7 +1173,8 @@ def run_sweep(sweep, out_dir, *, workers: int = 1, threads: int | None = None, b
             while (pool.capacity is None or len(inflight) < pool.capacity) and (ready or gen_queue):
                 if ready:
                     r = ready.popleft()
-                    inflight[pool.submit(execute_run, run_task(r))] = ("run", r)
+                    inflight[pool.submit(execute_utility if r["attack"] == "utility" else execute_run,
+                                         run_task(r))] = ("run", r)
                 else:
                     c = gen_queue.popleft()
                     inflight[pool.submit(execute_challenge, gen_task(c))] = ("challenge", c)
@@ -1129,6 +1249,8 @@ def plan_lines(sweep, out_dir=None, *, data_root=None) -> list[str]:
         r0 = entries[0][0]
         s = r0["setting"]
         head = f"  {cell_label(r0['cell'])}  [{s['scheme']} {s['mode']} k={s['k']} T={s['T']} n_priv={s['n_priv']}]"
+        if r0["attack"] == "utility":
+            head = "  utility (training runs): " + ", ".join(r["run_id"].split("/", 1)[1] for r, _ in entries)
         if r0["status"] == "skipped":
             lines.append(f"{head}: skipped: {r0['reason']}")
             continue
@@ -1150,8 +1272,9 @@ def _count(sw: Sweep) -> str:
     def n(k, what):
         return f"{k} {what}{'' if k == 1 else 's'}"
 
+    utility = f" + {n(len(_utility_runs(sw)), 'utility run')}" if sw.utility is not None else ""
     return (f"{n(sw.n_cells, 'cell')} x {n(len(sw.seeds), 'seed')} x {n(len(sw.attacks), 'attack')} = "
-            f"{n(sw.n_runs, 'run')}")
+            f"{n(sw.n_runs, 'run')}{utility}")
 
 
 __all__ = ["Sweep", "SweepSummary", "builtin_sweeps", "execute_challenge", "execute_run", "is_sweep_dir", "load_sweep",

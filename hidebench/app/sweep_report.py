@@ -13,8 +13,10 @@ parameter, mean over seeds with the seeds' range), scaling (wall time and peak m
 number of encryptions on log-log axes, per attack and per stage, with the fitted exponent and its
 95% confidence interval), reconstructions (private | encryption | decryption for the best,
 median and worst encryption, and the Hungarian-matched private-set grid), leaderboard (attacks
-by Max_SSIM per setting, with the threat model and oracles of every row and the published
-InstaHide Challenge figures beside ours where the setting is the challenge's).
+by Max_SSIM per setting, with the threat model and oracles of every row, the test accuracy of
+the setting when the sweep trained on it, and the published InstaHide Challenge figures beside
+ours where the setting is the challenge's), utility (with a `[utility]` section: test accuracy per
+defense setting and the privacy/utility frontier, accuracy against the best attack's Max_SSIM).
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ ANCHORS = (
      "time": "2 GPU h + 2 CPU h (+10 GPU h preparation), self-reported"},
 )
 SWEPT_ORDER = ("n_priv", "T", "k")
+# Grid keys that change the defense (and so its utility run), beside scheme, mode and k.
+DEFENSE_KEYS = ("c1", "c2", "pool_source", "min_keypoints", "pool_screen")
 MAX_LINES = 4           # other-parameter combinations drawn as their own lines before averaging over them
 
 
@@ -257,6 +261,64 @@ def scaling_figure(done, labels: list[str], quantity: str, fits: list[dict]) -> 
     return _png(fig)
 
 
+def _defense_keys(extra: list[str]) -> list[str]:
+    return ["scheme", "mode", "k", *[e for e in extra if e in DEFENSE_KEYS or e.startswith("pool.")]]
+
+
+def _defense_text(row, keys: list[str]) -> str:
+    if row["scheme"] == "none":
+        return "vanilla (no defense)"
+    return f"{row['scheme']} {row['mode']} k={row['k']}" + "".join(f", {k}={row[k]}" for k in keys[3:])
+
+
+def frontier(done, util, extra: list[str]) -> list[dict]:
+    """Per utility run: its test accuracies and the best attack's Max_SSIM on that defense setting
+    (the highest mean-over-seeds Max_SSIM of any attack without oracles, over the setting's cells,
+    i.e. the release of that defense the attacker fared best on); the vanilla reference at Max_SSIM
+    1 (an undefended release shows the images themselves)."""
+    keys = _defense_keys(extra)
+    attacks = done[done["oracles"] == "none"]
+    best = {}
+    if not attacks.empty:
+        per = attacks.groupby([*keys, "T", "n_priv", "label"], dropna=False)["Max_SSIM"].mean().reset_index()
+        for key, g in per.groupby(keys, dropna=False):
+            i = g["Max_SSIM"].idxmax()
+            best[tuple(map(str, key))] = (float(g.loc[i, "Max_SSIM"]), g.loc[i, "label"])
+    rows = []
+    for _, u in util.iterrows():
+        vanilla = u["scheme"] == "none"
+        b = (1.0, "none (undefended)") if vanilla else best.get(tuple(str(u[k]) for k in keys), (float("nan"), ""))
+        enc = u.get("test_accuracy_encrypted")
+        rows.append({"defense": _defense_text(u, keys), "vanilla": vanilla, "accuracy": float(u["test_accuracy_clean"]),
+                     "accuracy_encrypted": float(enc) if enc is not None and enc == enc else float("nan"),
+                     "best_Max_SSIM": b[0], "best_attack": b[1], "epochs": u["T"], "time_s": float(u["time_s"]),
+                     "run_id": u["run_id"]})
+    return rows
+
+
+def frontier_figure(rows: list[dict]) -> bytes:
+    """Test accuracy against the best attack's Max_SSIM, one point per defense setting."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for i, r in enumerate(r for r in rows if r["best_Max_SSIM"] == r["best_Max_SSIM"]):
+        colour = "k" if r["vanilla"] else f"C{i % 10}"
+        ax.scatter([r["best_Max_SSIM"]], [r["accuracy"]], color=colour, s=36, zorder=3, label=r["defense"])
+        if r["accuracy_encrypted"] == r["accuracy_encrypted"]:
+            ax.scatter([r["best_Max_SSIM"]], [r["accuracy_encrypted"]], facecolors="none", edgecolors=colour, s=36,
+                       zorder=3)
+        if r["vanilla"]:
+            ax.axhline(r["accuracy"], color="k", ls=":", lw=0.8)
+    ax.set_xlabel("best attack's Max_SSIM on the setting (privacy lost)")
+    ax.set_ylabel("test accuracy (filled: clean test images; hollow: encrypted, K averaged)")
+    ax.yaxis.label.set_size(7)
+    ax.set_xlim(min([0.0] + [r["best_Max_SSIM"] - 0.05 for r in rows if r["best_Max_SSIM"] == r["best_Max_SSIM"]]), 1.05)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="best")
+    ax.set_title("privacy/utility frontier (up and left is better for the defender)", fontsize=9)
+    return _png(fig)
+
+
 def _log_axes(ax, sizes) -> None:
     """Log-log axes whose x ticks are the sizes that were run; minor y labels only when the y
     range spans less than a decade (else the decades are labelled)."""
@@ -339,16 +401,22 @@ def _matches_anchor(row) -> bool:
             and str(row.get("private_source", "")).startswith(ANCHOR_PRIVATE))
 
 
-def leaderboard(done, extra: list[str]) -> list[dict]:
+def leaderboard(done, extra: list[str], util=None) -> list[dict]:
     """Per setting, attacks by mean Max_SSIM over seeds (with the published figures where the
-    setting is the 2020 challenge's)."""
+    setting is the 2020 challenge's), and the setting's test accuracy when `util` (the utility
+    rows) trained on it."""
     import pandas as pd
 
+    dkeys = _defense_keys(extra)
+    accuracy = {} if util is None else {tuple(str(u[k]) for k in dkeys): u for _, u in util.iterrows()}
     rows = []
     keys = ["scheme", "mode", "k", "T", "n_priv", *extra]
     for _, g in done.groupby(keys, sort=True, dropna=False):
         first = g.iloc[0]
         setting = _setting_text(first, extra)
+        u = accuracy.get(tuple(str(first[k]) for k in dkeys))
+        acc = {"accuracy": float(u["test_accuracy_clean"]) if u is not None else float("nan"),
+               "accuracy_encrypted": float(u["test_accuracy_encrypted"]) if u is not None else float("nan")}
         board = []
         for lab, h in g.groupby("label", sort=False):
             r = {"setting": setting, "label": lab, "attack": h["attack"].iloc[0], "seeds": int(h["seed"].nunique()),
@@ -357,7 +425,7 @@ def leaderboard(done, extra: list[str]) -> list[dict]:
                  "time_s": float(h["time_s"].mean()),
                  "threat": f"aux {h['aux'].iloc[0] if pd.notna(h['aux'].iloc[0]) else 'none'}; public pool "
                            f"{'yes' if bool(h['public_pool'].iloc[0]) else 'no'}",
-                 "oracles": h["oracles"].iloc[0], "source": "this sweep"}
+                 "oracles": h["oracles"].iloc[0], "source": "this sweep", **acc}
             board.append(r)
         if _matches_anchor(first.to_dict()):
             for a in ANCHORS:
@@ -417,6 +485,8 @@ def build_sweep_report(sweep_dir, out_dir, *, max_galleries: int = 48) -> tuple[
         raise HidebenchError(f"--out {out} is the sweep folder itself; give a report folder, e.g. {sweep / 'report'}")
     df = results_table(sweep)
     done = df[df["status"] == "done"].copy()
+    util = done[done["attack"] == "utility"]
+    done = done[done["attack"] != "utility"]
     labels = [a["label"] for a in manifest["sweep"]["attack"]]
     labels = [lab for lab in labels if lab in set(done["label"])]
     swept = _swept(manifest, done)
@@ -498,12 +568,20 @@ def build_sweep_report(sweep_dir, out_dir, *, max_galleries: int = 48) -> tuple[
                              f"(max_galleries={max_galleries})")
 
     # leaderboard
-    board = leaderboard(done, extra) if not done.empty else []
-    page["board"] = [{**r, **{f"{k}_text": _fmt(r.get(k)) for k in (*METRICS, "Max_SSIM_sd", "time_s")}} for r in board]
+    board = leaderboard(done, extra, util) if not done.empty else []
+    page["board"] = [{**r, **{f"{k}_text": _fmt(r.get(k)) for k in (*METRICS, "Max_SSIM_sd", "time_s", "accuracy")}}
+                     for r in board]
     page["anchor_matched"] = any(r.get("published") for r in board)
     files["leaderboard.csv"] = pd.DataFrame(board, columns=["setting", "rank", "label", "attack", "seeds", *METRICS,
-                                                            "Max_SSIM_sd", "time_s", "threat", "oracles",
-                                                            "source"]).to_csv(index=False).encode()
+                                                            "Max_SSIM_sd", "time_s", "accuracy", "accuracy_encrypted",
+                                                            "threat", "oracles", "source"]).to_csv(index=False).encode()
+
+    # utility: accuracy per defense setting and the privacy/utility frontier
+    page["utility"] = frontier(done, util, extra) if not util.empty else []
+    page["utility_config"] = json.dumps((manifest["sweep"].get("utility") or {}).get("config"))
+    if page["utility"]:
+        files["frontier.png"] = frontier_figure(page["utility"])
+        files["frontier.csv"] = pd.DataFrame(page["utility"]).to_csv(index=False).encode()
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("hidebench.app", "templates"), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)

@@ -1,0 +1,196 @@
+"""Train a classifier on a defense's encryptions and measure what the defense costs in accuracy.
+
+The InstaHide authors' recipe (Huang et al. 2020, `train_inside.py` / `train_cross.py`): fresh
+encryptions every epoch, so after E epochs each training image has been encrypted T = E times,
+soft-label cross-entropy against the mixed labels, test accuracy on clean test images and on
+encrypted ones (predictions of K encryptions averaged). Vanilla training (scheme None) is the
+reference. Deterministic for a seed: each epoch's shuffle, augmentation and encryptions come
+from (seed, epoch), so a run resumed from its epoch checkpoint ends with the same weights as an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from defenses.utility.batches import check_batching, encrypted_test_sets, one_epoch
+from defenses.utility.config import UtilityConfig
+from defenses.utility.models import make_model
+from hidebench.progress import bar
+from hidebench.scheme import EncryptionConfig
+from hidebench.types import HidebenchError, ImageSet
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class UtilityResult:
+    model: torch.nn.Module
+    test_accuracy_clean: float
+    test_accuracy_encrypted: float | None
+    curves: dict                      # per epoch: train_loss, train_accuracy, test_accuracy_clean, epoch_s
+    timings: dict = field(default_factory=dict)
+    resumed_from_epoch: int = 0
+    batch_size: int = 0               # the batch size used (see effective_batch_size)
+
+
+def _nchw(x: np.ndarray, device) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(x), device=device).permute(0, 3, 1, 2).contiguous()
+
+
+def effective_batch_size(batch_size: int, n_train: int) -> int:
+    """cfg.batch_size, lowered to a quarter of a small training set (e.g. the 100 images of the
+    embedded LFW half) so that an epoch takes at least 4 steps."""
+    return max(1, min(batch_size, n_train // 4))
+
+
+def _lr(cfg: UtilityConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up over warmup_epochs, then cosine decay to zero at the last step."""
+    total, warm = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, images: np.ndarray, device, batch: int) -> np.ndarray:
+    """Softmax probabilities, N x n_classes."""
+    model.eval()
+    out = [F.softmax(model(_nchw(images[a: a + batch], device)), dim=1).cpu().numpy()
+           for a in range(0, len(images), batch)]
+    return np.concatenate(out)
+
+
+def clean_accuracy(model, test: ImageSet, device, batch: int) -> float:
+    return float(np.mean(predict(model, test.images, device, batch).argmax(1) == test.labels))
+
+
+def encrypted_accuracy(model, test: ImageSet, scheme: EncryptionConfig, patches, cfg: UtilityConfig, device,
+                       rng: np.random.Generator) -> float:
+    """Accuracy when each test image is classified from K encryptions of it (mean softmax)."""
+    n_classes = len(test.classes)
+    votes = np.zeros((len(test), n_classes))
+    for idx, enc, owner in encrypted_test_sets(test.images, test.labels, n_classes, scheme, patches, cfg.K,
+                                               cfg.eval_batch, rng):
+        np.add.at(votes, idx[owner], predict(model, enc, device, cfg.eval_batch))
+    return float(np.mean(votes.argmax(1) == test.labels))
+
+
+def settings_digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path, digest: str) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:              # truncated or foreign file: say so, never crash
+        raise HidebenchError(f"{path} is not a readable utility checkpoint ({type(e).__name__}: {e}); "
+                             "delete it to train from the start") from e
+    if not isinstance(state, dict) or state.get("digest") != digest:
+        raise HidebenchError(f"{path} is the checkpoint of other settings (model, scheme, data or seed); "
+                             "use another --out, or delete it to train anew")
+    return state
+
+
+def train_classifier(train: ImageSet, test: ImageSet, scheme: EncryptionConfig | None, cfg: UtilityConfig, *,
+                     patch_bank: Callable[[np.random.Generator, int], np.ndarray] | None = None, seed: int = 0,
+                     device=None, checkpoint_dir=None, settings: dict | None = None, progress: bool = True,
+                     on_epoch: Callable[[int, dict], None] | None = None) -> UtilityResult:
+    """Train cfg.model on `train` encrypted with `scheme` (None: vanilla) and test it.
+
+    patch_bank(rng, n): n public patches, drawn afresh every epoch (cross-dataset schemes).
+    checkpoint_dir: where CHECKPOINT is written after every epoch and resumed from (its
+    `settings`, which must describe everything the weights depend on, must match).
+    on_epoch(epoch, curves): called after each epoch's checkpoint (tests interrupt there)."""
+    device = torch.device(device or "cpu")
+    n_classes = len(train.classes)
+    if len(test.classes) != n_classes or test.images.shape[1:] != train.images.shape[1:]:
+        raise HidebenchError(f"train and test sets differ: {n_classes} vs {len(test.classes)} classes, "
+                             f"images {train.images.shape[1:]} vs {test.images.shape[1:]}")
+    batch_size = effective_batch_size(cfg.batch_size, len(train))
+    check_batching(scheme, batch_size, len(train))
+    cross = scheme is not None and scheme.k > scheme.n_private_slots
+    if cross and patch_bank is None:
+        raise HidebenchError("cross-dataset training needs public patches (a pool)")
+    steps_per_epoch = len(train) // batch_size
+    torch.manual_seed(seed)
+    model = make_model(cfg.model, n_classes, cfg.width).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.momentum > 0)
+    curves = {"train_loss": [], "train_accuracy": [], "test_accuracy_clean": [], "epoch_s": []}
+    digest = settings_digest({"settings": settings or {}, "config": cfg.to_dict(), "seed": seed})
+    ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    start = 0
+    state = _load_checkpoint(ckpt, digest) if ckpt is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        curves, start = state["curves"], state["epoch"]
+
+    t0 = time.perf_counter()
+    pbar = bar(total=cfg.epochs * steps_per_epoch, initial=start * steps_per_epoch, enabled=progress,
+               desc=f"train {cfg.model}", unit="batch")
+    for epoch in range(start, cfg.epochs):
+        te = time.perf_counter()
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 1, epoch]))
+        patches = patch_bank(rng, min(len(train), 10000)) if cross else None
+        model.train()
+        loss_sum, hits, seen = 0.0, 0, 0
+        for i, b in enumerate(one_epoch(train.images, train.labels, n_classes, scheme, patches, batch_size, rng,
+                                        cfg.augment)):
+            for g in opt.param_groups:
+                g["lr"] = _lr(cfg, epoch * steps_per_epoch + i, steps_per_epoch)
+            target = torch.as_tensor(b.targets, device=device)
+            out = model(_nchw(b.images, device))
+            loss = -(target * F.log_softmax(out, dim=1)).sum(1).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * len(target)
+            hits += int((out.argmax(1) == target.argmax(1)).sum())
+            seen += len(target)
+            pbar.update(1)
+            if i % 20 == 0:
+                pbar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f} acc {hits / seen:.3f}")
+        acc = clean_accuracy(model, test, device, cfg.eval_batch)
+        for k, v in zip(curves, (loss_sum / seen, hits / seen, acc, time.perf_counter() - te)):
+            curves[k].append(round(float(v), 6))
+        pbar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f} test {acc:.3f}")
+        if ckpt is not None:
+            _save_checkpoint(ckpt, {"digest": digest, "epoch": epoch + 1, "model": model.state_dict(),
+                                    "optimizer": opt.state_dict(), "curves": curves})
+        if on_epoch is not None:
+            on_epoch(epoch + 1, curves)
+    pbar.close()
+    train_s = time.perf_counter() - t0
+
+    t1 = time.perf_counter()
+    clean = clean_accuracy(model, test, device, cfg.eval_batch)
+    encrypted = None
+    if scheme is not None:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
+        patches = patch_bank(rng, min(len(test) * cfg.K, 10000)) if cross else None
+        encrypted = encrypted_accuracy(model, test, scheme, patches, cfg, device, rng)
+    return UtilityResult(model, clean, encrypted, curves,
+                         {"train_s": train_s, "evaluate_s": time.perf_counter() - t1,
+                          "train_epochs_s": float(sum(curves["epoch_s"]))}, resumed_from_epoch=start,
+                         batch_size=batch_size)

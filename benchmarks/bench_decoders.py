@@ -31,12 +31,14 @@ def main(argv=None):
     ap.add_argument("--data-root")
     ap.add_argument("--models", help="model cache (default: OUT/models)")
     ap.add_argument("--steps", type=int, help="override training.steps of every network (default: the configs')")
+    ap.add_argument("--replot", action="store_true", help="redraw OUT/quality_vs_k.png from OUT/results.csv; run nothing")
     args = ap.parse_args(argv)
+    if args.replot:
+        import pandas as pd
 
-    import matplotlib
+        plot(pd.read_csv(Path(args.out) / "results.csv"), Path(args.out))
+        return
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import pandas as pd
 
     from defenses.challenge import generate_to_dir
@@ -78,19 +80,35 @@ def main(argv=None):
     df.to_csv(out / "results.csv", index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(df.drop(columns=["models_cached"]).round(3).to_string(index=False))
+    plot(df, out)
+    print(f"wrote {out / 'results.csv'} and {out / 'quality_vs_k.png'}")
+
+
+ATTACK_COLOURS = {"identity": "C3", "aux_mean": "C0", "deep_decompose": "C1", "gan_demask": "C2"}
+
+
+def plot(df, out: Path) -> None:
+    """OUT/quality_vs_k.png: per-encryption Max_SSIM against k, one panel per scheme and mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
     for ax, (label, (scheme, mode)) in zip(axes, {"Mixup inside": ("mixup", "inside"),
                                                   "InstaHide inside": ("instahide", "inside"),
                                                   "InstaHide cross": ("instahide", "cross")}.items()):
-        for attack, g in df[(df.scheme == scheme) & (df["mode"] == mode)].groupby("attack"):
-            ax.plot(g.k, g.Max_SSIM, "o-", label=attack)
+        d = df[(df.scheme == scheme) & (df["mode"] == mode)]
+        for attack, g in d.groupby("attack"):
+            ax.plot(g.k, g.Max_SSIM, "o-", label=attack, color=ATTACK_COLOURS.get(attack))
+        ax.set_xticks(sorted(d.k.unique()))
         ax.set_title(label)
         ax.set_xlabel("k")
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("per-encryption Max_SSIM")
     fig.tight_layout()
     fig.savefig(out / "quality_vs_k.png", dpi=120)
-    print(f"wrote {out / 'results.csv'} and {out / 'quality_vs_k.png'}")
 
 
 if __name__ == "__main__":

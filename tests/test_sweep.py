@@ -175,6 +175,14 @@ def test_stock_sweeps_parse_and_enumerate(monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------- running and resuming
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z" if Path(f"/proc/{pid}").exists() else True
+
+
 def _mtimes(out: Path) -> dict:
     return {p.parent.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in (out / "runs").rglob("record.json")}
 
@@ -253,7 +261,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, plugin):
     """A sweep killed mid-run (driver and worker, SIGKILL) loses only the run in flight; its
     report says what is missing; the rerun (with a changed sweep file, --fresh-workers) redoes
     only the missing runs, and a run that kills its worker is recorded as failed while the sweep
-    goes on."""
+    goes on. SIGTERM to the driver stops its worker with it."""
     f = _write(tmp_path / "kill.toml", f"""
         recipe = "faces"
         seeds = [1]
@@ -283,9 +291,18 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, plugin):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert json.loads(sleepy.read_text())["status"] == "started"
+        worker = json.loads(sleepy.read_text())
+        assert worker["status"] == "started"
+        os.kill(proc.pid, signal.SIGTERM)           # the driver alone: it stops its worker as on Ctrl-C
+        assert proc.wait(timeout=60) == 130
+        for _ in range(100):
+            if not _alive(worker["pid"]):
+                break
+            time.sleep(0.1)
+        assert not _alive(worker["pid"]), "the worker outlived its terminated sweep"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)         # the driver and its worker: a crashed machine
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     before = _mtimes(out)
     assert list(before) == [f"runs/{cell}/identity"]
@@ -415,18 +432,19 @@ def test_fit_loglog_recovers_exponent_with_interval():
 def test_ray_backend_gives_the_same_rows_as_local(carlini_sweep, tmp_path, monkeypatch):
     pytest.importorskip("ray")
     root, f, local = carlini_sweep
-    one_seed = _write(tmp_path / "tiny.toml", CARLINI_SWEEP.replace("seeds = [1, 2]", "seeds = [1]"))
+    one_cell = _write(tmp_path / "tiny.toml", CARLINI_SWEEP.replace("seeds = [1, 2]", "seeds = [1]")
+                      .replace("n_priv = [8, 12]", "n_priv = [8]"))
     monkeypatch.setenv("HIDEBENCH_DATA", str(tmp_path / "not-the-data-root"))    # workers must not read it
     (tmp_path / "root").mkdir()
     ctx = CTX.replace(data_root=str(tmp_path / "root"))
-    s = run_sweep(one_seed, tmp_path / "S", backend="ray", workers=1, threads=1, ctx=ctx,
+    s = run_sweep(one_cell, tmp_path / "S", backend="ray", workers=1, threads=1, ctx=ctx,
                   progress=False, echo=None)
-    assert s.done == 4 and not s.failed
+    assert s.done == 2 and not s.failed
     cols = ["run_id", "attack", "status", "k", "T", "n_priv", "seed", "Max_SSIM", "Mean_SSIM", "Min_L2", "Mean_L2",
             "private_set.ssim", "stages.grouping.pair_auc"]
     ray_rows = results_table(tmp_path / "S")[cols].reset_index(drop=True)
     local_rows = results_table(local)[cols]
-    local_rows = local_rows[local_rows["seed"] == 1].reset_index(drop=True)
+    local_rows = local_rows[(local_rows["seed"] == 1) & (local_rows["n_priv"] == 8)].reset_index(drop=True)
     pd.testing.assert_frame_equal(ray_rows, local_rows)
     rec = load_record(tmp_path / "S" / "runs" / "n_priv=8_T=4_pool_screen=40" / "seed=1" / "carlini" / "record.json")
     assert rec.context["data_root"] == str(tmp_path / "root") and rec.context["threads"] == 1

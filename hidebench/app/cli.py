@@ -350,10 +350,22 @@ def _cmd_sweep(args) -> int:
     from hidebench.context import ExecutionContext
 
     ctx = ExecutionContext.from_env(device=args.device, data_root=_data_root(args))
+    _terminate_as_interrupt()
     summary = run_sweep(args.sweep, args.out, workers=args.workers, threads=args.threads, backend=args.backend,
                         address=args.address, retry_failed=args.retry_failed, fresh_workers=args.fresh_workers,
                         ctx=ctx, progress=not args.quiet)
     return 1 if summary.failed else 0
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (kill, a job scheduler's stop) ends a sweep as Ctrl-C does: its worker processes
+    are stopped with it instead of running on as orphans, and results.csv is written."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _cmd_list(args) -> int:

@@ -449,6 +449,9 @@ def test_ray_backend_gives_the_same_rows_as_local(carlini_sweep, tmp_path, monke
     rec = load_record(tmp_path / "S" / "runs" / "n_priv=8_T=4_pool_screen=40" / "seed=1" / "carlini" / "record.json")
     assert rec.context["data_root"] == str(tmp_path / "root") and rec.context["threads"] == 1
     assert results_table(tmp_path / "S")["runs_before_in_process"].max() > 0          # the Ray worker was reused
+    status = json.loads((tmp_path / "S" / "runs" / "n_priv=8_T=4_pool_screen=40" / "seed=1" / "carlini" /
+                         RUN_STATUS).read_text())
+    assert status["niceness"] == os.nice(0)            # not Ray's default 15, which starves on a busy machine
     assert rec.context["cache_dir"] == str(tmp_path / "S" / "runs" / "n_priv=8_T=4_pool_screen=40" / "seed=1" /
                                            "carlini" / "cache")
 

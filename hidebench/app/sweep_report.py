@@ -569,7 +569,9 @@ def build_sweep_report(sweep_dir, out_dir, *, max_galleries: int = 48) -> tuple[
 
     # leaderboard
     board = leaderboard(done, extra, util) if not done.empty else []
-    page["board"] = [{**r, **{f"{k}_text": _fmt(r.get(k)) for k in (*METRICS, "Max_SSIM_sd", "time_s", "accuracy")}}
+    page["board"] = [{**r, **{f"{k}_text": _fmt(r.get(k)) for k in (*METRICS, "Max_SSIM_sd", "time_s")},
+                      "accuracy_text": " / ".join(t for t in (_fmt(r.get("accuracy")), _fmt(r.get("accuracy_encrypted")))
+                                                 if t)}
                      for r in board]
     page["anchor_matched"] = any(r.get("published") for r in board)
     files["leaderboard.csv"] = pd.DataFrame(board, columns=["setting", "rank", "label", "attack", "seeds", *METRICS,

@@ -209,5 +209,25 @@ def test_check_release_needs_T(tiny_dir):
 
     v = load_public(tiny_dir)
     assert check_release(v) == 16
-    with pytest.raises(HidebenchError, match="T"):
+    with pytest.raises(HidebenchError, match=r"does not state T.*: 20 \(n_priv 16\).*give --T or --n-priv"):
         check_release(PublicView(v.encryptions, v.labels, 6, "cross", "instahide", T=None))
+
+
+@pytest.mark.parametrize("T", [5, 12])
+def test_plausible_T_keeps_the_truth_and_drops_what_the_class_counts_forbid(T):
+    """The labels of a 10-class release keep its true T and drop every T that would leave a
+    class with fewer slots than one image's T, or counts far from whole multiples of 2T."""
+    from attacks.carlini.mixing import class_slot_counts, plausible_T
+
+    rng = np.random.default_rng(T)
+    n = 60
+    classes = rng.integers(0, 10, n)
+    view, _ = encrypt(random_images(rng, n), classes, 10, EncryptionConfig(k=4, mode="cross", T=T), seed=T,
+                      public_patches=random_images(rng, 50))
+    counts = class_slot_counts(view.labels, 2)
+    assert counts.sum() == 2 * n * T                                   # every slot counted once
+    kept = dict(plausible_T(view.labels, 2))
+    assert T in kept
+    assert all(len(view) % t == 0 and len(view) // t >= 2 for t in kept)
+    assert max(kept) <= counts[counts > 0].min()                       # a class holds at least one image's T slots
+    assert len(kept) < sum(len(view) % t == 0 for t in range(1, len(view) // 2 + 1))

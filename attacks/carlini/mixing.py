@@ -11,7 +11,7 @@ synchronisation, signs, grouping and the oracle paths all build on one model:
 * ``design``: the E x (n + 1) linear design (coefficients at the slots' groups, public weight last);
 * ``public_weight``, ``lambdas_from_labels``, ``aligned_coefficients``: coefficients from the
   released labels (or from the 'lambdas' oracle);
-* ``check_release``: does a release fit the model?
+* ``check_release``: does a release fit the model? (``plausible_T``: the T its labels allow)
 """
 from __future__ import annotations
 
@@ -121,12 +121,62 @@ def aligned_coefficients(values: np.ndarray, ids: np.ndarray, assignment: np.nda
     return lam.astype(np.float32), np.zeros(len(lam), dtype=bool)
 
 
+def class_slot_counts(labels: np.ndarray, slots: int) -> np.ndarray | None:
+    """Private slots per class over the whole release, where the labels fix them: one slot per
+    nonzero label entry, two for a two-slot row with a single entry (both images of one class).
+    None when a row of more than two slots repeats a class (its count is then unknown)."""
+    sup = label_support(labels)
+    nnz = sup.sum(1)
+    if slots == 2:
+        return (sup * np.where(nnz == 1, 2, 1)[:, None]).sum(0)
+    return sup.sum(0) if (nnz == slots).all() else None
+
+
+def plausible_T(labels: np.ndarray, slots: int, *, alpha: float = 1e-3) -> list[tuple[int, float]]:
+    """The T (encryptions per private image) the labels leave possible, largest first, each with
+    its p-value. Candidates: E / T whole and at least `slots` private images. Test: in the
+    challenge's generation (every private image heads T encryptions, the other slots drawn
+    uniformly) class c's slot count is about slots * T * n_c with variance (slots - 1) T n_c
+    (1 - n_c / n) for whole n_c summing to n; a chi-square over the classes rejects at `alpha`.
+    This narrows T but does not fix it: T and T / 2 fit equally well (hidebench's estimate stops
+    here; the similarity graph's eigengap found n_priv only at 25 images, README)."""
+    from scipy.stats import chi2
+
+    E = len(labels)
+    counts = class_slot_counts(labels, slots)
+    out = []
+    for T in range(E // slots, 0, -1):
+        if E % T:
+            continue
+        n = E // T
+        if counts is None:
+            out.append((T, 1.0))
+            continue
+        share = counts / (slots * T)
+        n_c = np.floor(share).astype(np.int64)
+        short = n - int(n_c.sum())           # the shares sum to n: hand out the remainder
+        n_c[np.argsort(-(share - n_c), kind="stable")[:short]] += 1
+        present = counts > 0
+        if np.any(present & ((n_c == 0) | (counts < T))):     # an image of the class heads T encryptions
+            continue
+        var = (slots - 1) * T * n_c[present] * (1 - n_c[present] / n)
+        stat = float(((counts[present] - slots * T * n_c[present]) ** 2 / np.maximum(var, 1e-9)).sum())
+        p = float(chi2.sf(stat, max(int(present.sum()) - 1, 1)))
+        if p >= alpha:
+            out.append((T, p))
+    return out
+
+
 def check_release(view) -> int:
     """Check that a release fits the mixing model the attack inverts; return its number of
     private images, E / T."""
     E = len(view)
     if not view.T:
-        raise HidebenchError("the release does not state T (encryptions per private image); the attack needs it")
+        cands = plausible_T(view.labels, view.n_private_slots)
+        shown = ", ".join(f"{T} (n_priv {E // T})" for T, _ in cands[:6]) + (", ..." if len(cands) > 6 else "")
+        raise HidebenchError(f"the release does not state T (encryptions per private image), and its labels do not fix "
+                             f"it: T that fit its {E} encryptions and class counts, largest first: {shown or 'none'}; "
+                             "give --T or --n-priv")
     if E % view.T:
         raise HidebenchError(f"{E} encryptions is not a multiple of T={view.T}")
     n = E // view.T

@@ -82,7 +82,7 @@ def augmented(rng: np.random.Generator, imgs: np.ndarray, n: int) -> np.ndarray:
 
 class AttackerEncryptions:
     """Rounds of fresh encryptions of random aux subsets with the release's public scheme (k,
-    mode, scheme; T = `T`), and which of the round's images each one holds.
+    mode, scheme, c1, c2, augmentation; T = `T`), and which of the round's images each one holds.
 
     Public patches come from the attacker's pool when the threat model grants it. Otherwise
     they are unique stand-ins: half colour 1/f noise, half augmented aux images (outside the
@@ -102,7 +102,8 @@ class AttackerEncryptions:
             raise HidebenchError(f"auxiliary labels reach {aux.labels.max()} but the release has {n_cls} classes")
         self.view, self.aux, self.pool = view, aux, pool
         self.n_images = int(max(slots, min(n_images, len(aux))))
-        self.cfg = EncryptionConfig(k=view.k, mode=view.mode, scheme=view.scheme, T=max(1, int(T)))
+        self.cfg = EncryptionConfig(k=view.k, mode=view.mode, scheme=view.scheme, T=max(1, int(T)),
+                                    c1=view.c1, c2=view.c2, augment=view.augment)
         self.rng = np.random.default_rng(seed)
 
     def draw(self) -> tuple[np.ndarray, np.ndarray]:

@@ -146,7 +146,7 @@ def encrypt(private_images: np.ndarray, private_labels: np.ndarray, n_classes: i
 
     view = PublicView(enc, labels, cfg.k, cfg.mode, cfg.scheme,
                       list(class_names) if class_names else [str(i) for i in range(n_classes)], T=cfg.T,
-                      c1=cfg.c1, c2=cfg.c2)
+                      c1=cfg.c1, c2=cfg.c2, augment=cfg.augment)
     key = SecretKey(private=x, private_labels=y, selection=sel, lambdas=lam, sign=sign, seed=seed_value,
                     n_private_slots=slots, augmentation=augmentation)
     return view, key

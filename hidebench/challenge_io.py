@@ -135,6 +135,8 @@ def save_challenge(out_dir, view: PublicView, key: SecretKey | None, manifest: d
         np.save(d / "label.npy", view.labels.astype(np.float32))
         scheme = {"k": view.k, "mode": view.mode, "scheme": view.scheme, "T": view.T, "c1": view.c1, "c2": view.c2,
                   "n_encryptions": len(view), "shape": list(view.encryptions.shape[1:]), "class_names": view.class_names}
+        if view.augment:       # stated only when set: manifests of plain releases stay as they were
+            scheme["augment"] = True
         public = {**manifest, "scheme": scheme, "files": {name: sha256_file(d / name) for name in PUBLIC_FILES}}
         write_json(d / MANIFEST, public)
         if key is not None:
@@ -206,17 +208,20 @@ def load_npy(path, what: str) -> np.ndarray:
 
 
 def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None, scheme: str | None = None,
-                T: int | None = None, n_priv: int | None = None) -> PublicView:
+                T: int | None = None, n_priv: int | None = None, augment: bool | None = None) -> PublicView:
     """The public view of a challenge. Scheme parameters come from manifest.json (as a release
     states them) or, for a bare 2020-style folder, from the arguments (default: k=6 cross
-    InstaHide; T from `T` or from `n_priv` = E / T). A given value that contradicts the manifest
+    InstaHide, not augmented; T from `T` or from `n_priv` = E / T). A given value that contradicts the manifest
     is an error."""
     d = Path(challenge_dir)
     if not d.is_dir():
         raise HidebenchError(f"challenge directory {d} does not exist")
     enc = load_npy(d / "encryption.npy", "challenge encryptions")
     lab = load_npy(d / "label.npy", "challenge labels")
-    sch = read_manifest(d).get("scheme", {})
+    manifest = read_manifest(d)
+    sch = manifest.get("scheme", {})
+    # releases written before the public scheme stated augmentation hold it in their recipe
+    stated_augment = bool(sch.get("augment", manifest.get("recipe", {}).get("scheme", {}).get("augment", False)))
     E = len(enc)
     if n_priv is not None:
         if isinstance(n_priv, bool) or not isinstance(n_priv, int) or n_priv < 1:
@@ -228,12 +233,15 @@ def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None,
         T = E // n_priv
     if T is not None and (isinstance(T, bool) or not isinstance(T, int) or T < 1 or E % T):
         raise HidebenchError(f"T={T!r} must be a positive integer dividing the {E} encryptions")
+    if sch and augment is not None and stated_augment != augment:
+        raise HidebenchError(f"augment={augment!r} given, but the challenge's manifest states augment={stated_augment!r}")
     for name, given in (("k", k), ("mode", mode), ("scheme", scheme), ("T", T)):
         if given is not None and sch.get(name) is not None and sch[name] != given:
             raise HidebenchError(f"{name}={given!r} given, but the challenge's manifest states {name}={sch[name]!r}")
     view = PublicView(enc, lab, k or sch.get("k", 6), mode or sch.get("mode", "cross"),
                       scheme or sch.get("scheme", "instahide"), sch.get("class_names", []), T=T or sch.get("T"),
-                      c1=sch.get("c1", 0.65), c2=sch.get("c2", 0.3))
+                      c1=sch.get("c1", 0.65), c2=sch.get("c2", 0.3),
+                      augment=stated_augment if augment is None else augment)
     if view.encryptions.shape[1:] != (32, 32, 3):
         raise HidebenchError(f"encryptions must be E x 32 x 32 x 3, got {view.encryptions.shape}")
     return view

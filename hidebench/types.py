@@ -114,6 +114,7 @@ class PublicView:
     T: int | None = None   # encryptions per private image, when the release states it
     c1: float = 0.65       # coefficient bounds, as the release states them (defaults: the paper's)
     c2: float = 0.3
+    augment: bool = False  # every private image cropped and flipped afresh per encryption (as the release states)
 
     def __post_init__(self):
         self.encryptions = check_images("encryptions", self.encryptions, value_range=1.0).astype(np.float32)
@@ -141,6 +142,9 @@ class PublicView:
             v = getattr(self, name)
             if not _type_ok(v, "float") or not 0 <= v <= 1:
                 raise HidebenchError(f"{name} must be a number in [0, 1], got {v!r}")
+        if not isinstance(self.augment, (bool, np.bool_)):
+            raise HidebenchError(f"augment must be true or false, got {self.augment!r}")
+        self.augment = bool(self.augment)
         if not self.class_names:
             self.class_names = [str(i) for i in range(self.labels.shape[1])]
 

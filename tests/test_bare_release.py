@@ -41,12 +41,39 @@ def test_bare_folder_takes_the_scheme_from_flags(bare, generated, tmp_path, caps
     assert (tmp_path / "c" / "decryption.npy").exists()
 
 
+def test_augmentation_reaches_the_attackers_own_encryptions(bare, generated, tmp_path):
+    """An augmented release (manifest, or --augmented for a bare folder) makes the attacker's
+    training encryptions augmented too, with the release's coefficient bounds; the similarity
+    model's cache key tells them apart, and a plain release keeps its old key."""
+    from attacks.carlini.config import CarliniConfig
+    from attacks.carlini.stages import AttackInputs, _similarity_model_key
+    from attacks.toolkit import AttackerEncryptions
+    from hidebench.context import ExecutionContext
+    from hidebench.data import load_source
+
+    aug = tmp_path / "aug"
+    generate_to_dir(load_recipe("faces", {"n_priv": 8, "T": 5, "k": 4, "mode": "inside", "augment": True}), aug,
+                    progress=False)
+    aux = load_source("lfw[1::2]")
+    plain, bare_aug, from_manifest = load_public(generated), load_public(bare, augment=True), load_public(aug)
+    assert not plain.augment and bare_aug.augment and from_manifest.augment
+    for view, augmented in ((plain, False), (from_manifest, True)):
+        att = AttackerEncryptions(view, aux, n_images=6, T=2, seed=0)
+        assert att.cfg.augment is augmented and (att.cfg.c1, att.cfg.c2) == (view.c1, view.c2)
+        enc, ids = att.draw()
+        assert enc.shape == (12, 32, 32, 3) and ids.shape == (12, 4)
+    keys = [_similarity_model_key(AttackInputs(v, CarliniConfig(), ExecutionContext(progress=False), 8))["scheme"]
+            for v in (plain, from_manifest)]
+    assert keys == [[4, "inside", "instahide", 2], [4, "inside", "instahide", 2, 0.65, 0.3, True]]
+
+
 @pytest.mark.parametrize("flags, match", [
     (["--T", "3"], "dividing"),
     (["--n-priv", "7"], "whole T"),
     (["--T", "4", "--n-priv", "8"], "give 32"),
     (["--T", "8"], "manifest states T=5"),
     (["--k", "6"], "manifest states k=4"),
+    (["--augmented"], "manifest states augment=False"),
 ])
 def test_contradictions_are_one_error_before_any_work(generated, tmp_path, capsys, flags, match):
     assert main(["attack", "identity", "--challenge", str(generated), "--out", str(tmp_path / "o"), *flags]) == 2

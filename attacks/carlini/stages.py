@@ -156,7 +156,10 @@ def _similarity_model_key(inp: AttackInputs) -> dict:
     key = {k: getattr(s, k) for k in MODEL_KEYS}
     if s.rerank:
         key["pair_steps"] = s.pair_steps
-    return {"similarity": key, "scheme": [v.k, v.mode, v.scheme, int(v.labels.shape[1])],
+    scheme = [v.k, v.mode, v.scheme, int(v.labels.shape[1])]
+    if (v.c1, v.c2) != (0.65, 0.3) or v.augment:     # keys of plain default-bound releases unchanged
+        scheme += [v.c1, v.c2, v.augment]
+    return {"similarity": key, "scheme": scheme,
             "seed": inp.seed("similarity_model"), "aux": inp.aux_digest(), "pool": inp.pool_config,
             "pool_seed": inp.seed("pool") if inp.pool_config else None}
 

@@ -283,10 +283,13 @@ def _add_release_flags(p) -> None:
     g.add_argument("--scheme", choices=["instahide", "mixup"], help="instahide or mixup (default instahide)")
     g.add_argument("--T", type=int, help="encryptions per private image")
     g.add_argument("--n-priv", type=int, help="number of private images (T = E / n_priv)")
+    g.add_argument("--augmented", dest="augment", action="store_true", default=None,
+                   help="the release crops and flips every private image afresh per encryption")
 
 
 def _release_args(args) -> dict:
-    return {k: getattr(args, k) for k in ("k", "mode", "scheme", "T", "n_priv") if getattr(args, k, None) is not None}
+    return {k: getattr(args, k) for k in ("k", "mode", "scheme", "T", "n_priv", "augment")
+            if getattr(args, k, None) is not None}
 
 
 def _add_model_dir(p) -> None:

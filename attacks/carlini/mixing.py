@@ -138,8 +138,7 @@ def plausible_T(labels: np.ndarray, slots: int, *, alpha: float = 1e-3) -> list[
     challenge's generation (every private image heads T encryptions, the other slots drawn
     uniformly) class c's slot count is about slots * T * n_c with variance (slots - 1) T n_c
     (1 - n_c / n) for whole n_c summing to n; a chi-square over the classes rejects at `alpha`.
-    This narrows T but does not fix it: T and T / 2 fit equally well (hidebench's estimate stops
-    here; the similarity graph's eigengap found n_priv only at 25 images, README)."""
+    This narrows T but cannot fix it (T and T / 2 fit alike), so the attack asks for T."""
     from scipy.stats import chi2
 
     E = len(labels)

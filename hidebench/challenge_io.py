@@ -61,12 +61,22 @@ def library_versions() -> dict:
     return out
 
 
-def write_json(path: Path, obj) -> None:
-    """Write JSON atomically (a temporary file renamed into place): never half-written."""
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a file atomically (a temporary file renamed into place): never half-written, and no
+    temporary file left behind when writing fails."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically (`write_bytes`)."""
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
 
 
 def _json_default(o):

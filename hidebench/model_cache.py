@@ -14,12 +14,12 @@ the user's cache folder ($XDG_CACHE_HOME or ~/.cache)/hidebench/models.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import sys
 import time
-import uuid
 from pathlib import Path
 
 from hidebench.stage_cache import config_hash
@@ -65,8 +65,6 @@ class ModelCache:
             blob = path.read_bytes()
             if hashlib.sha256(blob).hexdigest() != manifest.get("weights_sha256"):
                 raise ValueError("contents do not match the recorded sha256")
-            import io
-
             state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001  (any unreadable entry is retrained, never a crash)
             self.log(f"hidebench: model cache entry {d} is corrupt ({type(e).__name__}: {e}); retraining")
@@ -78,15 +76,15 @@ class ModelCache:
             return None
         import torch
 
-        from hidebench.challenge_io import library_versions, write_json
+        from hidebench.challenge_io import library_versions, write_bytes, write_json
 
         d = self.root / entry_name(name, spec)
         d.mkdir(parents=True, exist_ok=True)
         (d / MANIFEST).unlink(missing_ok=True)       # no manifest: not an entry until complete
-        tmp = d / f".{WEIGHTS}.{uuid.uuid4().hex[:8]}.tmp"
-        torch.save(state, tmp)
-        sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        os.replace(tmp, d / WEIGHTS)
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        sha = hashlib.sha256(buf.getvalue()).hexdigest()
+        write_bytes(d / WEIGHTS, buf.getvalue())
         write_json(d / MANIFEST, {"name": name, "spec": spec, "weights_sha256": sha, "created": time.time(),
                                   "size_bytes": (d / WEIGHTS).stat().st_size, **info, "versions": library_versions()})
         return d

@@ -11,9 +11,9 @@ uninterrupted one.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from defenses.utility.batches import check_batching, encrypted_test_sets, one_epoch
 from defenses.utility.config import UtilityConfig
 from defenses.utility.models import make_model
+from hidebench.challenge_io import write_bytes
 from hidebench.progress import bar
 from hidebench.scheme import EncryptionConfig
 from hidebench.types import HidebenchError, ImageSet
@@ -92,9 +93,9 @@ def settings_digest(settings: dict) -> str:
 
 def _save_checkpoint(path: Path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    write_bytes(path, buf.getvalue())
 
 
 def _load_checkpoint(path: Path, digest: str) -> dict | None:

@@ -56,10 +56,8 @@ def _cmd_generate(args) -> int:
     from defenses.challenge import generate_to_dir
     from hidebench.recipes import load_recipe
 
-    overrides = {"n_priv": args.n_priv, "T": args.T, "k": args.k, "mode": args.mode, "scheme": args.scheme,
-                 "c1": args.c1, "c2": args.c2, "private_source": args.private_source, "pool_source": args.pool_source,
-                 "min_keypoints": args.min_keypoints, "pool_screen": args.pool_screen, "aux": args.aux,
-                 "augment": args.augment}
+    overrides = {"n_priv": args.n_priv, "T": args.T, **_defense_overrides(args), "private_source": args.private_source,
+                 "aux": args.aux, "augment": args.augment}
     recipe = load_recipe(args.recipe, overrides)
     seed = args.seed if args.seed is not None else recipe.seed
     if seed is not None and not args.quiet:
@@ -265,12 +263,9 @@ def _add_attack_parsers(sub) -> None:
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="config value, SECTION.KEY=VALUE for nested sections (repeatable)")
         p.add_argument("--seed", type=int, default=0, help="attack seed (default 0)")
-        p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
         p.add_argument("--cache", metavar="DIR", help="stage cache folder (default: OUT/cache)")
         _add_model_dir(p)
-        p.add_argument("--data-root", metavar="DIR", help="data root (default: $HIDEBENCH_DATA)")
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        _add_run_flags(p)
         p.set_defaults(func=_cmd_attack, attack_cls=cls)
 
 
@@ -290,6 +285,34 @@ def _add_release_flags(p) -> None:
 def _release_args(args) -> dict:
     return {k: getattr(args, k) for k in ("k", "mode", "scheme", "T", "n_priv", "augment")
             if getattr(args, k, None) is not None}
+
+
+# Recipe overrides that change the defense itself (scheme and public pool): `challenge generate`
+# and `utility` take the same ones.
+DEFENSE_OVERRIDES = ("k", "mode", "scheme", "c1", "c2", "pool_source", "min_keypoints", "pool_screen")
+
+
+def _add_defense_flags(g) -> None:
+    g.add_argument("--k", type=int, help="images mixed per encryption")
+    g.add_argument("--mode", choices=["inside", "cross"], help="inside- or cross-dataset mixing")
+    g.add_argument("--scheme", choices=["instahide", "mixup"], help="instahide (sign mask) or mixup (none)")
+    g.add_argument("--c1", type=float, help="upper bound on every coefficient")
+    g.add_argument("--c2", type=float, help="lower bound on the two private coefficients' sum (cross)")
+    g.add_argument("--pool-source", help="public pool: tinyimagenet, photos, imagefolder:PATH")
+    g.add_argument("--min-keypoints", type=int, help="SIFT keypoints a public region needs")
+    g.add_argument("--pool-screen", type=int, help="public regions to screen with SIFT")
+
+
+def _defense_overrides(args) -> dict:
+    return {k: getattr(args, k) for k in DEFENSE_OVERRIDES}
+
+
+def _add_run_flags(p) -> None:
+    """Execution context of one run (`attack`, `utility`): device, threads, data root, progress."""
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--data-root", metavar="DIR", help="data root (default: $HIDEBENCH_DATA)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_model_dir(p) -> None:
@@ -418,9 +441,7 @@ def _cmd_utility(args) -> int:
     from hidebench.context import ExecutionContext
     from hidebench.recipes import load_recipe
 
-    overrides = {k: getattr(args, k) for k in ("k", "mode", "scheme", "c1", "c2", "pool_source", "min_keypoints",
-                                                "pool_screen")}
-    recipe = load_recipe(args.recipe, overrides)
+    recipe = load_recipe(args.recipe, _defense_overrides(args))
     given = load_config(args.config, args.set)
     flags = {"model": args.model, "epochs": args.epochs, "K": args.K, "train": args.train, "test": args.test}
     cfg = UtilityConfig.from_dict({**given, **{k: v for k, v in flags.items() if v is not None}})
@@ -462,15 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="seed (default: the recipe's; a recipe without one uses OS entropy)")
     g.add_argument("--n-priv", type=int, help="number of private images")
     g.add_argument("--T", type=int, help="encryptions per private image")
-    g.add_argument("--k", type=int, help="images mixed per encryption")
-    g.add_argument("--mode", choices=["inside", "cross"], help="inside- or cross-dataset mixing")
-    g.add_argument("--scheme", choices=["instahide", "mixup"], help="instahide (sign mask) or mixup (none)")
-    g.add_argument("--c1", type=float, help="upper bound on every coefficient")
-    g.add_argument("--c2", type=float, help="lower bound on the two private coefficients' sum (cross)")
+    _add_defense_flags(g)
     g.add_argument("--private-source", help="private data source, e.g. cifar10:test, lfw, imagefolder:PATH, npz:PATH")
-    g.add_argument("--pool-source", help="public pool: tinyimagenet, photos, imagefolder:PATH")
-    g.add_argument("--min-keypoints", type=int, help="SIFT keypoints a public region needs")
-    g.add_argument("--pool-screen", type=int, help="public regions to screen with SIFT")
     g.add_argument("--aux", help="attacker's auxiliary data recorded in the recipe")
     g.add_argument("--augment", action="store_true", default=None,
                    help="augment every private image afresh in each encryption (random crop with 4-pixel padding, "
@@ -633,15 +647,7 @@ def _add_utility_parser(sub) -> None:
     u.add_argument("recipe", help="built-in recipe (instahide2020, faces) or a .toml path")
     u.add_argument("--out", required=True, help="run folder (record.json, checkpoint.pt)")
     u.add_argument("--vanilla", action="store_true", help="train on the clean images (the reference), no defense")
-    g = u.add_argument_group("defense (recipe overrides, as for `challenge generate`)")
-    g.add_argument("--k", type=int, help="images mixed per encryption")
-    g.add_argument("--mode", choices=["inside", "cross"], help="inside- or cross-dataset mixing")
-    g.add_argument("--scheme", choices=["instahide", "mixup"], help="instahide (sign mask) or mixup (none)")
-    g.add_argument("--c1", type=float, help="upper bound on every coefficient")
-    g.add_argument("--c2", type=float, help="lower bound on the two private coefficients' sum (cross)")
-    g.add_argument("--pool-source", help="public pool: tinyimagenet, photos, imagefolder:PATH")
-    g.add_argument("--min-keypoints", type=int, help="SIFT keypoints a public region needs")
-    g.add_argument("--pool-screen", type=int, help="public regions to screen with SIFT")
+    _add_defense_flags(u.add_argument_group("defense (recipe overrides, as for `challenge generate`)"))
     t = u.add_argument_group("training (utility config; also --config FILE / --set KEY=VALUE)")
     t.add_argument("--train", metavar="SPEC", help="training data source (default: the recipe source's train split)")
     t.add_argument("--test", metavar="SPEC", help="test data source (default: the recipe source's test split)")
@@ -652,10 +658,7 @@ def _add_utility_parser(sub) -> None:
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="utility config value, e.g. batch_size=256, lr=0.1, width=32 (repeatable)")
     u.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffles and encryptions (default 0)")
-    u.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    u.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
-    u.add_argument("--data-root", metavar="DIR", help="data root (default: $HIDEBENCH_DATA)")
-    u.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_run_flags(u)
     u.set_defaults(func=_cmd_utility)
 
 

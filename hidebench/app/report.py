@@ -6,13 +6,12 @@ that was run at two or more sizes.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from hidebench.challenge_io import check_out_dir
+from hidebench.challenge_io import check_out_dir, write_bytes
 from hidebench.record import SETTING_KEYS, load_record
 from hidebench.types import HidebenchError
 
@@ -105,13 +104,7 @@ def write_files(out: Path, files: dict[str, bytes]) -> None:
     """Write each named file into out through a temporary name: none is ever half-written."""
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        tmp = out / f".{name}.{os.getpid()}.tmp"
-        try:
-            tmp.write_bytes(data)
-            os.replace(tmp, out / name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_bytes(out / name, data)
 
 
 def build_report(paths, out_dir) -> Path:

@@ -53,7 +53,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hidebench.challenge_io import check_out_dir, write_json
+from hidebench.challenge_io import check_out_dir, write_bytes, write_json
 from hidebench.config import Config, check_int
 from hidebench.recipes import OVERRIDES, Recipe, challenge_data, load_recipe, recipe_from_dict
 from hidebench.types import HidebenchError
@@ -482,7 +482,6 @@ def _utility_runs(sweep: Sweep) -> list[dict]:
     return runs
 
 
-
 def _reuse_challenges(out: Path, challenges: dict, runs: list[dict]) -> None:
     """Point a planned challenge (and its runs) at an existing challenge folder holding the same
     recipe and seed when its own folder does not, and no planned challenge owns that folder."""
@@ -664,13 +663,11 @@ def execute_challenge(task: dict) -> dict:
     return {"ok": True, "reused": False, "wall_s": time.perf_counter() - t0}
 
 
-def execute_run(task: dict) -> dict:
-    """Worker task: run one attack on one challenge through the harness; write sweep_run.json
-    (started, then done or failed with the error) around the harness's record.json."""
-    import_plugins(task.get("imports"))
-    from hidebench.app.harness import run_release_attack
+def _tracked_run(task: dict, body, prepare=None) -> dict:
+    """Run `body(ctx, run_dir) -> (metrics, time_s)` in its run folder, with sweep_run.json written
+    around it (started, then done or failed with the error); `prepare()` adds fields to the status
+    after 'started' is written (the attack's import time). Returns the final status."""
     from hidebench.context import ExecutionContext
-    from hidebench.threat import ReleaseThreatModel
 
     run_dir = Path(task["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -678,23 +675,40 @@ def execute_run(task: dict) -> dict:
             "host": socket.gethostname(), "pid": os.getpid(), "niceness": os.nice(0)}
     write_json(run_dir / RUN_STATUS, {**base, "status": "started", "started": _now()})
     (run_dir / "record.json").unlink(missing_ok=True)      # a record here is from an unfinished attempt
-    global _RUNS_IN_THIS_PROCESS
-    base["runs_before_in_process"] = _RUNS_IN_THIS_PROCESS      # 0: a fresh process, its peak memory is the run's own
-    _RUNS_IN_THIS_PROCESS += 1
-    base["import_s"] = _warm_up(task["attack"])
+    if prepare is not None:
+        base.update(prepare())
     _reset_peak_rss()
     t0 = time.perf_counter()
     try:
         ctx = ExecutionContext(**task["context"])
         with _thread_limits(ctx.threads):
-            rec = run_release_attack(task["attack"], task["challenge"], run_dir, config=task["config"],
-                                     threat=ReleaseThreatModel.from_dict(task["threat"]), ctx=ctx)
-        status = {"status": "done", "metrics": rec.metrics.get("challenge", {}), "time_s": rec.timings.get("total_s")}
+            metrics, time_s = body(ctx, run_dir)
+        status = {"status": "done", "metrics": metrics, "time_s": time_s}
     except Exception as e:
         status = {"status": "failed", "error": _one_line(e), "traceback": traceback.format_exc()}
     status.update(wall_s=time.perf_counter() - t0, finished=_now())
     write_json(run_dir / RUN_STATUS, {**base, **status})
     return {k: v for k, v in {**base, **status}.items() if k != "traceback"}
+
+
+def execute_run(task: dict) -> dict:
+    """Worker task: run one attack on one challenge through the harness (`_tracked_run`)."""
+    import_plugins(task.get("imports"))
+    from hidebench.app.harness import run_release_attack
+    from hidebench.threat import ReleaseThreatModel
+
+    def prepare():
+        global _RUNS_IN_THIS_PROCESS
+        before = _RUNS_IN_THIS_PROCESS       # 0: a fresh process, its peak memory is the run's own
+        _RUNS_IN_THIS_PROCESS += 1
+        return {"runs_before_in_process": before, "import_s": _warm_up(task["attack"])}
+
+    def body(ctx, run_dir):
+        rec = run_release_attack(task["attack"], task["challenge"], run_dir, config=task["config"],
+                                 threat=ReleaseThreatModel.from_dict(task["threat"]), ctx=ctx)
+        return rec.metrics.get("challenge", {}), rec.timings.get("total_s")
+
+    return _tracked_run(task, body, prepare)
 
 
 _RUNS_IN_THIS_PROCESS = 0
@@ -702,31 +716,17 @@ _RUNS_IN_THIS_PROCESS = 0
 
 def execute_utility(task: dict) -> dict:
     """Worker task: train and test one defense setting (hidebench.app.utility), resuming from its
-    epoch checkpoint; sweep_run.json around its record.json as for an attack run."""
+    epoch checkpoint (`_tracked_run`)."""
     from defenses.utility.config import UtilityConfig
     from hidebench.app.utility import run_utility
-    from hidebench.context import ExecutionContext
 
-    run_dir = Path(task["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    base = {"run_id": task["run_id"], "input_hash": task["input_hash"], "attack": "utility",
-            "host": socket.gethostname(), "pid": os.getpid()}
-    write_json(run_dir / RUN_STATUS, {**base, "status": "started", "started": _now()})
-    (run_dir / "record.json").unlink(missing_ok=True)
-    _reset_peak_rss()
-    t0 = time.perf_counter()
-    try:
-        ctx = ExecutionContext(**task["context"])
-        with _thread_limits(ctx.threads):
-            rec = run_utility(recipe_from_dict(task["utility"]["recipe"]), run_dir,
-                              UtilityConfig.from_dict(task["utility"]["config"]), vanilla=task["utility"]["vanilla"],
-                              ctx=ctx)
-        status = {"status": "done", "metrics": rec.metrics, "time_s": rec.timings.get("total_s")}
-    except Exception as e:
-        status = {"status": "failed", "error": _one_line(e), "traceback": traceback.format_exc()}
-    status.update(wall_s=time.perf_counter() - t0, finished=_now())
-    write_json(run_dir / RUN_STATUS, {**base, **status})
-    return {k: v for k, v in {**base, **status}.items() if k != "traceback"}
+    def body(ctx, run_dir):
+        u = task["utility"]
+        rec = run_utility(recipe_from_dict(u["recipe"]), run_dir, UtilityConfig.from_dict(u["config"]),
+                          vanilla=u["vanilla"], ctx=ctx)
+        return rec.metrics, rec.timings.get("total_s")
+
+    return _tracked_run(task, body)
 
 
 def _write_failed(run_dir: Path, task: dict, error: str) -> dict:
@@ -952,9 +952,7 @@ def write_results(out_dir) -> Path:
     """Rebuild DIR/results.csv from the records (atomically)."""
     out = Path(out_dir)
     df = results_table(out)
-    tmp = out / f".{RESULTS}.{os.getpid()}.tmp"
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out / RESULTS)
+    write_bytes(out / RESULTS, df.to_csv(index=False).encode())
     return out / RESULTS
 
 

@@ -86,7 +86,8 @@ class ClusteringConfig(Config):
     duplicate of an earlier one when its cross-similarity lies more than `max_overlap` of the way
     from the background to the cliques' cohesion). Either way the groups number exactly E / T.
     Spectral finds more distinct private images with a learned (noisy) similarity; greedy is the
-    better choice with a near-perfect one (oracle 'pairs').
+    better choice with a near-perfect one (oracle 'pairs'). On the scalable path
+    (carlini.dense_max) the cores come from k-means on the similarity embedding instead.
     """
 
     section = "carlini.clustering"
@@ -116,7 +117,8 @@ class AssignmentConfig(Config):
     gets one group of each) or 'greedy' (the paper's: each group takes its `greedy_frac`*T best
     encryptions, 1.6 * 50 = 80 in the paper). `row_norm`: z-score each encryption's group scores
     (encryptions similar to everything no longer crowd the groups' capacity). `refine` passes
-    rebuild the group cores from the assignment and assign again.
+    rebuild the group cores from the assignment and assign again. On the scalable path
+    (carlini.dense_max) prices on the groups enforce the flow's capacities instead.
     """
 
     section = "carlini.assignment"
@@ -178,14 +180,18 @@ class RegressionConfig(Config):
 class SignSyncConfig(Config):
     """Stage 4, init 'spectral': the relative sign of the private images at each pixel position,
     by Z2 synchronisation (the top eigenvector of the encryptions' votes, then `sweeps` greedy
-    max-cut sweeps); `pixel_chunk` positions per batched eigen-decomposition (bounds memory)."""
+    max-cut sweeps); `pixel_chunk` positions per batched eigen-decomposition (bounds memory).
+    On the scalable path (carlini.dense_max) the eigenvector comes from `lanczos_steps` Lanczos
+    steps on the vote graph instead."""
 
     section = "carlini.sign_sync"
     sweeps: int = 10
     pixel_chunk: int = 512
+    lanczos_steps: int = 30
 
     def validate(self):
         self.sweeps = check_int(self.sweeps, f"{self.section}.sweeps", min=0)
+        self.lanczos_steps = check_int(self.lanczos_steps, f"{self.section}.lanczos_steps", min=1)
         self.pixel_chunk = check_int(self.pixel_chunk, f"{self.section}.pixel_chunk", min=1)
 
 
@@ -282,6 +288,10 @@ class CarliniConfig(Config):
     channel on its own, 'auto' grey when the aux images are grey.
     eval_anchors: encryptions whose similarity rows are kept for the pair metrics of `evaluate`
     (pair AUC, precision@T); attack output is unaffected.
+    dense_max: releases of more encryptions take the scalable path (no E x E matrix, no
+    n x n matrix per pixel position): the grouping works from the similarity embedding
+    (scalable_grouping.py: k-means cores, prices in place of the flow) and the regression
+    from sparse designs with Lanczos sign synchronisation. 0: always.
     """
 
     section = "carlini"
@@ -296,6 +306,7 @@ class CarliniConfig(Config):
     aux_max: int = 4000
     colour: str = "auto"
     eval_anchors: int = 500
+    dense_max: int = 20000
 
     def validate(self):
         for name, cls in SECTIONS.items():
@@ -307,6 +318,7 @@ class CarliniConfig(Config):
         self.aux_max = check_int(self.aux_max, "carlini.aux_max", min=1)
         check_choice(self.colour, "carlini.colour", ("auto", "grey", "rgb"))
         self.eval_anchors = check_int(self.eval_anchors, "carlini.eval_anchors", min=1)
+        self.dense_max = check_int(self.dense_max, "carlini.dense_max", min=0)
 
     def section_dict(self, *names: str) -> dict:
         """The named sections as plain dicts (for stage cache keys)."""

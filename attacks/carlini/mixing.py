@@ -8,7 +8,8 @@ Everything here is numpy and imports nothing of the attack, so regression, sign
 synchronisation, signs, grouping and the oracle paths all build on one model:
 
 * ``membership_matrix`` / ``co_membership``: who holds which image, and how two groupings overlap;
-* ``design``: the E x (n + 1) linear design (coefficients at the slots' groups, public weight last);
+* ``design``: the E x (n + 1) linear design (coefficients at the slots' groups, public weight last;
+  ``sparse_design``: the same as a sparse matrix);
 * ``public_weight``, ``lambdas_from_labels``, ``aligned_coefficients``: coefficients from the
   released labels (or from the 'lambdas' oracle);
 * ``check_release``: does a release fit the model? (``plausible_T``: the T its labels allow)
@@ -38,10 +39,19 @@ def membership_matrix(ids: np.ndarray, n: int, dtype=bool) -> np.ndarray:
 
 
 def co_membership(a_ids: np.ndarray, b_ids: np.ndarray, n_a: int, n_b: int) -> np.ndarray:
-    """n_a x n_b int64: encryptions holding group a (in grouping a_ids) and image b (in b_ids)."""
-    A = membership_matrix(a_ids, n_a, np.int64)
-    B = membership_matrix(b_ids, n_b, np.int64)
-    return A.T @ B
+    """n_a x n_b int64: encryptions holding group a (in grouping a_ids) and image b (in b_ids).
+    Counted over each row's slot pairs (O(E slots^2), no E x n matrices)."""
+    a = np.asarray(a_ids, dtype=np.int64)
+    b = np.asarray(b_ids, dtype=np.int64)
+    out = np.zeros((n_a, n_b), dtype=np.int64)
+    for i in range(a.shape[1]):
+        # a row counts each (group, image) once, even when a group repeats in it
+        first_a = np.all(a[:, :i] != a[:, i:i + 1], axis=1)
+        for j in range(b.shape[1]):
+            first_b = np.all(b[:, :j] != b[:, j:j + 1], axis=1)
+            ok = (a[:, i] >= 0) & (b[:, j] >= 0) & first_a & first_b
+            np.add.at(out, (a[ok, i], b[ok, j]), 1)
+    return out
 
 
 def match_groups(a_ids: np.ndarray, b_ids: np.ndarray, n_a: int, n_b: int) -> np.ndarray:
@@ -69,6 +79,22 @@ def design(assignment: np.ndarray, coef: np.ndarray, n: int, public: np.ndarray 
     if public is not None:
         A[:, n] = public
     return A
+
+
+def sparse_design(assignment: np.ndarray, coef: np.ndarray, n: int, public: np.ndarray | float | None = None):
+    """`design` as a scipy CSR matrix (repeated groups summed): slots + 1 entries per row, for
+    releases whose dense E x (n + 1) design would be large."""
+    from scipy import sparse
+
+    a = np.asarray(assignment, dtype=np.int64)
+    E, s = a.shape
+    rows, cols = np.repeat(np.arange(E), s), a.ravel()
+    vals = np.asarray(coef, dtype=np.float64).ravel()
+    if public is not None:
+        rows = np.concatenate([rows, np.arange(E)])
+        cols = np.concatenate([cols, np.full(E, n)])
+        vals = np.concatenate([vals, np.broadcast_to(np.asarray(public, dtype=np.float64), (E,))])
+    return sparse.csr_matrix((vals, (rows, cols)), shape=(E, n + (public is not None)))
 
 
 def lambdas_from_labels(labels: np.ndarray, assignment: np.ndarray,

@@ -28,10 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from attacks.carlini.config import RegressionConfig, SignSyncConfig
-from attacks.carlini.mixing import design, public_weight
-from attacks.carlini.sign_sync import sync_pixel_signs
+from attacks.carlini.mixing import design, public_weight, sparse_design
+from attacks.carlini.sign_sync import sync_pixel_signs, sync_pixel_signs_sparse
 from hidebench.progress import bar
 from hidebench.types import HidebenchError
+
+# Sparse path: about this many elements per E x positions temporary in the refinement loops.
+POSITION_BLOCK_ELEMENTS = 2 ** 22
 
 
 @dataclass
@@ -45,32 +48,48 @@ class RegressionResult:
 
 
 def fit_magnitudes(y2: np.ndarray, assignment: np.ndarray, lam: np.ndarray, n: int, *, with_noise: bool = True,
-                   ridge: float = 1e-6, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   ridge: float = 1e-6, weights: np.ndarray | None = None,
+                   sparse: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Least squares for x_i^2 (and public energy) from e^2, all positions at once.
 
-    y2: E x P squared encryptions; weights: per-encryption weights (None: all 1).
+    y2: E x P squared encryptions; weights: per-encryption weights (None: all 1); sparse: build
+    the design as a sparse matrix (large releases).
     Returns (u n x P >= 0, noise energy P).
     """
     pw = public_weight(lam)
-    A = design(assignment, lam.astype(np.float64) ** 2, n, pw ** 2 if with_noise else None)
-    Aw = A if weights is None else A * np.asarray(weights, dtype=np.float64)[:, None]
-    AtA = Aw.T @ A
+    A = (sparse_design if sparse else design)(assignment, lam.astype(np.float64) ** 2, n,
+                                              pw ** 2 if with_noise else None)
+    Aw, AtA = _weighted_gram(A, weights)
     AtA[np.diag_indices_from(AtA)] += ridge * max(np.trace(AtA) / len(AtA), 1e-12)
-    sol = np.linalg.solve(AtA, Aw.T @ y2.astype(np.float64))
+    sol = np.linalg.solve(AtA, np.asarray(Aw.T @ y2.astype(np.float64)))
     u = np.clip(sol[:n], 0.0, 1.0)
     nu = np.clip(sol[n], 0.0, None) if with_noise else np.zeros(y2.shape[1])
     return u, nu
 
 
+def _weighted_gram(A, weights):
+    """(A with rows scaled by `weights`, the Gram matrix (A w)' A as a dense array); A dense or scipy sparse."""
+    if not hasattr(A, "toarray"):
+        Aw = A if weights is None else A * np.asarray(weights, dtype=np.float64)[:, None]
+        return Aw, Aw.T @ A
+    from scipy import sparse
+
+    Aw = A if weights is None else sparse.diags(np.asarray(weights, dtype=np.float64)) @ A
+    return Aw, (Aw.T @ A).toarray()
+
+
 def regress(encryptions: np.ndarray, assignment: np.ndarray, lambdas: np.ndarray, n_clusters: int, *,
             scheme: str = "instahide", split: np.ndarray | None = None, cfg: RegressionConfig | None = None,
             sync: SignSyncConfig | None = None, weights: np.ndarray | None = None, seed: int = 0, device=None,
-            progress: bool = False, prior: np.ndarray | None = None, prior_weight: float = 1.0) -> RegressionResult:
+            progress: bool = False, prior: np.ndarray | None = None, prior_weight: float = 1.0,
+            sparse: bool = False) -> RegressionResult:
     """Recover n_clusters private images from encryptions (E x H x W x C), the assignment
     (E x s cluster ids) and coefficients (E x s). scheme 'mixup' (no sign mask) is linear.
     weights: per-encryption confidence in its assignment (weighted least squares; None: all 1).
     seed: the 'aligned' start's noise; device: a torch device (None: CPU). prior: n x H x W x C
-    estimates of the images (a learned decoder's) for the sign synchronisation (sign_sync.py)."""
+    estimates of the images (a learned decoder's) for the sign synchronisation (sign_sync.py).
+    sparse: the scalable solvers for many images (sparse designs, sign synchronisation by Lanczos
+    steps on the vote graph instead of a dense eigen-solve per position)."""
     import torch
 
     cfg = cfg or RegressionConfig()
@@ -98,19 +117,19 @@ def regress(encryptions: np.ndarray, assignment: np.ndarray, lambdas: np.ndarray
 
     prior = None if prior is None else np.asarray(prior, dtype=np.float32).reshape(n, P)
     x0, mu0, nu0 = _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages, stats,
-                                     prior=prior, prior_weight=prior_weight)
+                                     prior=prior, prior_weight=prior_weight, sparse=sparse, seed=seed)
     if cfg.refine == "altmin":
         x_hat, lam_hat, mu, nu, loss_hist = _altmin(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress,
-                                                    weights)
+                                                    weights, sparse=sparse)
         if cfg.adam_steps:
             stages["altmin"] = x_hat.copy()
             split_after = np.zeros(E, dtype=bool)    # altmin already estimated the splits
             x_hat, lam_hat, mu, nu, h2 = _refine(Y, a, lam_hat, split_after, x_hat, mu, nu, scheme, cfg, dev,
-                                                 progress, steps=cfg.adam_steps, weights=weights)
+                                                 progress, steps=cfg.adam_steps, weights=weights, sparse=sparse)
             loss_hist = loss_hist + h2
     else:
         x_hat, lam_hat, mu, nu, loss_hist = _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress,
-                                                    steps=cfg.steps, weights=weights)
+                                                    steps=cfg.steps, weights=weights, sparse=sparse)
     stats["loss_first_last"] = [loss_hist[0], loss_hist[-1]] if loss_hist else []
     stats["n_split"] = int(split.sum())
     return RegressionResult(images=x_hat.reshape((n,) + shape).astype(np.float32), lambdas=lam_hat,
@@ -121,7 +140,7 @@ def regress(encryptions: np.ndarray, assignment: np.ndarray, lambdas: np.ndarray
 
 
 def _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages: dict, stats: dict, *,
-                      prior=None, prior_weight: float = 1.0):
+                      prior=None, prior_weight: float = 1.0, sparse: bool = False, seed: int = 0):
     """The start of the refinement: (images n x P, public mean P, public energy P). Mixup: the
     linear least squares. InstaHide: least-squares magnitudes from e^2, signed by `cfg.init`.
     Records the 'magnitudes' and 'synced' estimates in `stages`."""
@@ -129,20 +148,30 @@ def _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages
     if scheme == "mixup":
         # e = sum_i l_i x_i + w * mu (+ zero-mean public noise): linear least squares, exact without noise.
         pw = public_weight(lam)
-        A = design(a, lam, n, pw)
         keep = np.ones(n + 1, dtype=bool)
         keep[n] = pw.max() > 1e-6
-        sol, *_ = np.linalg.lstsq(A[:, keep], Y.astype(np.float64), rcond=None)
+        if sparse:
+            A = sparse_design(a, lam, n, pw)[:, np.flatnonzero(keep)]
+            _, AtA = _weighted_gram(A, None)
+            sol = np.linalg.lstsq(AtA, np.asarray(A.T @ Y.astype(np.float64)), rcond=None)[0]
+        else:
+            A = design(a, lam, n, pw)
+            sol, *_ = np.linalg.lstsq(A[:, keep], Y.astype(np.float64), rcond=None)
         x0 = np.clip(sol[:n], -1, 1)
         stages["magnitudes"] = x0
         return x0, sol[n] if keep[n] else np.zeros(P), np.zeros(P)
     y2 = Y.astype(np.float64) ** 2
-    u, nu0 = fit_magnitudes(y2, a, lam, n, with_noise=cfg.fit_noise, weights=weights)
+    u, nu0 = fit_magnitudes(y2, a, lam, n, with_noise=cfg.fit_noise, weights=weights, sparse=sparse)
     mag = np.sqrt(u)
     stages["magnitudes"] = mag
     if cfg.init == "spectral":
-        sgn, stats["sync"] = sync_pixel_signs(y2, a, lam, u, nu0, sweeps=sync.sweeps, chunk=sync.pixel_chunk,
-                                              device=dev, prior=prior, prior_weight=prior_weight)
+        if sparse:
+            sgn, stats["sync"] = sync_pixel_signs_sparse(y2, a, lam, u, nu0, steps=sync.lanczos_steps,
+                                                         sweeps=sync.sweeps, chunk=sync.pixel_chunk, device=dev,
+                                                         prior=prior, prior_weight=prior_weight, seed=seed)
+        else:
+            sgn, stats["sync"] = sync_pixel_signs(y2, a, lam, u, nu0, sweeps=sync.sweeps, chunk=sync.pixel_chunk,
+                                                  device=dev, prior=prior, prior_weight=prior_weight)
         x0 = sgn * mag
     elif cfg.init == "magnitudes":
         x0 = mag
@@ -152,8 +181,17 @@ def _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages
     return x0, np.zeros(P), nu0
 
 
-def _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, steps, weights=None):
-    """Adam on the chosen loss over images, public-noise model and split coefficients."""
+def _position_chunk(E: int, P: int, sparse: bool) -> int:
+    """Pixel positions per pass of the refinement loops: all at once on the dense path; on the
+    sparse path blocks whose E x block temporaries stay near POSITION_BLOCK_ELEMENTS (E x P
+    temporaries of a large release are each hundreds of MB, and allocating them afresh at every
+    step costs more than the arithmetic)."""
+    return P if not sparse else max(1, min(P, POSITION_BLOCK_ELEMENTS // max(E, 1)))
+
+
+def _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, steps, weights=None, sparse=False):
+    """Adam on the chosen loss over images, public-noise model and split coefficients (the loss
+    summed over blocks of positions, `_position_chunk`, before each step)."""
     import torch
 
     E, s = a.shape
@@ -182,42 +220,102 @@ def _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, steps, w
             return lam_t
         return torch.where(sp[:, None], torch.softmax(logit, 1) * tot, lam_t)
 
+    P = y.shape[1]
+    pc = _position_chunk(E, P, sparse)
+
+    def reduce(t):
+        return t.mean() if pc == P else t.sum() / (E * P)
+
     it = bar(range(steps), enabled=progress, desc="regression (adam)", leave=False)
     for _ in it:
         opt.zero_grad()
-        L = coefs()
-        # index_select, not x[idx]: the backward of advanced indexing is index_put_(accumulate=True),
-        # which on CPU adds the rows of one cluster with parallel atomics, in an order that varies from
-        # run to run (float differences of ~1e-5 that reassign's discrete choices amplify). The
-        # backward of index_select, index_add_, sums them in index order.
-        m = sum(L[:, j:j + 1] * torch.index_select(x, 0, idx[:, j]) for j in range(s))
-        if cfg.fit_noise:
-            m = m + pw * mu
-        if scheme == "mixup":
-            loss = (wt * (y - m) ** 2).mean()
-        elif cfg.loss == "paper":
-            loss = (wt * (yabs - m.abs()) ** 2).mean()
-        elif cfg.loss == "intensity":
-            pred2 = m ** 2 + (pw * rnu) ** 2 if cfg.fit_noise else m ** 2
-            loss = (wt * (y * y - pred2) ** 2).mean()
-        else:
-            pred = torch.sqrt(m ** 2 + (pw * rnu) ** 2 + 1e-8) if cfg.fit_noise else m.abs()
-            loss = (wt * (yabs - pred) ** 2).mean()
-        loss.backward()
+        total = 0.0
+        for p0 in range(0, P, pc):
+            c = slice(p0, p0 + pc)
+            L = coefs()
+            # index_select, not x[idx]: the backward of advanced indexing is index_put_(accumulate=True),
+            # which on CPU adds the rows of one cluster with parallel atomics, in an order that varies from
+            # run to run (float differences of ~1e-5 that reassign's discrete choices amplify). The
+            # backward of index_select, index_add_, sums them in index order.
+            m = sum(L[:, j:j + 1] * torch.index_select(x[:, c], 0, idx[:, j]) for j in range(s))
+            if cfg.fit_noise:
+                m = m + pw * mu[c]
+            if scheme == "mixup":
+                loss = reduce(wt * (y[:, c] - m) ** 2)
+            elif cfg.loss == "paper":
+                loss = reduce(wt * (yabs[:, c] - m.abs()) ** 2)
+            elif cfg.loss == "intensity":
+                pred2 = m ** 2 + (pw * rnu[c]) ** 2 if cfg.fit_noise else m ** 2
+                loss = reduce(wt * (y[:, c] * y[:, c] - pred2) ** 2)
+            else:
+                pred = torch.sqrt(m ** 2 + (pw * rnu[c]) ** 2 + 1e-8) if cfg.fit_noise else m.abs()
+                loss = reduce(wt * (yabs[:, c] - pred) ** 2)
+            loss.backward()
+            total += float(loss.detach())
         opt.step()
         with torch.no_grad():
             x.clamp_(-1, 1)
-        hist.append(float(loss.detach()))
+        hist.append(total)
     with torch.no_grad():
         L = coefs().cpu().numpy()
     return (x.detach().cpu().numpy(), L.astype(np.float32), mu.detach().cpu().numpy(),
             (rnu.detach() ** 2).cpu().numpy(), hist)
 
 
-def _altmin(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, weights=None):
+class _Design:
+    """The alternating minimisation's design on the torch device: dense (the E x (n + 1) array),
+    or sparse (kept as each row's slot groups, coefficients and public weight: products by
+    gathering and scattering image rows, O(E slots P), the Gram matrix from a scipy sparse
+    design). Products with the image estimate, the ridged weighted Gram matrix, the solve."""
+
+    def __init__(self, a, coef, public, n, wt, dev, sparse: bool):
+        import torch
+
+        self.sparse, self.n = sparse, n
+        if sparse:
+            self.a = torch.as_tensor(a, device=dev)
+            self.c = torch.as_tensor(coef, dtype=torch.float32, device=dev)
+            self.p = torch.as_tensor(np.full(len(a), public) if np.ndim(public) == 0 else public, dtype=torch.float32,
+                                     device=dev)
+            self.wt = wt
+            _, G = _weighted_gram(sparse_design(a, coef, n, public), wt[:, 0].cpu().numpy().astype(np.float64))
+            AtA = torch.as_tensor(G, dtype=torch.float32, device=dev)
+        else:
+            self.A = torch.as_tensor(design(a, coef, n, public), dtype=torch.float32, device=dev)
+            self.Aw = self.A * wt
+            AtA = self.Aw.T @ self.A
+        AtA += 1e-6 * torch.trace(AtA) / len(AtA) * torch.eye(len(AtA), device=dev)
+        self.gram = AtA
+        if sparse:                      # factorised once: the sparse path solves once per block of positions
+            self.lu = torch.linalg.lu_factor(AtA)
+
+    def mul(self, theta, rows=None):
+        if not self.sparse:
+            return (self.A if rows is None else self.A[rows]) @ theta
+        a, c, p = (self.a, self.c, self.p) if rows is None else (self.a[rows], self.c[rows], self.p[rows])
+        out = p[:, None] * theta[self.n]
+        for j in range(a.shape[1]):
+            out = out + c[:, j, None] * theta[a[:, j]]
+        return out
+
+    def solve(self, z):
+        import torch
+
+        if not self.sparse:
+            return torch.linalg.solve(self.gram, self.Aw.T @ z)
+        wz = self.wt * z
+        rhs = torch.zeros((self.n + 1, z.shape[1]), dtype=z.dtype, device=z.device)
+        for j in range(self.a.shape[1]):
+            rhs.index_add_(0, self.a[:, j], self.c[:, j, None] * wz)
+        rhs[self.n] = (self.p[:, None] * wz).sum(0)
+        return torch.linalg.lu_solve(*self.lu, rhs)
+
+
+def _altmin(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, weights=None, sparse=False):
     """Alternating minimisation: z = sign(prediction) * |e| (InstaHide) or e (Mixup), then
     [x; mu] = argmin ||A [x; mu] - z||^2 with A the E x (n+1) coefficient design (public weight
-    in the last column). Split coefficients are re-estimated by 1-D least squares each step."""
+    in the last column; sparse: as a sparse matrix). Split coefficients are re-estimated by 1-D
+    least squares each step."""
     import torch
 
     E, s = a.shape
@@ -231,30 +329,32 @@ def _altmin(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, weights=
     tot = lam_cur.sum(1)
     pw = public_weight(lam)
     sp_rows = np.nonzero(split)[0]
-
-    def design_of(L):
-        return design(a, L, n, pw if cfg.fit_noise else 0.0)
-
-    theta = torch.as_tensor(np.concatenate([x0, mu0[None]], 0), dtype=torch.float32, device=dev)
     wt = torch.ones((E, 1), device=dev) if weights is None else torch.as_tensor(
         np.asarray(weights, np.float32), device=dev)[:, None]
+
+    def design_of(L):
+        return _Design(a, L, pw if cfg.fit_noise else 0.0, n, wt, dev, sparse)
+
+    theta = torch.as_tensor(np.concatenate([x0, mu0[None]], 0), dtype=torch.float32, device=dev)
     hist = []
     it = bar(range(cfg.steps), enabled=progress, desc="regression (altmin)", leave=False)
-    A_np = design_of(lam_cur)
+    D = design_of(lam_cur)
+    pc = _position_chunk(E, P, sparse)
     for _ in it:
-        A = torch.as_tensor(A_np, dtype=torch.float32, device=dev)
-        pred = A @ theta
-        z = y if scheme == "mixup" else torch.where(pred >= 0, yabs, -yabs)
-        hist.append(float(((z - pred) ** 2).mean()))
-        Aw = A * wt
-        AtA = Aw.T @ A
-        AtA += 1e-6 * torch.trace(AtA) / len(AtA) * torch.eye(n + 1, device=dev)
-        theta = torch.linalg.solve(AtA, Aw.T @ z)
+        new, err = torch.empty_like(theta), 0.0
+        for p0 in range(0, P, pc):
+            c = slice(p0, p0 + pc)
+            pred = D.mul(theta[:, c])
+            z = y[:, c] if scheme == "mixup" else torch.where(pred >= 0, yabs[:, c], -yabs[:, c])
+            err += float(((z - pred) ** 2).mean()) * (min(P, p0 + pc) - p0) / P
+            new[:, c] = D.solve(z)
+        hist.append(err)
+        theta = new
         theta[:n].clamp_(-1, 1)
         if len(sp_rows) and s == 2:
             # l_a = argmin || z - l_a x_a - (tot - l_a) x_b - w mu ||^2 over [0, tot]
             xa, xb = theta[a[sp_rows, 0]], theta[a[sp_rows, 1]]
-            pr = A[sp_rows] @ theta
+            pr = D.mul(theta, sp_rows)
             zz = torch.where(pr >= 0, yabs[sp_rows], -yabs[sp_rows]) if scheme != "mixup" else y[sp_rows]
             tt = torch.as_tensor(tot[sp_rows], dtype=torch.float32, device=dev)[:, None]
             wmu = torch.as_tensor(pw[sp_rows], dtype=torch.float32, device=dev)[:, None] * theta[n][None]
@@ -263,6 +363,6 @@ def _altmin(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, weights=
             la = torch.minimum(torch.maximum(la, torch.zeros_like(la)), tt[:, 0]).cpu().numpy()
             lam_cur[sp_rows, 0] = la
             lam_cur[sp_rows, 1] = tot[sp_rows] - la
-            A_np = design_of(lam_cur)
+            D = design_of(lam_cur)
     th = theta.cpu().numpy()
     return th[:n], lam_cur.astype(np.float32), th[n], np.asarray(nu0), hist

@@ -369,24 +369,34 @@ def train_similarity_model(view: PublicView, aux: ImageSet, cfg: SimilarityConfi
     return out
 
 
-def release_similarity(view: PublicView, cfg: SimilarityConfig, model: SimilarityModel | None = None, *,
-                       device=None) -> np.ndarray:
-    """E x E similarity of the release's encryptions (diagonal -2): Pearson correlation of |e|
-    without a model; with one, the blend of its embedding's cosine and Pearson, optionally
-    query-expanded and reranked by the pairwise model. E network evaluations (plus E * rerank
-    pairwise ones)."""
+def release_embedding(view: PublicView, cfg: SimilarityConfig, model: SimilarityModel | None = None, *,
+                      device=None) -> np.ndarray:
+    """E x d unit rows whose dot products are the release's similarity before query expansion
+    and reranking: Pearson correlation of |e| without a model; with one, the blend of its
+    embedding's cosine and Pearson (E network evaluations)."""
     pearson = pearson_embedding(view.encryptions)
     if model is None:
-        return similarity_matrix(query_expansion(pearson, cfg.query_expansion))
+        return pearson
     import torch
 
     device = device or torch.device("cpu")
-    feats = abs_features(view.encryptions)
     net = arrays_to_state(build_embedder(cfg.width, cfg.embed_dim), model.weights, "embed.").to(device).eval()
-    z = embed(net, feats, device)
-    S = similarity_matrix(query_expansion(blend_embedding(z, pearson, float(model.blend)), cfg.query_expansion))
-    if cfg.rerank:
+    z = embed(net, abs_features(view.encryptions), device)
+    return blend_embedding(z, pearson, float(model.blend))
+
+
+def release_similarity(view: PublicView, cfg: SimilarityConfig, model: SimilarityModel | None = None, *,
+                       device=None) -> np.ndarray:
+    """E x E similarity of the release's encryptions (diagonal -2): `release_embedding`'s dot
+    products, optionally query-expanded and reranked by the pairwise model (E * rerank pairwise
+    evaluations)."""
+    S = similarity_matrix(query_expansion(release_embedding(view, cfg, model, device=device), cfg.query_expansion))
+    if model is not None and cfg.rerank:
+        import torch
+
+        device = device or torch.device("cpu")
         cand = top_neighbours(S, cfg.rerank)
         pm = arrays_to_state(build_pair_model(cfg.width), model.weights, "pair.").to(device).eval()
-        S = rerank(S, pair_scores(pm, feats, np.arange(len(feats)), cand, device), cand, cfg.rerank_weight)
+        S = rerank(S, pair_scores(pm, abs_features(view.encryptions), np.arange(len(S)), cand, device), cand,
+                   cfg.rerank_weight)
     return S

@@ -31,12 +31,13 @@ import numpy as np
 
 from attacks.carlini.config import CarliniConfig
 from attacks.carlini.grouping import Grouping, find_groups, oracle_grouping, true_similarity
-from attacks.carlini.mixing import aligned_coefficients, lambdas_from_labels
+from attacks.carlini.mixing import aligned_coefficients, label_support, lambdas_from_labels, membership_matrix
 from attacks.carlini.pipeline import Stage, arrays_field, json_field
 from attacks.carlini.reassignment import reassign
 from attacks.carlini.regression import regress
+from attacks.carlini.scalable_grouping import expand_queries, find_groups_scalable
 from attacks.carlini.signs import aux_statistics, fix_global_signs
-from attacks.carlini.similarity import SimilarityModel, release_similarity, train_similarity_model
+from attacks.carlini.similarity import SimilarityModel, release_embedding, release_similarity, train_similarity_model
 from attacks.toolkit import attacker_pool, load_aux
 from hidebench.context import ExecutionContext
 from hidebench.stage_cache import arrays_digest
@@ -130,6 +131,11 @@ class AttackInputs:
         return self._once("grey", decide)
 
     @property
+    def scalable(self) -> bool:
+        """The scalable path (config.dense_max): no E x E or per-position n x n matrices."""
+        return len(self.view) > self.config.dense_max
+
+    @property
     def reassignment_rounds(self) -> int:
         """Reassignment runs on the attacker's own grouping of cross-dataset InstaHide (two slots)."""
         v = self.view
@@ -175,6 +181,8 @@ def grouping_stage(inp: AttackInputs, similarity_model: SimilarityModel | None =
         return oracle_grouping(inp.assignment, inp.view)
     seed = inp.seed("grouping")
     rng = np.random.default_rng(seed)
+    if inp.scalable:
+        return _scalable_grouping(inp, similarity_model, seed, rng)
     t0 = time.perf_counter()
     if inp.pairs is not None:
         method, S = "oracle_pairs", true_similarity(inp.pairs, rng)
@@ -188,12 +196,35 @@ def grouping_stage(inp: AttackInputs, similarity_model: SimilarityModel | None =
     return g
 
 
+def _scalable_grouping(inp: AttackInputs, similarity_model, seed: int, rng) -> Grouping:
+    """The grouping from the similarity embedding (scalable_grouping.py); under oracle 'pairs'
+    the embedding is the key's membership rows / sqrt(slots), whose dot products are > 0
+    exactly for encryptions sharing an image."""
+    view, cfg = inp.view, inp.config
+    t0 = time.perf_counter()
+    if inp.pairs is not None:
+        method = "oracle_pairs"
+        F = membership_matrix(inp.pairs.ids, inp.pairs.n_private, np.float32) / np.sqrt(view.n_private_slots)
+    else:
+        method = cfg.similarity.method
+        F = expand_queries(release_embedding(view, cfg.similarity, similarity_model, device=inp.device),
+                           cfg.similarity.query_expansion, label_support(view.labels))
+    timings = {"similarity_s": time.perf_counter() - t0}
+    g = find_groups_scalable(view, cfg, inp.n_private, F=F, seed=seed, anchor_rng=rng, progress=inp.ctx.progress)
+    g.stats = {"similarity": method, "path": "scalable", **g.stats}
+    g.timings = {**timings, **g.timings}
+    return g
+
+
 def _grouping_key(inp: AttackInputs) -> dict:
     c = inp.config
     if inp.assignment is not None:
         return {"view": inp.view_digest, "oracle_assignment": inp.oracle_digest("assignment")}
-    return {"view": inp.view_digest, **c.section_dict("similarity", "clustering", "assignment"),
-            "eval_anchors": c.eval_anchors, "seed": inp.seed("grouping"), "oracle_pairs": inp.oracle_digest("pairs")}
+    key = {"view": inp.view_digest, **c.section_dict("similarity", "clustering", "assignment"),
+           "eval_anchors": c.eval_anchors, "seed": inp.seed("grouping"), "oracle_pairs": inp.oracle_digest("pairs")}
+    if inp.scalable:
+        key["path"] = "scalable"
+    return key
 
 
 # ----------------------------------------------------------------------------- decoder_prior
@@ -265,7 +296,7 @@ def _solve(inp: AttackInputs, n: int, A, L, split, weights=None, prior=None):
     """One regression; with `grey`, the channels are extra observations of one channel."""
     view, cfg = inp.view, inp.config
     kw = dict(scheme=view.scheme, cfg=cfg.regression, sync=cfg.sign_sync, seed=inp.seed("regression"),
-              device=inp.device, progress=inp.ctx.progress, prior_weight=cfg.prior.weight)
+              device=inp.device, progress=inp.ctx.progress, prior_weight=cfg.prior.weight, sparse=inp.scalable)
     if not inp.grey:
         return regress(view.encryptions, A, L, n, split=split, weights=weights, prior=prior, **kw)
     C = view.encryptions.shape[-1]
@@ -315,6 +346,8 @@ def _regression_key(inp: AttackInputs) -> dict:
            "oracle_lambdas": inp.oracle_digest("lambdas")}
     if _uses_prior(inp):
         key["prior_weight"] = inp.config.prior.weight
+    if inp.scalable:
+        key["path"] = "scalable"
     return key
 
 
@@ -400,6 +433,9 @@ def check_inputs(inp: AttackInputs) -> None:
     if inp.aux_spec == FROM_RECIPE:
         raise HidebenchError("the threat model's aux is 'recipe': resolve it against the release's manifest "
                              "(ReleaseThreatModel.resolve) before the attack runs")
+    if inp.scalable and inp.config.similarity.rerank and _trains_model(inp):
+        raise HidebenchError("similarity.rerank needs the E x E similarity: it runs on releases of at most "
+                             f"carlini.dense_max = {inp.config.dense_max} encryptions, this one has {E}")
     if _trains_model(inp) and not inp.aux_spec:
         raise HidebenchError("similarity.method 'cnn' trains on auxiliary images, but the threat model grants none: "
                              "give aux data (e.g. --aux lfw[1::2]) or set similarity.method = 'pearson'")

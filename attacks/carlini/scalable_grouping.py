@@ -1,0 +1,228 @@
+"""Stages 1-3 of the Carlini et al. attack (arXiv 2011.05315, Sec. 5.2-5.3) for large releases:
+the grouping without an E x E similarity matrix.
+
+The similarity of every scoring method here is a dot product of embedding rows F (E x d, unit
+rows: the CNN's embedding blended with the Pearson rows, `similarity.release_embedding`), so
+everything the dense path reads from S has a form that never holds E x E numbers:
+
+- neighbours: each row's m most similar label-consistent rows, computed in row blocks
+  (O(E^2 d) multiply-adds in BLAS, O(E m) memory);
+- cores: k-means on the unit rows F (one cluster per private image, like the dense path's
+  spectral clustering of the kNN graph: each encryption lands with its dominant image), each
+  cut to the `core` members nearest its centre among those whose label holds its class;
+- group scores: mean similarity to a group's members = F . (sum of the members' rows), an
+  E x C product;
+- assignment: the min-cost flow's capacities enforced by prices instead (Lagrangian dual
+  ascent on the capacity constraints: each row takes its best groups at the current prices,
+  over-full groups get dearer), O(E m) per round where network simplex on E*m edges is
+  superlinear and pure Python.
+
+The stage output is the dense path's `Grouping`, so stages 4-5 and the evaluation are shared.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from attacks.carlini.assignment import _candidates, allowed_matrix, assignment_clusters, capacity_for, slot_classes
+from attacks.carlini.clustering import cluster_class
+from attacks.carlini.config import CarliniConfig
+from attacks.carlini.mixing import label_support
+from hidebench.context import peak_rss_mb
+from hidebench.progress import bar
+from hidebench.types import HidebenchError, PublicView
+
+ROW_BLOCK = 2048
+# k-means runs on the embedding's top principal directions: a Lloyd round costs E n KMEANS_DIMS
+# instead of E n d (d = 3136 with the Pearson rows blended in).
+KMEANS_DIMS = 128
+
+
+def neighbours(F: np.ndarray, m: int, support: np.ndarray | None = None, *,
+               progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(E x m indices, E x m similarities) of each row's m most similar other rows, best first;
+    with `support` (E x classes bool) only rows whose labels share a class (only those can
+    share a private image)."""
+    E = len(F)
+    m = min(m, E - 1)
+    idx = np.empty((E, m), dtype=np.int64)
+    val = np.empty((E, m), dtype=np.float32)
+    sup = None if support is None else support.astype(np.float32)
+    for r0 in bar(range(0, E, ROW_BLOCK), enabled=progress, desc="neighbours", leave=False):
+        r1 = min(E, r0 + ROW_BLOCK)
+        S = F[r0:r1] @ F.T
+        S[np.arange(r1 - r0), np.arange(r0, r1)] = -np.inf
+        if sup is not None:
+            S[(sup[r0:r1] @ sup.T) == 0] = -np.inf
+        top = np.argpartition(-S, m - 1, axis=1)[:, :m]
+        v = np.take_along_axis(S, top, 1)
+        order = np.argsort(-v, axis=1, kind="stable")
+        idx[r0:r1] = np.take_along_axis(top, order, 1)
+        val[r0:r1] = np.take_along_axis(v, order, 1)
+    return idx, val
+
+
+def expand_queries(F: np.ndarray, k: int, support: np.ndarray, alpha: float = 3.0) -> np.ndarray:
+    """`similarity.query_expansion` over the label-consistent neighbours."""
+    if k <= 0:
+        return F
+    nbr, sim = neighbours(F, k, support)
+    w = np.maximum(np.nan_to_num(sim, neginf=0.0), 0.0) ** alpha
+    out = F + np.einsum("ek,ekd->ed", w, F[nbr])
+    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)).astype(np.float32)
+
+
+def kmeans_cores(F: np.ndarray, support: np.ndarray, n: int, *, core: int, seed: int = 0,
+                 iters: int = 30) -> tuple[list[np.ndarray], dict]:
+    """Stage 2: exactly n core groups from k-means on the unit rows F, projected on their top
+    KMEANS_DIMS principal directions (k-means++ seeding, `iters` Lloyd rounds); each cut to
+    the `core` label-consistent members most similar to its centre. A cluster whose
+    label-consistent members number fewer than 2 is replaced by the neighbourhood of the row
+    the other groups explain worst."""
+    from sklearn.cluster import KMeans
+    from sklearn.utils.extmath import randomized_svd
+
+    X = F
+    if F.shape[1] > KMEANS_DIMS:
+        _, _, Vt = randomized_svd(F, KMEANS_DIMS, random_state=seed)
+        X = F @ Vt.T.astype(np.float32)
+    km = KMeans(n_clusters=n, n_init=1, max_iter=iters, random_state=seed).fit(X)
+    lab = km.labels_
+    groups: list[np.ndarray | None] = []
+    for c in range(n):
+        m = np.flatnonzero(lab == c)
+        if len(m):
+            m = m[support[m, cluster_class(m, support)]]
+        centre = F[m].mean(0) if len(m) else None
+        groups.append(m[np.argsort(-(F[m] @ centre), kind="stable")[:core]] if len(m) >= 2 else None)
+    missing = [c for c, g in enumerate(groups) if g is None]
+    if missing:
+        sums = np.stack([F[g].sum(0) if g is not None else np.zeros(F.shape[1], np.float32) for g in groups])
+        best = (F @ sums.T).max(1)
+        for c in missing:
+            e = int(np.argmin(best))
+            best[e] = np.inf
+            s = F @ F[e]
+            s[e] = -np.inf
+            s[~(support & support[e]).any(1)] = -np.inf
+            groups[c] = np.concatenate([[e], np.argsort(-s, kind="stable")[: core - 1]])
+    return groups, {"clustering": "kmeans", "kmeans_iterations": int(km.n_iter_), "groups_added": len(missing)}
+
+
+def group_scores(F: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """E x C mean similarity of every row to each group's members (itself excluded): the dense
+    `assignment.cluster_scores` as one E x d by d x C product."""
+    E, C = len(F), len(groups)
+    sums = np.zeros((C, F.shape[1]), dtype=np.float64)
+    sizes = np.zeros(C)
+    for c, m in enumerate(groups):
+        sums[c] = F[m].sum(0)
+        sizes[c] = len(m)
+    tot = F @ sums.T.astype(np.float32)
+    cnt = np.broadcast_to(sizes, (E, C)).copy()
+    self_sim = (F * F).sum(1)
+    for c, m in enumerate(groups):          # a member's own row is not part of its score
+        tot[m, c] -= self_sim[m]
+        cnt[m, c] -= 1
+    return (tot / np.maximum(cnt, 1)).astype(np.float32)
+
+
+def price_assign(scores: np.ndarray, allowed: np.ndarray, *, slots: int, capacity: int, candidates: int,
+                 overflow_penalty: float = 1.0, slot_class: np.ndarray | None = None,
+                 classes: np.ndarray | None = None, rounds: int = 300) -> tuple[np.ndarray, dict]:
+    """Stage 3: every row takes `slots` distinct groups among its `candidates` best allowed ones
+    (a row whose label names one class per slot, `slot_class`: one group of each class, among
+    the candidates // slots best of that class), maximising score minus the groups' prices; a
+    group over `capacity` gets dearer by subgradient steps (Lagrangian relaxation of the
+    flow's capacities, `rounds` rounds with a step decaying as 1 / sqrt(round)). Disallowed
+    fill-ins cost `overflow_penalty`, as in the flow. Returns (E x slots ids, best first, stats)."""
+    E, C = scores.shape
+    if C < slots:
+        raise HidebenchError(f"{C} groups cannot give every encryption {slots} distinct groups")
+    idx, keep = _candidates(scores, allowed, slots, candidates)
+    val = np.take_along_axis(scores, idx, 1) - np.where(np.take_along_axis(allowed, idx, 1), 0.0, overflow_penalty)
+    val = np.where(keep, val, -np.inf).astype(np.float32)
+    constrained = np.zeros(E, dtype=bool) if slot_class is None else (slot_class >= 0).all(1)
+    per = max(1, candidates // slots)
+    cons_rows = np.flatnonzero(constrained)
+    slot_idx = np.full((len(cons_rows), slots, per), -1, dtype=np.int64)
+    for j in range(slots):
+        for k in np.unique(slot_class[cons_rows, j]) if len(cons_rows) else []:
+            r = np.flatnonzero(slot_class[cons_rows, j] == k)
+            grp = np.flatnonzero(classes == k)
+            sub = scores[np.ix_(cons_rows[r], grp)]
+            q = min(per, len(grp))
+            top = np.argpartition(-sub, q - 1, axis=1)[:, :q]
+            slot_idx[r, j, :q] = grp[top]
+    slot_val = np.where(slot_idx >= 0, scores[cons_rows[:, None, None], np.maximum(slot_idx, 0)], -np.inf)
+    free = np.flatnonzero(~constrained)
+    step0 = float(np.std(val[np.isfinite(val)])) if np.isfinite(val).any() else 1.0
+
+    def choose(price):
+        out = np.empty((E, slots), dtype=np.int64)
+        u = val[free] - price[idx[free]]
+        top = np.argpartition(-u, slots - 1, axis=1)[:, :slots]
+        out[free] = np.take_along_axis(idx[free], top, 1)
+        if len(cons_rows):
+            us = slot_val - price[np.maximum(slot_idx, 0)]
+            out[cons_rows] = np.take_along_axis(slot_idx, us.argmax(2)[..., None], 2)[..., 0]
+        return out
+
+    price = np.zeros(C)
+    for t in range(rounds):
+        load = np.bincount(choose(price).ravel(), minlength=C)
+        price = np.maximum(price + step0 / np.sqrt(t + 1) * (load - capacity) / capacity, 0.0)
+    out = choose(price)
+    out = np.take_along_axis(out, np.argsort(-np.take_along_axis(scores, out, 1), axis=1, kind="stable"), 1)
+    load = np.bincount(out.ravel(), minlength=C)
+    return out, {"overflow_units": int(np.maximum(load - capacity, 0).sum()),
+                 "rows_one_group_per_class": int(constrained.sum()),
+                 "disallowed_used": int((~np.take_along_axis(allowed, out, 1)).sum()),
+                 "price_max": float(price.max())}
+
+
+def find_groups_scalable(view: PublicView, cfg: CarliniConfig, n: int, *, F: np.ndarray, seed: int = 0,
+                         anchor_rng: np.random.Generator | None = None, progress: bool = False):
+    """Stages 2-3 on the embedding F (stage 1), with the dense path's output (`Grouping`)."""
+    from attacks.carlini.grouping import Grouping, _pack
+
+    E, T, slots = len(view), int(view.T), view.n_private_slots
+    acfg = cfg.assignment
+    if acfg.method != "flow" or acfg.row_norm:
+        raise HidebenchError("the scalable grouping (releases over carlini.dense_max encryptions) assigns by "
+                             "prices in place of the flow: set assignment.method = 'flow' and row_norm = false")
+    support = label_support(view.labels)
+    timings: dict = {}
+    t0 = time.perf_counter()
+    core = max(2, int(round(cfg.clustering.core_frac * T)))
+    cores, stats = kmeans_cores(F, support, n, core=core, seed=seed)
+    stats["core_size"] = core
+    timings["clustering_s"] = time.perf_counter() - t0
+    timings["clustering_peak_rss_mb"] = peak_rss_mb()
+    t0 = time.perf_counter()
+    cap = capacity_for(T, slots, acfg.capacity_slack)
+    groups = cores
+    for it in bar(range(acfg.refine + 1), enabled=progress, desc="assignment", leave=False):
+        classes = np.array([cluster_class(g, support, view.labels) for g in groups], dtype=np.int64)
+        scores = group_scores(F, groups)
+        sc = slot_classes(support, view.labels, classes, slots) if acfg.class_slots else None
+        assign, astats = price_assign(scores, allowed_matrix(support, classes), slots=slots, capacity=cap,
+                                      candidates=acfg.flow_candidates, slot_class=sc, classes=classes)
+        if it < acfg.refine:
+            groups = assignment_clusters(assign, scores, n, core=max(core, T))
+            groups = [g if len(g) >= 2 else cores[c] for c, g in enumerate(groups)]
+    timings["assignment_s"] = time.perf_counter() - t0
+    timings["assignment_peak_rss_mb"] = peak_rss_mb()
+    sizes = np.bincount(assign.ravel(), minlength=n)
+    stats.update({"assignment": "prices", "capacity": cap, "refine": acfg.refine,
+                  **{f"assignment_{k}": v for k, v in astats.items()},
+                  "group_sizes_min_max": [int(sizes.min()), int(sizes.max())]})
+    rng = anchor_rng or np.random.default_rng(seed)
+    anchors = np.sort(rng.choice(E, size=min(cfg.eval_anchors, E), replace=False))
+    rows = F[anchors] @ F.T
+    rows[np.arange(len(anchors)), anchors] = -2.0
+    flat, off = _pack(cores)
+    return Grouping(assignment=assign, cluster_class=classes, n_clusters=n, stats=stats, timings=timings,
+                    pair_sample={"anchors": anchors, "scores": rows.astype(np.float32), "T": np.asarray(T),
+                                 "core_flat": flat, "core_offsets": off})

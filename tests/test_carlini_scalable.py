@@ -1,0 +1,168 @@
+"""The Carlini attack's scalable path (carlini.dense_max): the same quantities as the dense path
+without E x E or per-position n x n matrices."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import random_images
+from test_carlini_grouping import AUX, _check_assignment, release, run_grouping  # noqa: F401  (fixture)
+from test_carlini_recovery import _oracle_global, _weighted_sign_accuracy, smooth_images
+
+from attacks.carlini import assignment as asg
+from attacks.carlini import clustering as clu
+from attacks.carlini import scalable_grouping as sg
+from attacks.carlini.config import RegressionConfig
+from attacks.carlini.grouping import evaluate_grouping
+from attacks.carlini.mixing import co_membership, design, lambdas_from_labels, membership_matrix, sparse_design
+from attacks.carlini.regression import regress
+from attacks.carlini.sign_sync import sync_pixel_signs_sparse
+from defenses.instahide import EncryptionConfig, encrypt
+from hidebench.metrics import ssim
+from hidebench.types import HidebenchError
+
+SCALABLE = {"dense_max": 0}
+
+
+def test_co_membership_counts_rows_once():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        a, b = rng.integers(-1, 7, (80, 3)), rng.integers(-1, 9, (80, 2))
+        dense = membership_matrix(a, 7, np.int64).T @ membership_matrix(b, 9, np.int64)
+        np.testing.assert_array_equal(co_membership(a, b, 7, 9), dense)
+
+
+def test_sparse_design_is_the_design():
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 9, (50, 2))
+    a[0] = [3, 3]                                   # a repeated group sums, as in the dense design
+    coef = rng.random((50, 2))
+    pw = rng.random(50)
+    np.testing.assert_allclose(sparse_design(a, coef, 9, pw).toarray(), design(a, coef, 9, pw))
+    np.testing.assert_allclose(sparse_design(a, coef, 9).toarray(), design(a, coef, 9))
+
+
+def _masked_dense(F, support):
+    S = F @ F.T
+    np.fill_diagonal(S, -np.inf)
+    S[(support.astype(float) @ support.T.astype(float)) == 0] = -np.inf
+    return S
+
+
+def test_neighbours_and_group_scores_match_the_dense_path():
+    rng = np.random.default_rng(2)
+    F = rng.normal(size=(300, 16)).astype(np.float32)
+    F /= np.linalg.norm(F, axis=1, keepdims=True)
+    support = rng.random((300, 5)) < 0.35
+    idx, val = sg.neighbours(F, 7, support)
+    S = _masked_dense(F, support)
+    ref = clu.top_neighbours(S, 7)
+    np.testing.assert_allclose(val, np.take_along_axis(S, ref, 1), rtol=1e-5, atol=1e-6)
+    assert all(((support[e] & support[idx[e]]).any(1) | ~np.isfinite(val[e])).all() for e in range(300))
+    groups = [rng.choice(300, size=rng.integers(2, 20), replace=False) for _ in range(9)]
+    Sd = F @ F.T
+    np.fill_diagonal(Sd, -2.0)
+    np.testing.assert_allclose(sg.group_scores(F, groups), asg.cluster_scores(Sd, groups), atol=1e-5)
+
+
+def test_prices_respect_capacity_and_find_the_planted_pairs():
+    """The flow test's planted problem: every row's two true groups score 1 above noise."""
+    rng = np.random.default_rng(0)
+    E, C = 60, 6
+    truth = np.stack([np.arange(E) % C, (np.arange(E) + 1 + np.arange(E) // C % (C - 1)) % C], 1)
+    scores = rng.normal(0, 0.05, (E, C))
+    scores[np.arange(E)[:, None], truth] += 1.0
+    allowed = np.ones((E, C), dtype=bool)
+    out, stats = sg.price_assign(scores, allowed, slots=2, capacity=2 * E // C, candidates=3)
+    np.testing.assert_array_equal(np.sort(out, 1), np.sort(truth, 1))
+    assert stats["overflow_units"] == 0
+    # Crowding: every row prefers group 0, which holds only 10; prices push the rest elsewhere.
+    crowd = rng.normal(0, 0.05, (E, C))
+    crowd[:, 0] += 0.5
+    out2, stats2 = sg.price_assign(crowd, allowed, slots=2, capacity=20, candidates=6)
+    assert np.all(out2[:, 0] != out2[:, 1])
+    assert np.bincount(out2.ravel(), minlength=C).max() <= 20 + stats2["overflow_units"]
+    assert stats2["overflow_units"] <= 4
+
+
+@pytest.fixture(scope="module")
+def cross_release():
+    rng = np.random.default_rng(3)
+    n = 24
+    priv = smooth_images(rng, n)
+    view, key = encrypt(priv, rng.integers(0, 8, n), 8, EncryptionConfig(k=6, mode="cross", T=40), seed=4,
+                        public_patches=random_images(rng, 300))
+    return view, key, priv
+
+
+def test_lanczos_sign_sync_noise_free_is_exact():
+    rng = np.random.default_rng(1)
+    n = 16
+    priv = random_images(rng, n)
+    view, key = encrypt(priv, np.arange(n), n, EncryptionConfig(k=2, mode="inside", T=10), seed=2)
+    y2 = view.encryptions.reshape(len(view), -1).astype(np.float64) ** 2
+    X = priv.reshape(n, -1)
+    sgn, stats = sync_pixel_signs_sparse(y2, key.private_of(), key.lambdas, X.astype(np.float64) ** 2,
+                                         np.zeros(X.shape[1]))
+    assert stats["solver"] == "lanczos"
+    assert _weighted_sign_accuracy(_oracle_global(sgn * np.abs(X), X), X) > 0.99
+
+
+def test_sparse_regression_matches_the_dense_one(cross_release):
+    """k=6 cross with the true assignment: the sparse solvers recover the images as well as the
+    dense ones (the alternating minimisation solves the same least squares)."""
+    view, key, priv = cross_release
+    a = key.private_of()
+    lam, split = lambdas_from_labels(view.labels, a, key.private_labels)
+    cfg = RegressionConfig(adam_steps=20)
+    dense = regress(view.encryptions, a, lam, len(priv), split=split, cfg=cfg)
+    sparse = regress(view.encryptions, a, lam, len(priv), split=split, cfg=cfg, sparse=True)
+    np.testing.assert_allclose(sparse.stages["magnitudes"], dense.stages["magnitudes"], atol=1e-5)
+    q_dense = ssim(_oracle_global(dense.images, priv), priv).mean()
+    q_sparse = ssim(_oracle_global(sparse.images, priv), priv).mean()
+    assert q_sparse > q_dense - 0.03
+    # The alternating minimisation itself, from one start, agrees to float precision.
+    cfg0 = RegressionConfig(init="magnitudes", adam_steps=0, steps=5)
+    r0 = regress(view.encryptions, a, lam, len(priv), split=split, cfg=cfg0)
+    r1 = regress(view.encryptions, a, lam, len(priv), split=split, cfg=cfg0, sparse=True)
+    assert np.mean(np.abs(r0.images - r1.images) < 1e-3) > 0.999
+
+
+def test_scalable_grouping_with_oracle_pairs(release):  # noqa: F811
+    view, key, aux = release
+    g, run = run_grouping(view, SCALABLE, pairs_key=key)
+    _check_assignment(g, view)
+    assert g.stats["path"] == "scalable" and g.stats["assignment"] == "prices"
+    m = evaluate_grouping(g, key)
+    assert m["pair_auc"] == 1.0
+    assert m["assignment_accuracy"] > 0.75 and m["class_accuracy"] > 0.9
+
+
+def test_scalable_path_forms_no_dense_similarity(release, monkeypatch):  # noqa: F811
+    """With dense_max below E the grouping never builds the E x E similarity and the regression
+    never the per-position n x n vote matrices; the Pearson attack still beats chance."""
+    from attacks.carlini import regression, stages
+    from attacks.carlini.mixing import check_release
+    from attacks.carlini.pipeline import run_pipeline
+    from hidebench.context import ExecutionContext
+    from hidebench.threat import ReleaseThreatModel
+
+    def refuse(*a, **k):
+        raise AssertionError("dense path taken")
+
+    monkeypatch.setattr(stages, "release_similarity", refuse)
+    monkeypatch.setattr(stages, "find_groups", refuse)
+    monkeypatch.setattr(regression, "sync_pixel_signs", refuse)
+    view, key, aux = release
+    cfg = stages.CarliniConfig.from_dict({**SCALABLE, "similarity": {"method": "pearson"},
+                                          "reassignment": {"rounds": 1}})
+    ctx = ExecutionContext(device="cpu", progress=False, seed=0)
+    inp = stages.AttackInputs(view, cfg, ctx, check_release(view), threat=ReleaseThreatModel(aux=None, public_pool=False))
+    run = run_pipeline(stages.STAGES, inp, ctx.stage_cache())
+    g, reg = run.outputs["grouping"], run.outputs["regression"]
+    _check_assignment(g, view)
+    m = evaluate_grouping(g, key)
+    assert m["pair_auc"] > 0.55 and m["assignment_accuracy"] > 0.25
+    assert reg.stats["sync"]["solver"] == "lanczos"
+    assert np.isfinite(run.outputs["decryption"].recovered).all()
+    with pytest.raises(HidebenchError, match="rerank"):
+        run_grouping(view, {**SCALABLE, "similarity": {"rerank": 4}}, aux=AUX)

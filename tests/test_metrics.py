@@ -69,3 +69,33 @@ def test_matched_set_metric_finds_the_permutation():
     assert np.array_equal(m["match"][:, 1], perm)
     noisy = matched_set_metric(np.clip(truth[perm] + rng.normal(0, 0.5, truth.shape), -1, 1), truth)
     assert 0 < noisy["ssim"] < 0.9 and np.array_equal(noisy["match"][:, 1], perm)
+
+
+def test_large_sets_match_on_candidates_as_all_pairs_do(monkeypatch):
+    """Beyond EXACT_PAIRS the matching scores each recovered image against its most correlated
+    true images only; on a noisy permutation (and a recovered set larger than the truth) it
+    finds the same matching and the same scores as all pairs."""
+    import hidebench.metrics as metrics
+
+    rng = np.random.default_rng(5)
+    truth = random_images(rng, 40)
+    perm = rng.permutation(40)
+    rec = np.clip(truth[perm] + rng.normal(0, 0.4, truth.shape), -1, 1)
+    rec = np.concatenate([rec, random_images(rng, 5)])
+    exact = matched_set_metric(rec, truth)
+    monkeypatch.setattr(metrics, "EXACT_PAIRS", 100)
+    monkeypatch.setattr(metrics, "MATCH_CANDIDATES", 4)
+    pruned = metrics.matched_set_metric(rec, truth)
+    np.testing.assert_array_equal(pruned["match"], exact["match"])
+    assert pruned["ssim"] == pytest.approx(exact["ssim"])
+
+
+def test_ssim_in_batches_equals_one_batch(monkeypatch):
+    import hidebench.metrics as metrics
+
+    rng = np.random.default_rng(6)
+    a, b = random_images(rng, 10), random_images(rng, 10)
+    whole = ssim(a, b)
+    monkeypatch.setattr(metrics, "SSIM_BATCH", 3)
+    np.testing.assert_array_equal(metrics.ssim(a, b), whole)
+    np.testing.assert_array_equal(metrics.ssim(a, b[:1]), ssim(a, b[:1]))

@@ -141,13 +141,19 @@ def test_greedy_assignment_variant(release):
     assert evaluate_grouping(g, key)["assignment_accuracy"] > 0.8
 
 
-def test_flow_respects_capacity_and_two_groups():
-    rng = np.random.default_rng(0)
-    E, C = 60, 6
+def planted_pairs(rng, E: int = 60, C: int = 6):
+    """E rows, C groups, two distinct true groups per row (each group in 2E/C rows) scoring 1
+    above N(0, 0.05) noise: (truth E x 2, scores E x C, allowed all True)."""
     truth = np.stack([np.arange(E) % C, (np.arange(E) + 1 + np.arange(E) // C % (C - 1)) % C], 1)
     scores = rng.normal(0, 0.05, (E, C))
     scores[np.arange(E)[:, None], truth] += 1.0
-    allowed = np.ones((E, C), dtype=bool)
+    return truth, scores, np.ones((E, C), dtype=bool)
+
+
+def test_flow_respects_capacity_and_two_groups():
+    rng = np.random.default_rng(0)
+    E, C = 60, 6
+    truth, scores, allowed = planted_pairs(rng, E, C)
     out, stats = asg.flow_assign(scores, allowed, slots=2, capacity=2 * E // C, candidates=3)
     assert out.shape == (E, 2) and np.all(out[:, 0] != out[:, 1])
     assert np.bincount(out.ravel(), minlength=C).max() <= 2 * E // C + stats["overflow_units"]

@@ -7,7 +7,7 @@ from attacks.carlini.config import RegressionConfig, SignConfig
 from attacks.carlini.mixing import lambdas_from_labels
 from attacks.carlini.reassignment import reassign
 from attacks.carlini.regression import fit_magnitudes, regress
-from attacks.carlini.sign_sync import sync_pixel_signs
+from attacks.carlini.sign_sync import sync_pixel_signs, sync_pixel_signs_sparse
 from attacks.carlini.signs import aux_statistics, fix_global_signs
 from attacks.identity import rescaled_abs
 from defenses.instahide import EncryptionConfig, encrypt
@@ -64,17 +64,21 @@ def test_lambdas_from_labels_flags_shared_class():
     np.testing.assert_allclose(lam[2], [0.0, 0.4])            # unknown class gets what is left
 
 
-def test_sign_sync_noise_free_is_exact():
+@pytest.mark.parametrize("sync", [sync_pixel_signs, sync_pixel_signs_sparse])
+def test_sign_sync_noise_free_is_exact(sync):
     """With exact magnitudes and no public noise, the pairwise votes are exact and the spectral
-    synchronisation recovers every relative sign (up to one sign per position)."""
+    synchronisation recovers every relative sign (up to one sign per position); the scalable
+    path's (Lanczos on the vote graph) as well as the dense one's."""
     rng = np.random.default_rng(1)
     n = 16
     priv = random_images(rng, n)
     view, key = encrypt(priv, np.arange(n), n, EncryptionConfig(k=2, mode="inside", T=10), seed=2)
     y2 = view.encryptions.reshape(len(view), -1).astype(np.float64) ** 2
     X = priv.reshape(n, -1)
-    sgn, _ = sync_pixel_signs(y2, key.private_of(), key.lambdas, X.astype(np.float64) ** 2, np.zeros(X.shape[1]))
+    sgn, stats = sync(y2, key.private_of(), key.lambdas, X.astype(np.float64) ** 2, np.zeros(X.shape[1]))
     assert _weighted_sign_accuracy(_oracle_global(sgn * np.abs(X), X), X) > 0.99
+    if sync is sync_pixel_signs_sparse:
+        assert stats["solver"] == "lanczos"
 
 
 @pytest.fixture(scope="module")

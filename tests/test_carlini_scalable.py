@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import random_images
-from test_carlini_grouping import AUX, _check_assignment, release, run_grouping  # noqa: F401  (fixture)
-from test_carlini_recovery import _oracle_global, _weighted_sign_accuracy, smooth_images
+from test_carlini_grouping import AUX, _check_assignment, planted_pairs, release, run_grouping  # noqa: F401  (fixture)
+from test_carlini_recovery import _oracle_global, smooth_images
 
 from attacks.carlini import assignment as asg
 from attacks.carlini import clustering as clu
@@ -15,7 +15,6 @@ from attacks.carlini.config import RegressionConfig
 from attacks.carlini.grouping import evaluate_grouping
 from attacks.carlini.mixing import co_membership, design, lambdas_from_labels, membership_matrix, sparse_design
 from attacks.carlini.regression import regress
-from attacks.carlini.sign_sync import sync_pixel_signs_sparse
 from defenses.instahide import EncryptionConfig, encrypt
 from hidebench.metrics import ssim
 from hidebench.types import HidebenchError
@@ -68,10 +67,7 @@ def test_prices_respect_capacity_and_find_the_planted_pairs():
     """The flow test's planted problem: every row's two true groups score 1 above noise."""
     rng = np.random.default_rng(0)
     E, C = 60, 6
-    truth = np.stack([np.arange(E) % C, (np.arange(E) + 1 + np.arange(E) // C % (C - 1)) % C], 1)
-    scores = rng.normal(0, 0.05, (E, C))
-    scores[np.arange(E)[:, None], truth] += 1.0
-    allowed = np.ones((E, C), dtype=bool)
+    truth, scores, allowed = planted_pairs(rng, E, C)
     out, stats = sg.price_assign(scores, allowed, slots=2, capacity=2 * E // C, candidates=3)
     np.testing.assert_array_equal(np.sort(out, 1), np.sort(truth, 1))
     assert stats["overflow_units"] == 0
@@ -92,19 +88,6 @@ def cross_release():
     view, key = encrypt(priv, rng.integers(0, 8, n), 8, EncryptionConfig(k=6, mode="cross", T=40), seed=4,
                         public_patches=random_images(rng, 300))
     return view, key, priv
-
-
-def test_lanczos_sign_sync_noise_free_is_exact():
-    rng = np.random.default_rng(1)
-    n = 16
-    priv = random_images(rng, n)
-    view, key = encrypt(priv, np.arange(n), n, EncryptionConfig(k=2, mode="inside", T=10), seed=2)
-    y2 = view.encryptions.reshape(len(view), -1).astype(np.float64) ** 2
-    X = priv.reshape(n, -1)
-    sgn, stats = sync_pixel_signs_sparse(y2, key.private_of(), key.lambdas, X.astype(np.float64) ** 2,
-                                         np.zeros(X.shape[1]))
-    assert stats["solver"] == "lanczos"
-    assert _weighted_sign_accuracy(_oracle_global(sgn * np.abs(X), X), X) > 0.99
 
 
 def test_sparse_regression_matches_the_dense_one(cross_release):

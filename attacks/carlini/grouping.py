@@ -2,6 +2,8 @@
 release to "which private images does each encryption hold", up to a renaming of the images.
 
     find_groups(view, cfg, ...) -> Grouping      attacker side: similarity -> clustering -> assignment
+    group_release(view, cfg, ...) -> Grouping    the same around a similarity given as functions
+                                                 (scalable_grouping.py builds on it)
     oracle_grouping(membership) -> Grouping      oracle 'assignment': the key's membership as the grouping
     evaluate_grouping(grouping, key) -> dict     scorer side: pair AUC, precision@T, purity, accuracy
 
@@ -76,24 +78,27 @@ def find_cores(S: np.ndarray, support: np.ndarray, n: int, T: int, cfg: Clusteri
     return groups, {"clustering": cfg.method, "groups_found": found, "groups_added": added, "core_size": core}
 
 
-def assign_groups(S: np.ndarray, labels: np.ndarray, cores: list[np.ndarray], T: int, slots: int,
-                  cfg: AssignmentConfig, *, core_size: int) -> tuple[np.ndarray, np.ndarray, dict]:
+def assign_groups(scores_of, labels: np.ndarray, cores: list[np.ndarray], T: int, slots: int,
+                  cfg: AssignmentConfig, *, core_size: int, flow=asg.flow_assign) -> tuple[np.ndarray, np.ndarray, dict]:
     """Stage 3: every encryption gets `slots` groups (after cfg.refine passes that rebuild the
-    groups from the assignment). Returns (E x slots group ids, each group's class, stats)."""
+    groups from the assignment). scores_of(groups): the E x groups scores (the dense path:
+    `cluster_scores` on S); flow: the capacity-constrained assignment behind method 'flow'
+    (`flow_assign`, or the scalable path's `price_assign`, same arguments).
+    Returns (E x slots group ids, each group's class, stats)."""
     support = label_support(labels)
     n = len(cores)
     cap = asg.capacity_for(T, slots, cfg.capacity_slack)
     groups = cores
     for it in range(cfg.refine + 1):
         classes = np.array([clu.cluster_class(g, support, labels) for g in groups], dtype=np.int64)
-        scores = asg.cluster_scores(S, groups)
+        scores = scores_of(groups)
         if cfg.row_norm:
             scores = asg.row_standardise(scores)
         allowed = asg.allowed_matrix(support, classes)
         if cfg.method == "flow":
             sc = asg.slot_classes(support, labels, classes, slots) if cfg.class_slots else None
-            assign, astats = asg.flow_assign(scores, allowed, slots=slots, capacity=cap,
-                                             candidates=cfg.flow_candidates, slot_class=sc, classes=classes)
+            assign, astats = flow(scores, allowed, slots=slots, capacity=cap, candidates=cfg.flow_candidates,
+                                  slot_class=sc, classes=classes)
         else:
             assign, astats = asg.greedy_assign(scores, allowed, slots=slots,
                                                per_group=max(1, int(round(cfg.greedy_frac * T))))
@@ -114,23 +119,35 @@ def find_groups(view: PublicView, cfg: CarliniConfig, n: int, *, S: np.ndarray, 
     """Stages 2-3 on a similarity S (stage 1): the attacker's grouping of the release into n
     groups. `anchor_rng` draws the eval_anchors encryptions whose similarity rows `evaluate`
     scores (default: from `seed`)."""
+    return group_release(view, cfg, n, cores_of=lambda support, T: find_cores(S, support, n, T, cfg.clustering,
+                                                                              seed=seed),
+                         scores_of=lambda groups: asg.cluster_scores(S, groups), rows_of=lambda rows: S[rows],
+                         seed=seed, anchor_rng=anchor_rng)
+
+
+def group_release(view: PublicView, cfg: CarliniConfig, n: int, *, cores_of, scores_of, rows_of,
+                  flow=asg.flow_assign, seed: int = 0, anchor_rng: np.random.Generator | None = None) -> Grouping:
+    """Stages 2-3 around a similarity given as functions, timed, with the pair sample for
+    `evaluate_grouping`: cores_of(support, T) -> (n core groups, stats with 'core_size');
+    scores_of(groups) -> E x groups scores; rows_of(anchors) -> their similarity rows (E
+    columns, itself at -2); flow: see `assign_groups`."""
     E, T, slots = len(view), int(view.T), view.n_private_slots
     support = label_support(view.labels)
     timings: dict = {}
     t0 = time.perf_counter()
-    cores, stats = find_cores(S, support, n, T, cfg.clustering, seed=seed)
+    cores, stats = cores_of(support, T)
     timings["clustering_s"] = time.perf_counter() - t0
     timings["clustering_peak_rss_mb"] = peak_rss_mb()
     t0 = time.perf_counter()
-    assign, classes, astats = assign_groups(S, view.labels, [g.copy() for g in cores], T, slots, cfg.assignment,
-                                            core_size=stats["core_size"])
+    assign, classes, astats = assign_groups(scores_of, view.labels, [g.copy() for g in cores], T, slots,
+                                            cfg.assignment, core_size=stats["core_size"], flow=flow)
     timings["assignment_s"] = time.perf_counter() - t0
     timings["assignment_peak_rss_mb"] = peak_rss_mb()
     stats.update(astats)
     rng = anchor_rng or np.random.default_rng(seed)
     anchors = np.sort(rng.choice(E, size=min(cfg.eval_anchors, E), replace=False))
     flat, off = _pack(cores)
-    pair_sample = {"anchors": anchors, "scores": S[anchors].astype(np.float32), "T": np.asarray(T),
+    pair_sample = {"anchors": anchors, "scores": np.asarray(rows_of(anchors), dtype=np.float32), "T": np.asarray(T),
                    "core_flat": flat, "core_offsets": off}
     return Grouping(assignment=assign, cluster_class=classes, n_clusters=n, stats=stats, timings=timings,
                     pair_sample=pair_sample)

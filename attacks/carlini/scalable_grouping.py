@@ -21,15 +21,12 @@ The stage output is the dense path's `Grouping`, so stages 4-5 and the evaluatio
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from attacks.carlini.assignment import _candidates, allowed_matrix, assignment_clusters, capacity_for, slot_classes
+from attacks.carlini.assignment import _candidates
 from attacks.carlini.clustering import cluster_class
 from attacks.carlini.config import CarliniConfig
-from attacks.carlini.mixing import label_support
-from hidebench.context import peak_rss_mb
+from attacks.carlini.grouping import Grouping, group_release
 from hidebench.progress import bar
 from hidebench.types import HidebenchError, PublicView
 
@@ -183,46 +180,24 @@ def price_assign(scores: np.ndarray, allowed: np.ndarray, *, slots: int, capacit
 
 
 def find_groups_scalable(view: PublicView, cfg: CarliniConfig, n: int, *, F: np.ndarray, seed: int = 0,
-                         anchor_rng: np.random.Generator | None = None, progress: bool = False):
+                         anchor_rng: np.random.Generator | None = None) -> Grouping:
     """Stages 2-3 on the embedding F (stage 1), with the dense path's output (`Grouping`)."""
-    from attacks.carlini.grouping import Grouping, _pack
-
-    E, T, slots = len(view), int(view.T), view.n_private_slots
     acfg = cfg.assignment
     if acfg.method != "flow" or acfg.row_norm:
         raise HidebenchError("the scalable grouping (releases over carlini.dense_max encryptions) assigns by "
                              "prices in place of the flow: set assignment.method = 'flow' and row_norm = false")
-    support = label_support(view.labels)
-    timings: dict = {}
-    t0 = time.perf_counter()
-    core = max(2, int(round(cfg.clustering.core_frac * T)))
-    cores, stats = kmeans_cores(F, support, n, core=core, seed=seed)
-    stats["core_size"] = core
-    timings["clustering_s"] = time.perf_counter() - t0
-    timings["clustering_peak_rss_mb"] = peak_rss_mb()
-    t0 = time.perf_counter()
-    cap = capacity_for(T, slots, acfg.capacity_slack)
-    groups = cores
-    for it in bar(range(acfg.refine + 1), enabled=progress, desc="assignment", leave=False):
-        classes = np.array([cluster_class(g, support, view.labels) for g in groups], dtype=np.int64)
-        scores = group_scores(F, groups)
-        sc = slot_classes(support, view.labels, classes, slots) if acfg.class_slots else None
-        assign, astats = price_assign(scores, allowed_matrix(support, classes), slots=slots, capacity=cap,
-                                      candidates=acfg.flow_candidates, slot_class=sc, classes=classes)
-        if it < acfg.refine:
-            groups = assignment_clusters(assign, scores, n, core=max(core, T))
-            groups = [g if len(g) >= 2 else cores[c] for c, g in enumerate(groups)]
-    timings["assignment_s"] = time.perf_counter() - t0
-    timings["assignment_peak_rss_mb"] = peak_rss_mb()
-    sizes = np.bincount(assign.ravel(), minlength=n)
-    stats.update({"assignment": "prices", "capacity": cap, "refine": acfg.refine,
-                  **{f"assignment_{k}": v for k, v in astats.items()},
-                  "group_sizes_min_max": [int(sizes.min()), int(sizes.max())]})
-    rng = anchor_rng or np.random.default_rng(seed)
-    anchors = np.sort(rng.choice(E, size=min(cfg.eval_anchors, E), replace=False))
-    rows = F[anchors] @ F.T
-    rows[np.arange(len(anchors)), anchors] = -2.0
-    flat, off = _pack(cores)
-    return Grouping(assignment=assign, cluster_class=classes, n_clusters=n, stats=stats, timings=timings,
-                    pair_sample={"anchors": anchors, "scores": rows.astype(np.float32), "T": np.asarray(T),
-                                 "core_flat": flat, "core_offsets": off})
+
+    def cores_of(support, T):
+        core = max(2, int(round(cfg.clustering.core_frac * T)))
+        cores, stats = kmeans_cores(F, support, n, core=core, seed=seed)
+        return cores, {**stats, "core_size": core}
+
+    def rows_of(anchors):
+        rows = F[anchors] @ F.T
+        rows[np.arange(len(anchors)), anchors] = -2.0
+        return rows
+
+    g = group_release(view, cfg, n, cores_of=cores_of, scores_of=lambda groups: group_scores(F, groups),
+                      rows_of=rows_of, flow=price_assign, seed=seed, anchor_rng=anchor_rng)
+    g.stats["assignment"] = "prices"
+    return g

@@ -36,15 +36,10 @@ def sync_pixel_signs(y2: np.ndarray, assignment: np.ndarray, lam: np.ndarray, u:
     import torch
 
     dev = device or torch.device("cpu")
-    E, s = assignment.shape
     n, P = u.shape
+    s = assignment.shape[1]
     lam64 = lam.astype(np.float64)
-    pw = public_weight(lam)
-    base = np.zeros((E, P))
-    for j in range(s):
-        base += lam64[:, j, None] ** 2 * u[assignment[:, j]]
-    base += (pw ** 2)[:, None] * nu[None]
-    resid = torch.as_tensor(y2 - base, dtype=torch.float32, device=dev)
+    resid = _vote_residuals(y2, assignment, lam, u, nu, dev)
     pairs = [(i, j) for i in range(s) for j in range(i + 1, s)]
     a = torch.as_tensor(assignment, device=dev)
     flat = torch.cat([a[:, i] * n + a[:, j] for i, j in pairs])
@@ -101,16 +96,10 @@ def sync_pixel_signs_sparse(y2: np.ndarray, assignment: np.ndarray, lam: np.ndar
     import torch
 
     dev = device or torch.device("cpu")
-    E, s = assignment.shape
     n, P = u.shape
+    s = assignment.shape[1]
     lam64 = lam.astype(np.float64)
-    pw = public_weight(lam)
-    base = np.zeros((E, P))
-    for j in range(s):
-        base += lam64[:, j, None] ** 2 * u[assignment[:, j]]
-    base += (pw ** 2)[:, None] * nu[None]
-    resid = torch.as_tensor(y2 - base, dtype=torch.float32, device=dev)
-    del base
+    resid = _vote_residuals(y2, assignment, lam, u, nu, dev)
     pairs = [(i, j) for i in range(s) for j in range(i + 1, s)]
     a = torch.as_tensor(assignment, device=dev)
     src = torch.cat([a[:, i] for i, _ in pairs])
@@ -125,11 +114,11 @@ def sync_pixel_signs_sparse(y2: np.ndarray, assignment: np.ndarray, lam: np.ndar
         p1 = min(P, p0 + chunk)
         V = torch.cat([resid[:, p0:p1]] * len(pairs)) * w[:, None]          # edges x Pc
         mul = partial(_edge_product, V, src, dst)                           # x -> W x, x: n x Pc
-        deg = torch.zeros((n, p1 - p0), device=dev)
-        deg.index_add_(0, src, V.abs())
-        deg.index_add_(0, dst, V.abs())
-        f = torch.zeros_like(deg)
-        if prior is not None:
+        f = torch.zeros((n, p1 - p0), device=dev)
+        if prior is not None:                                               # the field scales with |vote| per image
+            deg = torch.zeros_like(f)
+            deg.index_add_(0, src, V.abs())
+            deg.index_add_(0, dst, V.abs())
             f = prior_weight * torch.as_tensor(prior[:, p0:p1], dtype=torch.float32, device=dev) * deg
         # the ghost node (last row) carries the prior's field f: G = [[W, f], [f', 0]]
         top = top_eigenvector(partial(_with_ghost, mul, f), torch.randn((n + 1, p1 - p0), generator=gen).to(dev),
@@ -152,6 +141,19 @@ def sync_pixel_signs_sparse(y2: np.ndarray, assignment: np.ndarray, lam: np.ndar
         gain.append(float(((obj - obj0) / obj0.abs().clamp(min=1e-12)).mean()))
         signs[:, p0:p1] = sg.cpu().numpy()
     return signs, {"polish_relative_gain": float(np.mean(gain)) if gain else 0.0, "solver": "lanczos"}
+
+
+def _vote_residuals(y2, assignment, lam, u, nu, dev):
+    """E x P: e^2 minus the fitted magnitudes and public energy, sum_s l_s^2 u_s + w^2 nu
+    (what is left is the cross terms: the votes on the relative signs), float32 on `dev`."""
+    import torch
+
+    lam64 = lam.astype(np.float64)
+    base = np.zeros(y2.shape)
+    for j in range(assignment.shape[1]):
+        base += lam64[:, j, None] ** 2 * u[assignment[:, j]]
+    base += (public_weight(lam) ** 2)[:, None] * nu[None]
+    return torch.as_tensor(y2 - base, dtype=torch.float32, device=dev)
 
 
 def _edge_product(V, src, dst, x):

@@ -210,7 +210,7 @@ def _scalable_grouping(inp: AttackInputs, similarity_model, seed: int, rng) -> G
         F = expand_queries(release_embedding(view, cfg.similarity, similarity_model, device=inp.device),
                            cfg.similarity.query_expansion, label_support(view.labels))
     timings = {"similarity_s": time.perf_counter() - t0}
-    g = find_groups_scalable(view, cfg, inp.n_private, F=F, seed=seed, anchor_rng=rng, progress=inp.ctx.progress)
+    g = find_groups_scalable(view, cfg, inp.n_private, F=F, seed=seed, anchor_rng=rng)
     g.stats = {"similarity": method, "path": "scalable", **g.stats}
     g.timings = {**timings, **g.timings}
     return g

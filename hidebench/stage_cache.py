@@ -28,10 +28,15 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# Entries of a stage's output that hold wall-clock measurements: stored with it, but left out of
+# its content digest (they differ on every run, and the stages downstream do not depend on them).
+MEASUREMENTS = ("timings",)
+
+
 def arrays_digest(arrays: dict) -> str:
-    """Content hash of a dict of arrays (names, dtypes, shapes and bytes)."""
+    """Content hash of a dict of arrays (names, dtypes, shapes and bytes), MEASUREMENTS aside."""
     h = hashlib.sha256()
-    for name in sorted(arrays):
+    for name in sorted(set(arrays) - set(MEASUREMENTS)):
         a = np.ascontiguousarray(arrays[name])
         h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())

@@ -57,6 +57,8 @@ def test_oracle_assignment_run_and_resume(tiny_dir, tmp_path):
     assert st["ssim_by_step"]["final"] >= st["ssim_by_step"]["magnitudes"]
     for stage in ("grouping", "regression", "signs", "decryption"):
         assert f"{stage}_s" in rec.timings and f"{stage}_peak_rss_mb" in rec.timings
+    steps = [rec.timings[f"regression.{s}_s"] for s in ("magnitudes", "sign_sync", "altmin", "adam")]
+    assert min(steps) > 0 and sum(steps) <= rec.timings["regression_s"]
     assert (tmp_path / "cache" / "regression" / "manifest.json").is_file()
     first = np.load(tmp_path / "decryption.npy")
     rec2 = _run("carlini", tiny_dir, tmp_path, config=FAST, threat=threat)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from hidebench.stage_cache import StageCache
+from hidebench.stage_cache import StageCache, arrays_digest
 
 
 def _counting(value):
@@ -86,3 +86,9 @@ def test_recompute_forces_a_stage_and_what_follows_when_its_output_changes(tmp_p
     c2.get_or_compute("up", {}, up)
     c2.get_or_compute("down", {}, down, upstream=[c2.digests["up"]])
     assert len(up_calls) == 2 and len(down_calls) == 1      # same output: downstream still valid
+
+
+def test_digest_ignores_the_timings_but_not_the_content():
+    a = {"x": np.arange(3.0), "timings": np.asarray('{"fit_s": 1.0}')}
+    assert arrays_digest(a) == arrays_digest({**a, "timings": np.asarray('{"fit_s": 2.5}')})
+    assert arrays_digest(a) != arrays_digest({**a, "x": np.arange(3.0) + 1e-9})

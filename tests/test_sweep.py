@@ -161,6 +161,10 @@ def test_stock_sweeps_parse_and_enumerate(monkeypatch, capsys):
     assert sorted({r["setting"]["n_priv"] for r in runs}) == [25, 50, 100, 200]
     assert {(r["setting"]["T"], r["setting"]["k"]) for r in runs} == {(50, 6)}
     assert sorted({r["attack"] for r in runs}) == ["carlini", "identity"] and len(runs) == 8
+    large = load_sweep("instahide2020-scaling-large")
+    assert [a["config"]["dense_max"] for a in large.attacks] == [0]           # every size on the scalable path
+    runs = make_plan(large, strict=False)["runs"]
+    assert sorted(r["setting"]["n_priv"] for r in runs) == [25, 50, 100, 200, 500, 1000]
     kt = make_plan(load_sweep("instahide2020-kT"), strict=False)["runs"]
     assert len({(r["setting"]["k"], r["setting"]["T"]) for r in kt}) == 9
     assert main(["sweep", "instahide2020-scaling", "--list"]) == 0
@@ -362,7 +366,8 @@ def test_sweep_report(carlini_sweep, tmp_path, capsys):
     assert len([n for n in files if n.startswith("privateset_")]) == 2                  # carlini recovers a set
     fits = pd.read_csv(tmp_path / "R" / "scaling_fits.csv")
     carlini = fits[(fits["label"] == "carlini") & (fits["quantity"] == "time")]
-    assert {"total", "grouping", "regression"} <= set(carlini["stage"])                 # per stage
+    assert {"total", "grouping", "regression", "grouping.clustering", "regression.sign_sync",
+            "regression.altmin"} <= set(carlini["stage"])                               # per stage and step
     assert (carlini["runs"] == 4).all() and carlini["ci_low"].notna().all()             # 2 sizes x 2 seeds
     board = pd.read_csv(tmp_path / "R" / "leaderboard.csv")
     assert set(board["label"]) == {"identity", "carlini"} and (board["oracles"] == "none").all()

@@ -72,7 +72,7 @@ class Carlini(ReleaseAttack):
         if "decoder_prior" in out:
             stats["decoder_prior"] = out["decoder_prior"].stats
         timings = {**run.timings, **inp.timings, **{f"grouping.{k}": v for k, v in grouping.timings.items()},
-                   "peak_rss_mb": peak_rss_mb()}
+                   **{f"regression.{k}": v for k, v in regression.timings.items()}, "peak_rss_mb": peak_rss_mb()}
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
             timings["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20

@@ -71,7 +71,8 @@ def from_arrays(cls, arrays: dict[str, np.ndarray]):
     for f in dataclasses.fields(cls):
         store = f.metadata.get("store", "array")
         if store == "json":
-            kw[f.name] = json.loads(str(arrays[f.name]))
+            if f.name in arrays:       # absent from entries written before the field existed: its default
+                kw[f.name] = json.loads(str(arrays[f.name]))
         elif store == "arrays":
             p = f"{f.name}."
             kw[f.name] = {k[len(p):]: arrays[k] for k in arrays if k.startswith(p)}

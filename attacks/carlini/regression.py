@@ -23,7 +23,8 @@ When both private images of an encryption share a class, its label holds only l1
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -45,6 +46,7 @@ class RegressionResult:
     noise_energy: np.ndarray  # H x W x C fitted variance of the public contribution per unit squared weight
     stages: dict              # intermediate estimates: 'magnitudes', 'synced', 'altmin' (n x H x W x C)
     stats: dict
+    timings: dict = field(default_factory=dict)   # seconds per step: magnitudes_s, sign_sync_s, altmin_s, adam_s
 
 
 def fit_magnitudes(y2: np.ndarray, assignment: np.ndarray, lam: np.ndarray, n: int, *, with_noise: bool = True,
@@ -116,35 +118,42 @@ def regress(encryptions: np.ndarray, assignment: np.ndarray, lambdas: np.ndarray
     torch.manual_seed(seed)
 
     prior = None if prior is None else np.asarray(prior, dtype=np.float32).reshape(n, P)
-    x0, mu0, nu0 = _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages, stats,
+    timings: dict = {}
+    x0, mu0, nu0 = _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages, stats, timings,
                                      prior=prior, prior_weight=prior_weight, sparse=sparse, seed=seed)
+    t0 = time.perf_counter()
     if cfg.refine == "altmin":
         x_hat, lam_hat, mu, nu, loss_hist = _altmin(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress,
                                                     weights, sparse=sparse)
+        timings["altmin_s"] = time.perf_counter() - t0
         if cfg.adam_steps:
+            t0 = time.perf_counter()
             stages["altmin"] = x_hat.copy()
             split_after = np.zeros(E, dtype=bool)    # altmin already estimated the splits
             x_hat, lam_hat, mu, nu, h2 = _refine(Y, a, lam_hat, split_after, x_hat, mu, nu, scheme, cfg, dev,
                                                  progress, steps=cfg.adam_steps, weights=weights, sparse=sparse)
             loss_hist = loss_hist + h2
+            timings["adam_s"] = time.perf_counter() - t0
     else:
         x_hat, lam_hat, mu, nu, loss_hist = _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress,
                                                     steps=cfg.steps, weights=weights, sparse=sparse)
+        timings["adam_s"] = time.perf_counter() - t0
     stats["loss_first_last"] = [loss_hist[0], loss_hist[-1]] if loss_hist else []
     stats["n_split"] = int(split.sum())
     return RegressionResult(images=x_hat.reshape((n,) + shape).astype(np.float32), lambdas=lam_hat,
                             noise_mean=mu.reshape(shape).astype(np.float32),
                             noise_energy=nu.reshape(shape).astype(np.float32),
                             stages={k: v.reshape((n,) + shape).astype(np.float32) for k, v in stages.items()},
-                            stats=stats)
+                            stats=stats, timings=timings)
 
 
-def _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages: dict, stats: dict, *,
-                      prior=None, prior_weight: float = 1.0, sparse: bool = False, seed: int = 0):
+def _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages: dict, stats: dict,
+                      timings: dict, *, prior=None, prior_weight: float = 1.0, sparse: bool = False, seed: int = 0):
     """The start of the refinement: (images n x P, public mean P, public energy P). Mixup: the
     linear least squares. InstaHide: least-squares magnitudes from e^2, signed by `cfg.init`.
-    Records the 'magnitudes' and 'synced' estimates in `stages`."""
+    Records the 'magnitudes' and 'synced' estimates in `stages`, their seconds in `timings`."""
     P = Y.shape[1]
+    t0 = time.perf_counter()
     if scheme == "mixup":
         # e = sum_i l_i x_i + w * mu (+ zero-mean public noise): linear least squares, exact without noise.
         pw = public_weight(lam)
@@ -159,11 +168,14 @@ def _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages
             sol, *_ = np.linalg.lstsq(A[:, keep], Y.astype(np.float64), rcond=None)
         x0 = np.clip(sol[:n], -1, 1)
         stages["magnitudes"] = x0
+        timings["magnitudes_s"] = time.perf_counter() - t0
         return x0, sol[n] if keep[n] else np.zeros(P), np.zeros(P)
     y2 = Y.astype(np.float64) ** 2
     u, nu0 = fit_magnitudes(y2, a, lam, n, with_noise=cfg.fit_noise, weights=weights, sparse=sparse)
     mag = np.sqrt(u)
     stages["magnitudes"] = mag
+    timings["magnitudes_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if cfg.init == "spectral":
         if sparse:
             sgn, stats["sync"] = sync_pixel_signs_sparse(y2, a, lam, u, nu0, steps=sync.lanczos_steps,
@@ -178,6 +190,7 @@ def _initial_estimate(Y, a, lam, n, scheme, cfg, sync, weights, rng, dev, stages
     else:
         x0 = -0.01 + 1e-4 * rng.standard_normal((n, P))
     stages["synced"] = x0.copy()
+    timings["sign_sync_s"] = time.perf_counter() - t0
     return x0, np.zeros(P), nu0
 
 

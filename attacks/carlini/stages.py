@@ -284,6 +284,7 @@ class Regression:
     split: np.ndarray
     steps: dict = arrays_field()
     stats: dict = json_field()
+    timings: dict = json_field()    # seconds summed over the regressions and reassignment rounds
 
 
 def _coefficients(inp: AttackInputs, assignment: np.ndarray, cluster_class: np.ndarray):
@@ -322,22 +323,27 @@ def regression_stage(inp: AttackInputs, grouping: Grouping, decoder_prior: Decod
     A = np.asarray(grouping.assignment, dtype=np.int64)
     L, split = _coefficients(inp, A, classes)
     res = _solve(inp, n, A, L, split, prior=prior)
+    timings = dict(res.timings)
     changed = []
     for _ in range(inp.reassignment_rounds):
+        t0 = time.perf_counter()
         newA, margin = reassign(inp.view.encryptions, inp.view.labels, classes, res.images, res.noise_mean,
                                 candidates=cfg.candidates, device=inp.device)
+        timings["reassignment_s"] = timings.get("reassignment_s", 0.0) + time.perf_counter() - t0
         # confidence of each row's new pair: its fit margin over the runner-up, m / (m + median)
         weights = margin / (margin + max(float(np.median(margin)), 1e-9)) if cfg.margin_weights else None
         changed.append(float((np.sort(newA, 1) != np.sort(A, 1)).any(1).mean()))
         A = newA
         L, split = _coefficients(inp, A, classes)
         res = _solve(inp, n, A, L, split, weights, prior=prior)
+        for k, v in res.timings.items():
+            timings[k] = timings.get(k, 0.0) + v
     stats = dict(res.stats, reassign_changed_fraction=changed)
     if inp.grey:
         stats["colour"] = "grey"
     return Regression(images=res.images[..., :1] if inp.grey else res.images, lambdas=res.lambdas,
                       noise_mean=res.noise_mean, noise_energy=res.noise_energy, assignment=A,
-                      lambdas_from_labels=L, split=split, steps=res.stages, stats=stats)
+                      lambdas_from_labels=L, split=split, steps=res.stages, stats=stats, timings=timings)
 
 
 def _regression_key(inp: AttackInputs) -> dict:

@@ -103,27 +103,28 @@ def _fit_text(f: dict | None) -> str:
     return f"{f['exponent']:.2f} {ci}"
 
 
-def _stages(d, suffix: str) -> list[str]:
-    """Top-level stage columns time.STAGE{suffix} with values in d (not sub-stages like grouping.x)."""
+def _stages(d, suffix: str, nested: bool = False) -> list[str]:
+    """Stage columns time.STAGE{suffix} with values in d: top-level stages, and with `nested`
+    also their steps (grouping.clustering, regression.adam, ...)."""
     out = []
     for c in d.columns:
         if c.startswith("time.") and c.endswith(suffix):
             stage = c[len("time."):-len(suffix)]
-            if stage and "." not in stage and stage not in ("total", "peak") and d[c].notna().any():
+            if stage and (nested or "." not in stage) and stage not in ("total", "peak") and d[c].notna().any():
                 out.append(stage)
     return out
 
 
 def scaling_fits(done) -> list[dict]:
-    """Exponents of time (total and per stage) and peak memory (total and per stage) against the
-    number of encryptions, per attack label."""
+    """Exponents of time (total, per stage and per step of a stage) and peak memory (likewise)
+    against the number of encryptions, per attack label."""
     fits = []
     for label, g in done.groupby("label", sort=False):
         x = g["n_encryptions"].astype(float)
         series = [("time", "total", g["time_s"])]
-        series += [("time", s, g[f"time.{s}_s"]) for s in _stages(g, "_s")]
+        series += [("time", s, g[f"time.{s}_s"]) for s in _stages(g, "_s", nested=True)]
         series += [("memory", "total", g["peak_memory_mb"])]
-        series += [("memory", s, g[f"time.{s}_peak_rss_mb"]) for s in _stages(g, "_peak_rss_mb")]
+        series += [("memory", s, g[f"time.{s}_peak_rss_mb"]) for s in _stages(g, "_peak_rss_mb", nested=True)]
         for what, stage, y in series:
             f = fit_loglog(x, y.astype(float))
             if f is not None:

@@ -258,7 +258,7 @@ def scaling_figure(done, labels: list[str], quantity: str, fits: list[dict]) -> 
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=6)
     what = "wall time" if quantity == "time" else "peak memory"
-    fig.suptitle(f"{what} against the number of encryptions (log-log; exponent [95% CI])", fontsize=9)
+    fig.suptitle(f"{what} against the number of encryptions\n(log-log; exponent [95% CI])", fontsize=9)
     return _png(fig)
 
 

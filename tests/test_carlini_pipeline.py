@@ -206,6 +206,26 @@ def test_pipeline_beats_identity_on_faces(faces_dir, tmp_path):
     assert Path(tmp_path / "recovered.npy").is_file()
 
 
+def test_aux_mean_prior_lifts_faces(faces_dir, tmp_path):
+    """prior.decoder 'aux_mean' (what 'auto' picks when aux data is granted): every group's
+    prior image is its class's aux mean (no training). On faces, whose images share a layout, it
+    fixes signs the noisy grouping's per-position votes leave open; it needs aux data and takes
+    no decoder_config."""
+    threat = ReleaseThreatModel(aux="lfw[1::2]", public_pool=False)
+    base = {**FAST, "reassignment": {"rounds": 0}}
+    off = _run("carlini", faces_dir, tmp_path / "off", config={**base, "prior": {"decoder": "none"}}, threat=threat)
+    on = _run("carlini", faces_dir, tmp_path / "on", config=base, threat=threat)
+    assert "decoder_prior" not in off.stats
+    assert on.stats["decoder_prior"] == {"decoder": "aux_mean", "aux_images": on.stats["decoder_prior"]["aux_images"]}
+    assert on.metrics["private_set"]["ssim"] > off.metrics["private_set"]["ssim"] + 0.05
+    no_aux = ReleaseThreatModel(aux=None, public_pool=False)
+    assert "decoder_prior" not in _run("carlini", faces_dir, tmp_path / "auto", config=base, threat=no_aux).stats
+    with pytest.raises(HidebenchError, match="prior.decoder 'aux_mean'.*grants none"):
+        _run("carlini", faces_dir, tmp_path / "x", config={**base, "prior": {"decoder": "aux_mean"}}, threat=no_aux)
+    with pytest.raises(HidebenchError, match="decoder_config configures the deep_decompose"):
+        CarliniConfig.from_dict({"prior": {"decoder": "aux_mean", "decoder_config": {"training": {"steps": 1}}}})
+
+
 def test_check_release_needs_T(tiny_dir):
     from hidebench.challenge_io import load_public
 

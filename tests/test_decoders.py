@@ -173,7 +173,7 @@ def test_decoder_prior_sharpens_carlini_signs(tmp_path):
     stage of its own, cached, and on a small faces release better private images than without."""
     ch = tmp_path / "ch"
     generate_to_dir(load_recipe("faces", {"n_priv": 10, "T": 10}), ch, progress=False)
-    base = {"similarity": {"method": "pearson"}, "reassignment": {"rounds": 0}}
+    base = {"similarity": {"method": "pearson"}, "reassignment": {"rounds": 0}, "prior": {"decoder": "none"}}
     prior = {**base, "prior": {"decoder": "deep_decompose", "decoder_config": {"net": {"width": 8, "depth": 2},
                                                                              "training": TRAIN}}}
     ctx = CTX.replace(model_dir=tmp_path / "models")

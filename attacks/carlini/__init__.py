@@ -14,5 +14,6 @@ STAGE_NAMES = ("similarity_model", "grouping", "decoder_prior", "regression", "s
 
 # The library preset for the embedded `faces` demo (demo, notebook, benchmarks): without the
 # regression-driven reassignment rounds, which need more encryptions per image and more label
-# classes than `faces` has to pool evidence (README results).
-DEMO_CONFIG = {"reassignment": {"rounds": 0}}
+# classes than `faces` has to pool evidence, and with half the similarity training, so that the
+# demo runs in under two minutes on 2 CPU cores (README results).
+DEMO_CONFIG = {"reassignment": {"rounds": 0}, "similarity": {"train_steps": 300}}

@@ -239,27 +239,36 @@ class SignConfig(Config):
 
 @dataclass
 class PriorConfig(Config):
-    """A learned decoder's estimate of every private image, signs included, as a prior on the
-    signs the regression cannot see. decoder: 'none' or 'deep_decompose' (attacks/decoders,
-    trained on the attacker's aux data, from the model cache; its config: `decoder_config`);
-    its per-encryption predictions are fused per group of the grouping stage. `weight`: the
-    prior's field in the per-position sign synchronisation, relative to each image's total
-    vote there; `global_weight`: its field in the global sign choice, relative to one edge of
-    the smoothness model."""
+    """An estimate of every private image, signs included, as a prior on the signs the
+    regression cannot see. decoder: 'none'; 'aux_mean' (each group's image is the mean aux
+    image of its class, the `aux_mean` baseline's guess: no training); 'deep_decompose' (a
+    learned decoder, attacks/decoders, trained on the attacker's aux data, from the model cache;
+    its config: `decoder_config`; its per-encryption predictions are fused per group of the
+    grouping stage); 'auto' (the default): 'aux_mean' when the threat model grants aux data,
+    'none' otherwise.
+    The prior enters the per-position sign synchronisation as a field: the aux-mean prior counts
+    as much as `aux_votes` encryptions' votes (so its pull fades as T grows and the votes
+    become reliable); the decoder's as `weight` times each image's total vote. `global_weight`:
+    the prior's field in the global sign choice, relative to one edge of the smoothness model."""
 
     section = "carlini.prior"
-    decoder: str = "none"
+    decoder: str = "auto"
+    aux_votes: float = 30.0
     weight: float = 1.0
     global_weight: float = 4.0
     decoder_config: dict = field(default_factory=dict)
 
     def validate(self):
         s = self.section
-        check_choice(self.decoder, f"{s}.decoder", ("none", "deep_decompose"))
+        check_choice(self.decoder, f"{s}.decoder", ("auto", "none", "aux_mean", "deep_decompose"))
+        check_float(self.aux_votes, f"{s}.aux_votes", min=0)
         check_float(self.weight, f"{s}.weight", min=0)
         check_float(self.global_weight, f"{s}.global_weight", min=0)
         if not isinstance(self.decoder_config, dict):
             raise HidebenchError(f"{s}.decoder_config must be a table of deep_decompose keys, got {self.decoder_config!r}")
+        if self.decoder_config and self.decoder != "deep_decompose":
+            raise HidebenchError(f"{s}.decoder_config configures the deep_decompose prior, but {s}.decoder is "
+                                 f"{self.decoder!r}")
         self.decoder_settings()
 
     def decoder_settings(self):
@@ -268,9 +277,11 @@ class PriorConfig(Config):
 
         return DeepDecomposeConfig.from_dict(self.decoder_config, where=f"{self.section}.decoder_config")
 
-    @property
-    def enabled(self) -> bool:
-        return self.decoder != "none"
+    def resolved(self, has_aux: bool) -> str:
+        """The prior actually used: 'auto' resolved against whether aux data is granted."""
+        if self.decoder == "auto":
+            return "aux_mean" if has_aux else "none"
+        return self.decoder
 
 
 SECTIONS = {"similarity": SimilarityConfig, "clustering": ClusteringConfig, "assignment": AssignmentConfig,

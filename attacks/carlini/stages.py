@@ -4,8 +4,9 @@
                       data (similarity.method 'cnn', no 'pairs'/'assignment' oracle)
     grouping          similarity -> clustering -> assignment (grouping.py), or the key's
                       membership under oracle 'assignment'
-    decoder_prior     optional (prior.decoder): a learned decoder's images fused per group,
-                      a prior on the signs of the next two stages (InstaHide only)
+    decoder_prior     optional (prior.decoder): each group's aux class mean, or a learned
+                      decoder's images fused per group: a prior on the signs of the next two
+                      stages (InstaHide only)
     regression        the private images up to one sign per position, with the regression-driven
                       reassignment rounds (regression.py, reassignment.py)
     signs             the sign per position left open (signs.py; InstaHide only)
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from attacks.aux_mean import class_means
 from attacks.carlini.config import CarliniConfig
 from attacks.carlini.grouping import Grouping, find_groups, oracle_grouping, true_similarity
 from attacks.carlini.mixing import aligned_coefficients, label_support, lambdas_from_labels, membership_matrix
@@ -131,6 +133,11 @@ class AttackInputs:
         return self._once("grey", decide)
 
     @property
+    def prior(self) -> str:
+        """The sign prior in use (config prior.decoder, 'auto' resolved against the threat model)."""
+        return self.config.prior.resolved(bool(self.aux_spec))
+
+    @property
     def scalable(self) -> bool:
         """The scalable path (config.dense_max): no E x E or per-position n x n matrices."""
         return len(self.view) > self.config.dense_max
@@ -231,14 +238,17 @@ def _grouping_key(inp: AttackInputs) -> dict:
 
 @dataclass
 class DecoderPrior:
-    """A learned decoder's estimate of every private image (n x 32 x 32 x 3, signs included):
-    its per-encryption predictions fused over the grouping's groups."""
+    """An estimate of every private image (n x 32 x 32 x 3, signs included): its group's aux
+    class mean ('aux_mean'), or a learned decoder's per-encryption predictions fused over the
+    grouping's groups ('deep_decompose')."""
 
     images: np.ndarray
     stats: dict = json_field()
 
 
 def decoder_prior_stage(inp: AttackInputs, grouping: Grouping) -> DecoderPrior:
+    if inp.prior == "aux_mean":
+        return _aux_mean_prior(inp, grouping)
     from attacks.decoders.common import AttackerData, decompose, decomposer
     from attacks.decoders.fusion import fuse_predictions
     from attacks.decoders.training import decoder_input
@@ -250,17 +260,42 @@ def decoder_prior_stage(inp: AttackInputs, grouping: Grouping) -> DecoderPrior:
     preds = decompose(trained, decoder_input(inp.view.encryptions, inp.view.scheme), inp.view.labels, cfg,
                       inp.device, inp.ctx.progress)
     images, _ = fuse_predictions(preds, grouping.assignment, int(grouping.n_clusters))
-    return DecoderPrior(images=images, stats={"model": trained.entry, "cached": trained.cached,
-                                              "train_s": trained.train_s})
+    return DecoderPrior(images=images, stats={"decoder": "deep_decompose", "model": trained.entry,
+                                              "cached": trained.cached, "train_s": trained.train_s})
+
+
+def _aux_mean_prior(inp: AttackInputs, grouping: Grouping) -> DecoderPrior:
+    """Each group's prior image: the mean aux image of the group's class (the overall aux mean
+    for a group of unknown class), the guess of the `aux_mean` baseline. Where the private
+    images share a layout (faces, centred objects) it fixes the signs that the per-position
+    votes leave open when the grouping is noisy."""
+    aux = inp.aux()
+    means = class_means(aux.images, aux.labels, inp.view.labels.shape[1])
+    means = np.concatenate([means, aux.images.mean(0, keepdims=True)])     # row -1: unknown class
+    cc = np.asarray(grouping.cluster_class, dtype=np.int64)
+    return DecoderPrior(images=means[np.where(cc >= 0, cc, -1)].astype(np.float32),
+                        stats={"decoder": "aux_mean", "aux_images": len(aux)})
 
 
 def _decoder_prior_key(inp: AttackInputs) -> dict:
+    if inp.prior == "aux_mean":
+        return {"view": inp.view_digest, "prior": "aux_mean", "aux": inp.aux_digest()}
     return {"view": inp.view_digest, "prior": inp.config.section_dict("prior")["prior"], "aux": inp.aux_spec,
             "pool": inp.pool_config, "seed": stage_seed(inp.ctx.seed, "deep_decompose")}
 
 
 def _uses_prior(inp: AttackInputs) -> bool:
-    return inp.config.prior.enabled and inp.view.scheme == "instahide"
+    return inp.prior != "none" and inp.view.scheme == "instahide"
+
+
+def _prior_weight(inp: AttackInputs) -> float:
+    """The prior's field in the sign synchronisation relative to each image's total vote:
+    aux_votes encryptions' worth for the aux-mean prior (an image sits in E * slots / n
+    encryptions), prior.weight for the decoder's."""
+    cfg = inp.config.prior
+    if inp.prior == "aux_mean":
+        return cfg.aux_votes * inp.n_private / (len(inp.view) * inp.view.n_private_slots)
+    return cfg.weight
 
 
 # ----------------------------------------------------------------------------- regression
@@ -297,7 +332,7 @@ def _solve(inp: AttackInputs, n: int, A, L, split, weights=None, prior=None):
     """One regression; with `grey`, the channels are extra observations of one channel."""
     view, cfg = inp.view, inp.config
     kw = dict(scheme=view.scheme, cfg=cfg.regression, sync=cfg.sign_sync, seed=inp.seed("regression"),
-              device=inp.device, progress=inp.ctx.progress, prior_weight=cfg.prior.weight, sparse=inp.scalable)
+              device=inp.device, progress=inp.ctx.progress, prior_weight=_prior_weight(inp), sparse=inp.scalable)
     if not inp.grey:
         return regress(view.encryptions, A, L, n, split=split, weights=weights, prior=prior, **kw)
     C = view.encryptions.shape[-1]
@@ -351,7 +386,7 @@ def _regression_key(inp: AttackInputs) -> dict:
            "rounds": inp.reassignment_rounds, "grey": inp.grey, "seed": inp.seed("regression"),
            "oracle_lambdas": inp.oracle_digest("lambdas")}
     if _uses_prior(inp):
-        key["prior_weight"] = inp.config.prior.weight
+        key["prior_weight"] = _prior_weight(inp)
     if inp.scalable:
         key["path"] = "scalable"
     return key
@@ -445,3 +480,6 @@ def check_inputs(inp: AttackInputs) -> None:
     if _trains_model(inp) and not inp.aux_spec:
         raise HidebenchError("similarity.method 'cnn' trains on auxiliary images, but the threat model grants none: "
                              "give aux data (e.g. --aux lfw[1::2]) or set similarity.method = 'pearson'")
+    if _uses_prior(inp) and not inp.aux_spec:
+        raise HidebenchError(f"prior.decoder {inp.prior!r} is built from auxiliary images, but the "
+                             "threat model grants none: give aux data or set prior.decoder = 'none'")

@@ -81,7 +81,6 @@ class ReleaseAttack(_AttackBase):
     family = "release"
     Threat = ReleaseThreatModel
     uses_oracles: ClassVar[tuple[str, ...]] = ()
-    needs_T: ClassVar[bool] = False
 
     def __init__(self, config=None, threat=None):
         super().__init__(config, threat)

@@ -109,9 +109,17 @@ class AttackerEncryptions:
     def draw(self) -> tuple[np.ndarray, np.ndarray]:
         """One freshly encrypted round: (encryptions N x 32 x 32 x 3, ids N x n_private_slots:
         the round's images, in 0..n_images-1, that each encryption holds)."""
+        order = self.rng.permutation(len(self.aux))
+        view, key = self.encrypt_subset(order[: self.n_images], order)
+        return view.encryptions, key.private_of()
+
+    def encrypt_subset(self, idx: np.ndarray, order: np.ndarray | None = None):
+        """Encrypt the aux images `idx` (each mirrored with probability 1/2), T times each, with
+        the release's scheme: (PublicView, SecretKey) of this small release of the attacker's own.
+        `order`: a permutation of the aux set whose images outside `idx` may lend stand-in
+        patches (drawn here when None)."""
         rng, aux = self.rng, self.aux
-        order = rng.permutation(len(aux))
-        idx = order[: self.n_images]
+        order = rng.permutation(len(aux)) if order is None else order
         imgs = aux.images[idx].copy()
         flip = rng.random(len(imgs)) < 0.5           # augmentation: mirrored images
         imgs[flip] = imgs[flip, :, ::-1]
@@ -122,9 +130,8 @@ class AttackerEncryptions:
             if self.pool is not None:
                 public, _ = self.pool.patches(rng, m)
             else:
-                rest = order[self.n_images:]
+                rest = order[~np.isin(order, idx)]
                 public = np.concatenate([pink_noise(rng, m // 2),
                                          augmented(rng, aux.images[rest if len(rest) > 100 else order], m - m // 2)])
-        view, key = encrypt(imgs, aux.labels[idx], self.view.labels.shape[1], self.cfg,
-                            seed=int(rng.integers(2 ** 63)), public_patches=public)
-        return view.encryptions, key.private_of()
+        return encrypt(imgs, aux.labels[idx], self.view.labels.shape[1], self.cfg,
+                       seed=int(rng.integers(2 ** 63)), public_patches=public)

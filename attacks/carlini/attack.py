@@ -17,6 +17,7 @@ at import time: listing attacks stays cheap.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import ClassVar
 
@@ -27,7 +28,7 @@ from attacks.carlini import STAGE_NAMES
 from attacks.carlini.config import CarliniConfig
 from hidebench.context import ExecutionContext, peak_rss_mb
 from hidebench.threat import Oracle
-from hidebench.types import PublicView, SecretKey
+from hidebench.types import HidebenchError, PublicView, SecretKey
 
 
 @register
@@ -37,7 +38,6 @@ class Carlini(ReleaseAttack):
     name = "carlini"
     Config = CarliniConfig
     uses_oracles = ("pairs", "assignment", "lambdas")
-    needs_T = True
     stages = STAGE_NAMES
     # a quick run for the registry-wide contract test: every stage but the similarity training
     tiny_config: ClassVar[dict] = {"similarity": {"method": "pearson"}, "reassignment": {"rounds": 1},
@@ -45,18 +45,24 @@ class Carlini(ReleaseAttack):
 
     def run(self, view: PublicView, oracle: Oracle, ctx: ExecutionContext) -> ReleaseResult:
         from attacks.carlini.mixing import check_release
-        from attacks.carlini.pipeline import run_pipeline
+        from attacks.carlini.pipeline import PipelineRun, run_pipeline
         from attacks.carlini.stages import STAGES, AttackInputs, check_inputs
         from hidebench.progress import bar
 
         oracle = oracle if oracle is not None else Oracle(None, ())
-        n = check_release(view)
+        if view.T:
+            check_release(view)                # a release that does not fit: refused before the oracle is read
         part = {p: oracle.get(p, len(view)) if p in oracle else None for p in self.uses_oracles}
+        cache = ctx.stage_cache()
+        first, estimate = PipelineRun(), None
+        if not view.T:
+            view, estimate, first = self._estimate_T(view, part, ctx, cache)
+        n = check_release(view)
         inp = AttackInputs(view, self.config, ctx, n, threat=self.threat, **part)
         check_inputs(inp)
         progress = bar(total=len(STAGES), desc="carlini", enabled=ctx.progress)
         try:
-            run = run_pipeline(STAGES, inp, ctx.stage_cache(), on_stage=lambda name: progress.update(1))
+            run = run_pipeline(STAGES, inp, cache, on_stage=lambda name: progress.update(1), done=first)
         finally:
             progress.close()
         out = run.outputs
@@ -65,6 +71,8 @@ class Carlini(ReleaseAttack):
         stats = {"n_private": n, "oracles": list(oracle.granted), "colour": "grey" if inp.grey else "rgb",
                  "grouping": grouping.stats, "regression": regression.stats,
                  "split_encryptions": int(np.asarray(regression.split).sum()), "cache_hits": run.hits}
+        if estimate is not None:
+            stats["T_estimate"] = estimate.stats()
         if "similarity_model" in out:
             stats["similarity_model"] = out["similarity_model"].summary()
         if "signs" in out:
@@ -85,6 +93,38 @@ class Carlini(ReleaseAttack):
                      "sign_prior": (self.config.signs, _full_prior(inp)) if view.scheme == "instahide" else None}
         return ReleaseResult(decryption=final.decryption, recovered=final.recovered, stats=stats, timings=timings,
                              artifacts=artifacts)
+
+    def _estimate_T(self, view: PublicView, part: dict, ctx: ExecutionContext, cache):
+        """T for a release that states none (count.py): (the view with T, the estimate, the
+        pipeline run that trained the similarity model for it). Ambiguous: one error line."""
+        from attacks.carlini.count import estimate_T
+        from attacks.carlini.mixing import check_release, describe_T_candidates
+        from attacks.carlini.pipeline import PipelineRun, run_pipeline
+        from attacks.carlini.similarity import encryption_embedder
+        from attacks.carlini.stages import STAGES, AttackInputs, check_inputs
+
+        inp = AttackInputs(view, self.config, ctx, 0, threat=self.threat, **part)
+        first, embed_fn = PipelineRun(), None
+        if inp.aux_spec:
+            check_inputs(inp)
+            first = run_pipeline([s for s in STAGES if s.name == "similarity_model"], inp, cache)
+            embed_fn = encryption_embedder(self.config.similarity, first.outputs.get("similarity_model"),
+                                           device=inp.device)
+        est = estimate_T(view, inp.aux() if embed_fn else None, inp.pool() if embed_fn else None, embed_fn,
+                         seed=inp.seed("count"), progress=ctx.progress)
+        if est.T is None:
+            if est.source == "labels":
+                check_release(view)           # the labels' error: the candidates, and --T / --n-priv
+            E = len(view)
+            near = sorted((r for r in est.candidates if r.get("distance") is not None), key=lambda r: r["distance"])
+            unsim = [r["T"] for r in est.candidates if r.get("simulated") is None]
+            raise HidebenchError(
+                "the release does not state T (encryptions per private image), and neither its labels nor its "
+                f"similarity fix it: nearest candidates {describe_T_candidates(E, [r['T'] for r in near], 3)} "
+                f"(similarity tail share {est.statistic:.4f} against simulated "
+                f"{', '.join(format(r['simulated'][0], '.4f') for r in near[:3])})"
+                + (f"; the aux data cannot simulate T {unsim[:4]}" if unsim else "") + "; give --T or --n-priv")
+        return dataclasses.replace(view, T=est.T), est, first
 
     def evaluate(self, result: ReleaseResult, key: SecretKey) -> dict:
         """Stage metrics with the key: grouping (pair AUC, precision@T, purity, recall,

@@ -158,13 +158,23 @@ def class_slot_counts(labels: np.ndarray, slots: int) -> np.ndarray | None:
     return sup.sum(0) if (nnz == slots).all() else None
 
 
+def class_image_counts(counts: np.ndarray, slots: int, T: int, n: int) -> np.ndarray:
+    """Private images per class that best explain the slot counts when every image heads T
+    encryptions (class c holds about slots * T * n_c slots), whole and summing to n."""
+    share = counts / (slots * T)
+    n_c = np.floor(share).astype(np.int64)
+    short = n - int(n_c.sum())           # the shares sum to n: hand out the remainder
+    n_c[np.argsort(-(share - n_c), kind="stable")[:short]] += 1
+    return n_c
+
+
 def plausible_T(labels: np.ndarray, slots: int, *, alpha: float = 1e-3) -> list[tuple[int, float]]:
     """The T (encryptions per private image) the labels leave possible, largest first, each with
     its p-value. Candidates: E / T whole and at least `slots` private images. Test: in the
     challenge's generation (every private image heads T encryptions, the other slots drawn
     uniformly) class c's slot count is about slots * T * n_c with variance (slots - 1) T n_c
     (1 - n_c / n) for whole n_c summing to n; a chi-square over the classes rejects at `alpha`.
-    This narrows T but cannot fix it (T and T / 2 fit alike), so the attack asks for T."""
+    This narrows T but cannot fix it (T and T / 2 fit alike): count.py decides between them."""
     from scipy.stats import chi2
 
     E = len(labels)
@@ -177,10 +187,7 @@ def plausible_T(labels: np.ndarray, slots: int, *, alpha: float = 1e-3) -> list[
         if counts is None:
             out.append((T, 1.0))
             continue
-        share = counts / (slots * T)
-        n_c = np.floor(share).astype(np.int64)
-        short = n - int(n_c.sum())           # the shares sum to n: hand out the remainder
-        n_c[np.argsort(-(share - n_c), kind="stable")[:short]] += 1
+        n_c = class_image_counts(counts, slots, T, n)
         present = counts > 0
         if np.any(present & ((n_c == 0) | (counts < T))):     # an image of the class heads T encryptions
             continue
@@ -192,16 +199,20 @@ def plausible_T(labels: np.ndarray, slots: int, *, alpha: float = 1e-3) -> list[
     return out
 
 
+def describe_T_candidates(E: int, cands, limit: int = 6) -> str:
+    shown = ", ".join(f"{T} (n_priv {E // T})" for T in cands[:limit]) + (", ..." if len(cands) > limit else "")
+    return shown or "none"
+
+
 def check_release(view) -> int:
     """Check that a release fits the mixing model the attack inverts; return its number of
     private images, E / T."""
     E = len(view)
     if not view.T:
-        cands = plausible_T(view.labels, view.n_private_slots)
-        shown = ", ".join(f"{T} (n_priv {E // T})" for T, _ in cands[:6]) + (", ..." if len(cands) > 6 else "")
+        cands = [T for T, _ in plausible_T(view.labels, view.n_private_slots)]
         raise HidebenchError(f"the release does not state T (encryptions per private image), and its labels do not fix "
-                             f"it: T that fit its {E} encryptions and class counts, largest first: {shown or 'none'}; "
-                             "give --T or --n-priv")
+                             f"it: T that fit its {E} encryptions and class counts, largest first: "
+                             f"{describe_T_candidates(E, cands)}; give --T or --n-priv")
     if E % view.T:
         raise HidebenchError(f"{E} encryptions is not a multiple of T={view.T}")
     n = E // view.T

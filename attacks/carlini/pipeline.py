@@ -108,10 +108,16 @@ class PipelineRun:
     digests: dict = field(default_factory=dict)
 
 
-def run_pipeline(stages: list[Stage], inputs, cache, *, on_stage: Callable[[str], None] | None = None) -> PipelineRun:
-    """Run `stages` in order through `cache` (a hidebench StageCache); see module docstring."""
-    run = PipelineRun()
+def run_pipeline(stages: list[Stage], inputs, cache, *, on_stage: Callable[[str], None] | None = None,
+                 done: PipelineRun | None = None) -> PipelineRun:
+    """Run `stages` in order through `cache` (a hidebench StageCache); see module docstring.
+    `done`: an earlier run through the same cache whose stages are taken as they are."""
+    run = done if done is not None else PipelineRun()
     for st in stages:
+        if st.name in run.outputs:
+            if on_stage is not None:
+                on_stage(st.name)
+            continue
         if not st.when(inputs):
             continue
         present = [u for u in st.upstream if u in run.outputs]

@@ -369,20 +369,23 @@ def train_similarity_model(view: PublicView, aux: ImageSet, cfg: SimilarityConfi
     return out
 
 
-def release_embedding(view: PublicView, cfg: SimilarityConfig, model: SimilarityModel | None = None, *,
-                      device=None) -> np.ndarray:
-    """E x d unit rows whose dot products are the release's similarity before query expansion
-    and reranking: Pearson correlation of |e| without a model; with one, the blend of its
-    embedding's cosine and Pearson (E network evaluations)."""
-    pearson = pearson_embedding(view.encryptions)
+def encryption_embedder(cfg: SimilarityConfig, model: SimilarityModel | None = None, *, device=None):
+    """A function from encryptions (N x 32 x 32 x 3) to N x d unit rows whose dot products are
+    the similarity before query expansion and reranking: Pearson correlation of |e| without a
+    model; with one, the blend of its embedding's cosine and Pearson (N network evaluations)."""
     if model is None:
-        return pearson
+        return pearson_embedding
     import torch
 
     device = device or torch.device("cpu")
     net = arrays_to_state(build_embedder(cfg.width, cfg.embed_dim), model.weights, "embed.").to(device).eval()
-    z = embed(net, abs_features(view.encryptions), device)
-    return blend_embedding(z, pearson, float(model.blend))
+    return lambda enc: blend_embedding(embed(net, abs_features(enc), device), pearson_embedding(enc), float(model.blend))
+
+
+def release_embedding(view: PublicView, cfg: SimilarityConfig, model: SimilarityModel | None = None, *,
+                      device=None) -> np.ndarray:
+    """E x d unit rows of the release's encryptions (see `encryption_embedder`)."""
+    return encryption_embedder(cfg, model, device=device)(view.encryptions)
 
 
 def release_similarity(view: PublicView, cfg: SimilarityConfig, model: SimilarityModel | None = None, *,

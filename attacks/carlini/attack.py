@@ -50,14 +50,13 @@ class Carlini(ReleaseAttack):
         from hidebench.progress import bar
 
         oracle = oracle if oracle is not None else Oracle(None, ())
-        if view.T:
-            check_release(view)                # a release that does not fit: refused before the oracle is read
+        n = check_release(view) if view.T else None     # a release that does not fit: refused before the oracle is read
         part = {p: oracle.get(p, len(view)) if p in oracle else None for p in self.uses_oracles}
         cache = ctx.stage_cache()
         first, estimate = PipelineRun(), None
-        if not view.T:
+        if n is None:
             view, estimate, first = self._estimate_T(view, part, ctx, cache)
-        n = check_release(view)
+            n = check_release(view)
         inp = AttackInputs(view, self.config, ctx, n, threat=self.threat, **part)
         check_inputs(inp)
         progress = bar(total=len(STAGES), desc="carlini", enabled=ctx.progress)
@@ -104,13 +103,13 @@ class Carlini(ReleaseAttack):
         from attacks.carlini.stages import STAGES, AttackInputs, check_inputs
 
         inp = AttackInputs(view, self.config, ctx, 0, threat=self.threat, **part)
-        first, embed_fn = PipelineRun(), None
-        if inp.aux_spec:
+        first, embed_fn, granted = PipelineRun(), None, bool(inp.aux_spec)
+        if granted:
             check_inputs(inp)
             first = run_pipeline([s for s in STAGES if s.name == "similarity_model"], inp, cache)
             embed_fn = encryption_embedder(self.config.similarity, first.outputs.get("similarity_model"),
                                            device=inp.device)
-        est = estimate_T(view, inp.aux() if embed_fn else None, inp.pool() if embed_fn else None, embed_fn,
+        est = estimate_T(view, inp.aux() if granted else None, inp.pool() if granted else None, embed_fn,
                          seed=inp.seed("count"), progress=ctx.progress)
         if est.T is None:
             if est.source == "labels":

@@ -117,10 +117,9 @@ def estimate_T(view: PublicView, aux: ImageSet | None, pool, embed_fn: Callable[
     if np.isnan(dist).all() or np.isnan(stat):
         return est
     best = int(np.nanargmin(dist))
-    others = np.delete(dist, best)
-    # an unsimulated candidate cannot be ruled out: it counts as at distance 0
-    runner_up = float(np.min(np.where(np.isnan(others), 0.0, others))) if len(others) else np.inf
-    est.sureness = 1.0 if np.isinf(runner_up) else float(1 - dist[best] / runner_up) if runner_up > 0 else 0.0
+    others = np.delete(dist, best)         # at least one: estimation starts from two candidates
+    runner_up = float(np.min(np.where(np.isnan(others), 0.0, others)))   # unsimulated: cannot be ruled out
+    est.sureness = float(1 - dist[best] / runner_up) if runner_up > 0 else 0.0
     if dist[best] * min_ratio <= runner_up:
         est.T = rows[best]["T"]
     return est

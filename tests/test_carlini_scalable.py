@@ -149,3 +149,23 @@ def test_scalable_path_forms_no_dense_similarity(release, monkeypatch):  # noqa:
     assert np.isfinite(run.outputs["decryption"].recovered).all()
     with pytest.raises(HidebenchError, match="rerank"):
         run_grouping(view, {**SCALABLE, "similarity": {"rerank": 4}}, aux=AUX)
+
+
+def test_default_reassignment_rounds_follow_the_path(release):  # noqa: F811  (fixture)
+    """reassignment.rounds -1 (the default): five rounds on the dense path, one on the scalable
+    path, where a round costs time linear in E; an explicit count is run on both paths."""
+    from attacks.carlini import stages
+    from attacks.carlini.mixing import check_release
+    from hidebench.context import ExecutionContext
+    from hidebench.threat import ReleaseThreatModel
+
+    view = release[0]
+    ctx = ExecutionContext(device="cpu", progress=False, seed=0)
+    for reassignment, dense, scalable in (({}, 5, 1), ({"rounds": 3}, 3, 3), ({"rounds": 0}, 0, 0)):
+        for dense_max, want in ((10 ** 9, dense), (0, scalable)):
+            cfg = stages.CarliniConfig.from_dict({"dense_max": dense_max, "reassignment": reassignment})
+            inp = stages.AttackInputs(view, cfg, ctx, check_release(view),
+                                      threat=ReleaseThreatModel(aux=None, public_pool=False))
+            assert inp.reassignment_rounds == want
+    with pytest.raises(HidebenchError, match="reassignment.rounds"):
+        stages.CarliniConfig.from_dict({"reassignment": {"rounds": -2}})

@@ -203,8 +203,8 @@ class ReassignmentConfig(Config):
     labelled class whose image correlates best with it, then regresses again; `margin_weights`:
     rows whose best pair wins by a wide margin weigh more in the next regression.
     rounds -1 (the default) means 5 on the dense path and 1 on the scalable path
-    (carlini.dense_max), where a round costs time linear in E (about 19 minutes at 50,000
-    encryptions on 2 CPU cores) and one round keeps n_priv = 1000 within an hour."""
+    (carlini.dense_max): a round's time grows linearly with E, and on the largest releases one
+    round is what fits the time budget issue 12 sets (README, Measured results)."""
 
     section = "carlini.reassignment"
     rounds: int = -1

@@ -35,15 +35,17 @@ def load_aux(spec: str | None, ctx, max_images: int, *, needed_for: str = "this 
     return load_source(spec, data_root=ctx.data_root, indices=idx, progress=ctx.progress)
 
 
-def attacker_pool(threat, ctx, seed: int):
+def attacker_pool(threat, ctx, seed: int, screens: int = 1):
     """The attacker's own draw from the public pool, or None when the threat model does not
-    grant it (threat.public_pool false, or the release names no pool)."""
+    grant it (threat.public_pool false, or the release names no pool). screens > 1 screens that
+    many times the recipe's regions, so that rounds of attacker encryptions can each take fresh
+    ones (`AttackerEncryptions`)."""
     if not (threat.public_pool and threat.pool):
         return None
     from hidebench.data import PoolConfig, build_pool
 
     return build_pool(PoolConfig.from_dict(dict(threat.pool), where="threat.pool"), np.random.default_rng(seed),
-                      data_root=ctx.data_root, progress=ctx.progress)
+                      data_root=ctx.data_root, progress=ctx.progress, screens=screens)
 
 
 # ----------------------------------------------------------------------------- stand-in patches
@@ -84,14 +86,20 @@ class AttackerEncryptions:
     """Rounds of fresh encryptions of random aux subsets with the release's public scheme (k,
     mode, scheme, c1, c2, augmentation; T = `T`), and which of the round's images each one holds.
 
-    Public patches come from the attacker's pool when the threat model grants it. Otherwise
+    Public patches come from the attacker's pool when the threat model grants it. A pool
+    screened `pool_screens` times the recipe's size lends each round a fresh subset of one
+    screen's worth of regions: the release reuses each of its few regions many times, and
+    rounds that all drew on the same regions would let a similarity model learn those
+    particular patches (and so discount them) rather than what a shared private image looks
+    like; on a release's unseen patches it then scores worse. Otherwise
     they are unique stand-ins: half colour 1/f noise, half augmented aux images (outside the
     round's private subset when over 100 remain; small aux sets lend all their images, heavily
     augmented). Re-using a few aux images as patches would teach a similarity model to call
     encryptions sharing a public patch different although they look alike.
     """
 
-    def __init__(self, view: PublicView, aux: ImageSet, *, n_images: int, T: int, pool=None, seed: int = 0):
+    def __init__(self, view: PublicView, aux: ImageSet, *, n_images: int, T: int, pool=None, pool_screens: int = 1,
+                 seed: int = 0):
         slots = view.n_private_slots
         if len(aux) < slots + 1:
             raise HidebenchError(
@@ -101,6 +109,7 @@ class AttackerEncryptions:
         if len(aux) and aux.labels.max() >= n_cls:
             raise HidebenchError(f"auxiliary labels reach {aux.labels.max()} but the release has {n_cls} classes")
         self.view, self.aux, self.pool = view, aux, pool
+        self.regions_per_round = None if pool is None or pool_screens <= 1 else -(-len(pool.regions) // pool_screens)
         self.n_images = int(max(slots, min(n_images, len(aux))))
         self.cfg = EncryptionConfig(k=view.k, mode=view.mode, scheme=view.scheme, T=max(1, int(T)),
                                     c1=view.c1, c2=view.c2, augment=view.augment)
@@ -128,7 +137,8 @@ class AttackerEncryptions:
         if n_pub_slots:
             m = min(len(imgs) * self.cfg.T * n_pub_slots, MAX_PUBLIC_PATCHES)
             if self.pool is not None:
-                public, _ = self.pool.patches(rng, m)
+                pool = self.pool if self.regions_per_round is None else self.pool.subset(rng, self.regions_per_round)
+                public, _ = pool.patches(rng, m)
             else:
                 rest = order[~np.isin(order, idx)]
                 public = np.concatenate([pink_noise(rng, m // 2),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -333,6 +333,13 @@ class PublicPool:
     def acceptance_rate(self) -> float:
         return len(self.regions) / max(self.screened, 1)
 
+    def subset(self, rng: np.random.Generator, n: int) -> PublicPool:
+        """n of the accepted regions, drawn without replacement (all of them when n >= their number)."""
+        if n >= len(self.regions):
+            return self
+        keep = np.sort(rng.choice(len(self.regions), size=n, replace=False))
+        return replace(self, regions=self.regions[keep])
+
     def patches(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """n public 32x32x3 patches in [-1, 1] and their origin (region, top, left)."""
         s = IMAGE_SHAPE[0]
@@ -391,15 +398,18 @@ def _pool_images(source: str, data_root) -> tuple[list, str]:
     raise HidebenchError(f"unknown public pool {source!r}: use tinyimagenet, photos or imagefolder:PATH")
 
 
-def build_pool(cfg: PoolConfig, rng: np.random.Generator, *, data_root=None, progress: bool = True) -> PublicPool:
-    """Screen cfg.screen random regions of the pool's images and keep the textured ones."""
+def build_pool(cfg: PoolConfig, rng: np.random.Generator, *, data_root=None, progress: bool = True,
+               screens: int = 1) -> PublicPool:
+    """Screen cfg.screen random regions of the pool's images (`screens` times as many: an
+    attacker's larger draw, capped at the source's size for whole-image pools) and keep the
+    textured ones."""
     from hidebench.progress import bar
 
     images, fp = _pool_images(cfg.source, data_root)
     if not len(images):
         raise HidebenchError(f"public pool {cfg.source} holds no images")
-    order = rng.permutation(len(images)) if cfg.region == 0 else rng.integers(0, len(images), size=cfg.screen)
-    order = order[: cfg.screen]
+    order = rng.permutation(len(images)) if cfg.region == 0 else rng.integers(0, len(images), size=cfg.screen * screens)
+    order = order[: cfg.screen * screens]
     kept, counts, size = [], [], None
     for i in bar(order, enabled=progress, desc=f"SIFT-screening {cfg.source}", leave=False):
         img = images[i]

@@ -39,6 +39,10 @@ class SimilarityConfig(Config):
     `query_expansion` k > 0: each embedding is averaged with its k nearest before scoring.
     `rerank` > 0: each encryption's `rerank` best candidates are rescored by the paper's
     pairwise 6-channel model (trained `pair_steps` steps), blended with weight `rerank_weight`.
+    `pool_draws` > 1: the attacker screens that many times the recipe's public-pool regions and
+    each training round takes a fresh recipe-sized subset (AttackerEncryptions), so the model
+    cannot learn its own few patches by heart, which matters more the longer it trains; 1 (the
+    default) lends one draw to every round.
     """
 
     section = "carlini.similarity"
@@ -58,12 +62,13 @@ class SimilarityConfig(Config):
     rerank: int = 0
     rerank_weight: float = 0.5
     pair_steps: int = 300
+    pool_draws: int = 1
 
     def validate(self):
         s = self.section
         check_choice(self.method, f"{s}.method", ("cnn", "pearson"))
         for name in ("width", "embed_dim", "train_steps", "batch_size", "train_images", "train_T",
-                     "steps_per_round", "pair_steps"):
+                     "steps_per_round", "pair_steps", "pool_draws"):
             setattr(self, name, check_int(getattr(self, name), f"{s}.{name}", min=1))
         for name in ("query_expansion", "rerank"):
             setattr(self, name, check_int(getattr(self, name), f"{s}.{name}", min=0))

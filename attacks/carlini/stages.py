@@ -48,7 +48,7 @@ from hidebench.types import HidebenchError, ImageSet, PublicView
 
 # The similarity keys that shape the trained model (the others only change how it scores).
 MODEL_KEYS = ("width", "embed_dim", "train_steps", "batch_size", "lr", "temperature", "train_images", "train_T",
-              "steps_per_round", "pearson_weight", "blend")
+              "steps_per_round", "pearson_weight", "blend", "pool_draws")
 
 
 def stage_seed(seed: int, stage: str) -> int:
@@ -119,7 +119,8 @@ class AttackInputs:
             {"images": aux.images, "labels": aux.labels, "source": np.asarray(aux.source)}))
 
     def pool(self):
-        return self._once("pool", lambda: attacker_pool(self.threat, self.ctx, self.seed("pool")))
+        return self._once("pool", lambda: attacker_pool(self.threat, self.ctx, self.seed("pool"),
+                                                        screens=self.config.similarity.pool_draws))
 
     @property
     def grey(self) -> bool:

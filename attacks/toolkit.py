@@ -87,7 +87,7 @@ class AttackerEncryptions:
     mode, scheme, c1, c2, augmentation; T = `T`), and which of the round's images each one holds.
 
     Public patches come from the attacker's pool when the threat model grants it. A pool
-    screened `pool_screens` times the recipe's size lends each round a fresh subset of one
+    screened several times the recipe's size (`PublicPool.screens`) lends each round a fresh subset of one
     screen's worth of regions: the release reuses each of its few regions many times, and
     rounds that all drew on the same regions would let a similarity model learn those
     particular patches (and so discount them) rather than what a shared private image looks
@@ -98,8 +98,7 @@ class AttackerEncryptions:
     encryptions sharing a public patch different although they look alike.
     """
 
-    def __init__(self, view: PublicView, aux: ImageSet, *, n_images: int, T: int, pool=None, pool_screens: int = 1,
-                 seed: int = 0):
+    def __init__(self, view: PublicView, aux: ImageSet, *, n_images: int, T: int, pool=None, seed: int = 0):
         slots = view.n_private_slots
         if len(aux) < slots + 1:
             raise HidebenchError(
@@ -109,7 +108,8 @@ class AttackerEncryptions:
         if len(aux) and aux.labels.max() >= n_cls:
             raise HidebenchError(f"auxiliary labels reach {aux.labels.max()} but the release has {n_cls} classes")
         self.view, self.aux, self.pool = view, aux, pool
-        self.regions_per_round = None if pool is None or pool_screens <= 1 else -(-len(pool.regions) // pool_screens)
+        screens = getattr(pool, "screens", 1)          # any object with patches(rng, n) serves as a pool
+        self.regions_per_round = None if screens <= 1 else -(-len(pool.regions) // screens)
         self.n_images = int(max(slots, min(n_images, len(aux))))
         self.cfg = EncryptionConfig(k=view.k, mode=view.mode, scheme=view.scheme, T=max(1, int(T)),
                                     c1=view.c1, c2=view.c2, augment=view.augment)

@@ -64,21 +64,20 @@ def main(argv=None) -> int:
     n = int(key.private.shape[0])
     private = ImageSet(key.private, key.private_labels, [str(c) for c in range(view.labels.shape[1])], "key", "key")
     print(f"{args.challenge}: {len(view)} encryptions, n_priv {n}, T {view.T}; {args.steps} training steps")
+    aux = load_aux(threat.aux, ctx, CarliniConfig().aux_max, needed_for="this benchmark")
+    unseen = attacker_pool(threat, ctx, stage_seed(args.seed + 1, "pool"))
     print("pool_draws | aux, own patches | private, own patches | private, new patches | release | training")
     for draws in args.pool_draws:
         cfg = CarliniConfig.from_dict({"similarity": {"train_steps": args.steps, "pool_draws": draws}})
-        aux = load_aux(threat.aux, ctx, cfg.aux_max, needed_for="this benchmark")
         pool = attacker_pool(threat, ctx, stage_seed(args.seed, "pool"), screens=draws)
         t0 = time.perf_counter()
         model = train_similarity_model(view, aux, cfg.similarity, pool=pool,
                                        seed=stage_seed(args.seed, "similarity_model"))
         train_s = time.perf_counter() - t0
         embed_fn = encryption_embedder(cfg.similarity, model)
-        unseen = attacker_pool(threat, ctx, stage_seed(args.seed + 1, "pool"))
         aucs = []
-        for images, pool_, screens in ((aux, pool, draws), (private, pool, draws), (private, unseen, 1)):
-            att = AttackerEncryptions(view, images, n_images=n, T=view.T, pool=pool_, pool_screens=screens,
-                                      seed=args.seed + 7)
+        for images, pool_ in ((aux, pool), (private, pool), (private, unseen)):
+            att = AttackerEncryptions(view, images, n_images=n, T=view.T, pool=pool_, seed=args.seed + 7)
             sim_view, sim_key = att.encrypt_subset(np.arange(n) if images is private else
                                                    att.rng.choice(len(images), size=n, replace=False))
             aucs.append(pair_auc(embed_fn, sim_view.encryptions, sim_key.private_of(), n))

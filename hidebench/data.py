@@ -321,13 +321,15 @@ class PoolConfig(Config):
 
 @dataclass
 class PublicPool:
-    """Accepted regions (uint8 HWC, all the same size) and the screening statistics."""
+    """Accepted regions (uint8 HWC, all the same size) and the screening statistics; `screens`:
+    how many times the recipe's screen size was screened (an attacker's larger draw)."""
 
     regions: np.ndarray
     screened: int
     keypoints: np.ndarray   # keypoint count of every screened region
     fingerprint: str
     patch_mode: str
+    screens: int = 1
 
     @property
     def acceptance_rate(self) -> float:
@@ -338,7 +340,7 @@ class PublicPool:
         if n >= len(self.regions):
             return self
         keep = np.sort(rng.choice(len(self.regions), size=n, replace=False))
-        return replace(self, regions=self.regions[keep])
+        return replace(self, regions=self.regions[keep], screens=1)
 
     def patches(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """n public 32x32x3 patches in [-1, 1] and their origin (region, top, left)."""
@@ -408,8 +410,8 @@ def build_pool(cfg: PoolConfig, rng: np.random.Generator, *, data_root=None, pro
     images, fp = _pool_images(cfg.source, data_root)
     if not len(images):
         raise HidebenchError(f"public pool {cfg.source} holds no images")
-    order = rng.permutation(len(images)) if cfg.region == 0 else rng.integers(0, len(images), size=cfg.screen * screens)
-    order = order[: cfg.screen * screens]
+    n_screen = cfg.screen * screens
+    order = rng.permutation(len(images))[:n_screen] if cfg.region == 0 else rng.integers(0, len(images), size=n_screen)
     kept, counts, size = [], [], None
     for i in bar(order, enabled=progress, desc=f"SIFT-screening {cfg.source}", leave=False):
         img = images[i]
@@ -435,4 +437,4 @@ def build_pool(cfg: PoolConfig, rng: np.random.Generator, *, data_root=None, pro
         raise HidebenchError(
             f"no region of pool {cfg.source} passed the SIFT filter ({cfg.min_keypoints} keypoints, "
             f"{len(counts)} screened, median {np.median(counts):.0f}); lower min_keypoints or change region")
-    return PublicPool(np.stack(kept).astype(np.uint8), len(counts), np.asarray(counts), fp, cfg.patch_mode)
+    return PublicPool(np.stack(kept).astype(np.uint8), len(counts), np.asarray(counts), fp, cfg.patch_mode, screens)

@@ -12,7 +12,7 @@ POOL = PoolConfig(source="photos", region=96, screen=30, min_keypoints=20, patch
 def test_subset_draws_distinct_regions():
     pool = build_pool(POOL, np.random.default_rng(0), progress=False)
     sub = pool.subset(np.random.default_rng(1), 5)
-    assert len(sub.regions) == 5 and sub.patch_mode == pool.patch_mode
+    assert len(sub.regions) == 5 and sub.patch_mode == pool.patch_mode and sub.screens == 1
     members = {r.tobytes() for r in pool.regions}
     assert len({r.tobytes() for r in sub.regions}) == 5 and all(r.tobytes() in members for r in sub.regions)
     assert pool.subset(np.random.default_rng(1), len(pool.regions) + 3) is pool
@@ -27,6 +27,7 @@ def test_rounds_take_fresh_regions(monkeypatch, tmp_path):
     one = build_pool(POOL, np.random.default_rng(0), progress=False)
     four = build_pool(POOL, np.random.default_rng(0), progress=False, screens=4)
     assert len(four.regions) > 2.5 * len(one.regions) and four.screened == 4 * one.screened
+    assert (one.screens, four.screens) == (1, 4)
     used = []
     patches = PublicPool.patches
 
@@ -37,7 +38,7 @@ def test_rounds_take_fresh_regions(monkeypatch, tmp_path):
     monkeypatch.setattr(PublicPool, "patches", spy)
     for pool, screens in ((one, 1), (four, 4)):
         used.clear()
-        att = AttackerEncryptions(view, aux, n_images=10, T=3, pool=pool, pool_screens=screens, seed=0)
+        att = AttackerEncryptions(view, aux, n_images=10, T=3, pool=pool, seed=0)
         for _ in range(4):
             att.draw()
         per_round = -(-len(pool.regions) // screens)

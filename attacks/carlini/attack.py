@@ -110,7 +110,7 @@ class Carlini(ReleaseAttack):
             embed_fn = encryption_embedder(self.config.similarity, first.outputs.get("similarity_model"),
                                            device=inp.device)
         est = estimate_T(view, inp.aux() if granted else None, inp.pool() if granted else None, embed_fn,
-                         seed=inp.seed("count"), pool_screens=self.config.similarity.pool_draws, progress=ctx.progress)
+                         seed=inp.seed("count"), progress=ctx.progress)
         if est.T is None:
             if est.source == "labels":
                 check_release(view)           # the labels' error: the candidates, and --T / --n-priv

@@ -67,7 +67,7 @@ class CountEstimate:
 
 
 def _simulate(view: PublicView, aux: ImageSet, pool, embed_fn, n_c: np.ndarray, T: int, reps: int, seed: int,
-              e_max: int, pool_screens: int = 1) -> list[float] | None:
+              e_max: int) -> list[float] | None:
     """The statistic on `reps` attacker releases with n_c aux images per class; None when a class
     has too few aux images. Large releases are simulated at a smaller T (about e_max
     encryptions): the share of sharing neighbours is about 4 T / (E * consistent share), which
@@ -77,7 +77,7 @@ def _simulate(view: PublicView, aux: ImageSet, pool, embed_fn, n_c: np.ndarray, 
         return None
     n = int(n_c.sum())
     T_sim = int(max(2, min(T, round(e_max / n))))
-    data = AttackerEncryptions(view, aux, n_images=n, T=T_sim, pool=pool, pool_screens=pool_screens, seed=seed)
+    data = AttackerEncryptions(view, aux, n_images=n, T=T_sim, pool=pool, seed=seed)
     out = []
     for _ in range(reps):
         idx = np.concatenate([data.rng.choice(ix, size=m, replace=False) for ix, m in zip(by_class, n_c) if m])
@@ -87,12 +87,12 @@ def _simulate(view: PublicView, aux: ImageSet, pool, embed_fn, n_c: np.ndarray, 
 
 
 def estimate_T(view: PublicView, aux: ImageSet | None, pool, embed_fn: Callable[[np.ndarray], np.ndarray] | None, *,
-               seed: int = 0, reps: int = 4, min_ratio: float = 2.0, e_max: int = 3000, pool_screens: int = 1,
+               seed: int = 0, reps: int = 4, min_ratio: float = 2.0, e_max: int = 3000,
                progress: bool = False) -> CountEstimate:
     """Estimate T for a release that does not state it (see module docstring). embed_fn maps
     encryptions to unit rows (the attack's similarity); aux and embed_fn may be None when the
-    labels leave one candidate. pool_screens: how many recipe-sized screens the pool holds (each
-    simulated release takes one screen's worth of its regions, as a release does)."""
+    labels leave one candidate. A pool of several recipe-sized screens lends each simulated
+    release one screen's worth of its regions, as a release has (AttackerEncryptions)."""
     from hidebench.progress import bar
 
     slots = view.n_private_slots
@@ -108,8 +108,7 @@ def estimate_T(view: PublicView, aux: ImageSet | None, pool, embed_fn: Callable[
     for i, (T, p) in enumerate(bar(cands, enabled=progress, desc="carlini: estimating T", leave=False)):
         n = E // T
         n_c = class_image_counts(counts, slots, T, n) if counts is not None else None
-        sims = None if n_c is None else _simulate(view, aux, pool, embed_fn, n_c, T, reps, seed + 1 + i, e_max,
-                                                  pool_screens)
+        sims = None if n_c is None else _simulate(view, aux, pool, embed_fn, n_c, T, reps, seed + 1 + i, e_max)
         rows.append({"T": T, "n": n, "p_labels": p,
                      "simulated": None if sims is None else [float(np.mean(sims)), float(np.std(sims, ddof=1))]})
     dist = np.array([abs(stat - r["simulated"][0]) if r["simulated"] else np.nan for r in rows])

@@ -343,8 +343,7 @@ def train_similarity_model(view: PublicView, aux: ImageSet, cfg: SimilarityConfi
 
     device = device or torch.device("cpu")
     rounds = max(1, cfg.train_steps // cfg.steps_per_round)
-    data = AttackerEncryptions(view, aux, n_images=cfg.train_images, T=cfg.train_T, pool=pool,
-                               pool_screens=cfg.pool_draws, seed=seed)
+    data = AttackerEncryptions(view, aux, n_images=cfg.train_images, T=cfg.train_T, pool=pool, seed=seed)
     model, losses = train_embedder(data, width=cfg.width, dim=cfg.embed_dim, steps=cfg.train_steps,
                                    batch=cfg.batch_size, lr=cfg.lr, temperature=cfg.temperature, rounds=rounds,
                                    device=device, seed=seed, pearson_weight=cfg.pearson_weight, progress=progress)

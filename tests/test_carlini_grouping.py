@@ -101,7 +101,7 @@ def test_pearson_grouping_beats_chance(release):
 def test_cnn_similarity_separates_pairs_and_caches(release, tmp_path):
     view, key, aux = release
     cfg = {"similarity": {"train_steps": 40, "width": 8, "embed_dim": 32, "batch_size": 128, "train_images": 60,
-                          "train_T": 6, "steps_per_round": 20}, "eval_anchors": 120}
+                          "train_T": 6, "steps_per_round": 20, "group_steps": 0}, "eval_anchors": 120}
     g, run = run_grouping(view, cfg, aux=AUX, seed=1, cache_dir=tmp_path)
     _check_assignment(g, view)
     m = evaluate_grouping(g, key)
@@ -209,7 +209,8 @@ def test_pairwise_rerank_option(release, tmp_path):
 
     view, key, aux = release
     cfg = {"similarity": {"train_steps": 10, "width": 4, "embed_dim": 16, "batch_size": 64, "train_images": 40,
-                          "train_T": 4, "steps_per_round": 10, "rerank": 6, "pair_steps": 10, "blend": 0.5}}
+                          "train_T": 4, "steps_per_round": 10, "rerank": 6, "pair_steps": 10, "blend": 0.5,
+                          "group_steps": 0}}
     g, run = run_grouping(view, cfg, aux=AUX, cache_dir=tmp_path)
     _check_assignment(g, view)
     model = run.outputs["similarity_model"]
@@ -226,6 +227,20 @@ def test_pairwise_rerank_option(release, tmp_path):
     pairs[np.arange(len(S))[:, None], cand] = True
     assert not (changed & ~(pairs | pairs.T)).any()          # only candidate pairs are rescored
     assert StageCache(tmp_path).manifest("grouping") is not None
+
+
+def test_group_model_option(release, tmp_path):
+    """similarity.group_steps trains the second graph's group model with the embedding (cached
+    with it); the grouping then rescores and reassigns group_passes times and keeps the contract."""
+    view, key, aux = release
+    cfg = {"similarity": {"train_steps": 10, "width": 4, "embed_dim": 16, "batch_size": 64, "train_images": 40,
+                          "train_T": 4, "steps_per_round": 10, "blend": 0.5, "group_steps": 10, "group_passes": 2}}
+    g, run = run_grouping(view, cfg, aux=AUX, cache_dir=tmp_path)
+    _check_assignment(g, view)
+    assert len(run.outputs["similarity_model"].loss_group) == 10
+    assert len(g.stats["group_model_changed_fraction"]) == 2
+    with np.load(tmp_path / "similarity_model" / "arrays.npz") as z:
+        assert any(k.startswith("weights.group.") for k in z.files)
 
 
 def test_flow_one_group_per_labelled_class():

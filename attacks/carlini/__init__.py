@@ -3,8 +3,9 @@ Encoding?" (arXiv 2011.05315), as a staged release attack: ``carlini``.
 
 Module map: config (one section per stage), stages (the declared stages and their inputs and
 outputs), pipeline (the cached stage runner), mixing (the mixing model: designs, memberships,
-coefficients), similarity / clustering / assignment / grouping (stages 1-3; scalable_grouping: the same without
-an E x E matrix, for releases over `dense_max` encryptions), regression /
+coefficients), similarity / clustering / assignment / grouping (stages 1-3; group_model: the
+second graph, an encryption against a whole group; scalable_grouping: the same without an E x E
+matrix, for releases over `dense_max` encryptions), regression /
 sign_sync / reassignment (stage 4), signs (stage 5), evaluation (metrics with the key), attack
 (the registered class).
 """

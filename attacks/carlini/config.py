@@ -43,6 +43,12 @@ class SimilarityConfig(Config):
     each training round takes a fresh recipe-sized subset (AttackerEncryptions), so the model
     cannot learn its own few patches by heart, which matters more the longer it trains; 1 (the
     default) lends one draw to every round.
+    `group_steps` > 0: the paper's second graph (group_model.py): a 6-channel model, trained
+    that many steps, scores an encryption against the template of a whole group; after the
+    assignment, each encryption's `group_candidates` best groups are rescored against the
+    assignment's templates (blend weight `group_weight`) and the assignment runs again,
+    `group_passes` times. InstaHide releases only; -1 (the default) means 1000 steps on the
+    dense path and none on the scalable path (carlini.dense_max), where its time is unmeasured.
     """
 
     section = "carlini.similarity"
@@ -63,21 +69,32 @@ class SimilarityConfig(Config):
     rerank_weight: float = 0.5
     pair_steps: int = 300
     pool_draws: int = 1
+    group_steps: int = -1
+    group_candidates: int = 12
+    group_weight: float = 1.0
+    group_passes: int = 8
 
     def validate(self):
         s = self.section
         check_choice(self.method, f"{s}.method", ("cnn", "pearson"))
         for name in ("width", "embed_dim", "train_steps", "batch_size", "train_images", "train_T",
-                     "steps_per_round", "pair_steps", "pool_draws"):
+                     "steps_per_round", "pair_steps", "pool_draws", "group_candidates", "group_passes"):
             setattr(self, name, check_int(getattr(self, name), f"{s}.{name}", min=1))
         for name in ("query_expansion", "rerank"):
             setattr(self, name, check_int(getattr(self, name), f"{s}.{name}", min=0))
+        self.group_steps = check_int(self.group_steps, f"{s}.group_steps (-1: 1000, none on the scalable path)",
+                                     min=-1)
         check_float(self.lr, f"{s}.lr", min=0, min_open=True)
         check_float(self.temperature, f"{s}.temperature", min=0, min_open=True)
         check_float(self.pearson_weight, f"{s}.pearson_weight", min=0, max=1, max_open=True)
         if self.blend != -1:
             check_float(self.blend, f"{s}.blend (-1: chosen on held-out attacker data)", min=0, max=1)
         check_float(self.rerank_weight, f"{s}.rerank_weight", min=0, max=1)
+        check_float(self.group_weight, f"{s}.group_weight", min=0, max=1)
+
+    def group_steps_for(self, scalable: bool) -> int:
+        """The group model's training steps: `group_steps`, or for -1 1000 (none when scalable)."""
+        return self.group_steps if self.group_steps >= 0 else (0 if scalable else 1000)
 
 
 @dataclass

@@ -79,58 +79,71 @@ def find_cores(S: np.ndarray, support: np.ndarray, n: int, T: int, cfg: Clusteri
 
 
 def assign_groups(scores_of, labels: np.ndarray, cores: list[np.ndarray], T: int, slots: int,
-                  cfg: AssignmentConfig, *, core_size: int, flow=asg.flow_assign) -> tuple[np.ndarray, np.ndarray, dict]:
+                  cfg: AssignmentConfig, *, core_size: int, flow=asg.flow_assign, rescore=None,
+                  passes: int = 1) -> tuple[np.ndarray, np.ndarray, dict]:
     """Stage 3: every encryption gets `slots` groups (after cfg.refine passes that rebuild the
     groups from the assignment). scores_of(groups): the E x groups scores (the dense path:
     `cluster_scores` on S); flow: the capacity-constrained assignment behind method 'flow'
-    (`flow_assign`, or the scalable path's `price_assign`, same arguments).
-    Returns (E x slots group ids, each group's class, stats)."""
+    (`flow_assign`, or the scalable path's `price_assign`, same arguments); rescore(assignment,
+    scores, allowed) -> scores: the second graph (group_model.py), after which the assignment
+    runs again, `passes` times. Returns (E x slots group ids, each group's class, stats)."""
     support = label_support(labels)
     n = len(cores)
     cap = asg.capacity_for(T, slots, cfg.capacity_slack)
     groups = cores
+
+    def assign_once(scores, allowed, classes):
+        if cfg.method == "flow":
+            sc = asg.slot_classes(support, labels, classes, slots) if cfg.class_slots else None
+            return flow(scores, allowed, slots=slots, capacity=cap, candidates=cfg.flow_candidates,
+                        slot_class=sc, classes=classes)
+        return asg.greedy_assign(scores, allowed, slots=slots, per_group=max(1, int(round(cfg.greedy_frac * T))))
+
     for it in range(cfg.refine + 1):
         classes = np.array([clu.cluster_class(g, support, labels) for g in groups], dtype=np.int64)
         scores = scores_of(groups)
         if cfg.row_norm:
             scores = asg.row_standardise(scores)
         allowed = asg.allowed_matrix(support, classes)
-        if cfg.method == "flow":
-            sc = asg.slot_classes(support, labels, classes, slots) if cfg.class_slots else None
-            assign, astats = flow(scores, allowed, slots=slots, capacity=cap, candidates=cfg.flow_candidates,
-                                  slot_class=sc, classes=classes)
-        else:
-            assign, astats = asg.greedy_assign(scores, allowed, slots=slots,
-                                               per_group=max(1, int(round(cfg.greedy_frac * T))))
+        assign, astats = assign_once(scores, allowed, classes)
         if it < cfg.refine:
             groups = asg.assignment_clusters(assign, scores, n, core=max(core_size, T))
             groups = [g if len(g) >= 2 else cores[c] for c, g in enumerate(groups)]
+    changed = []
+    for _ in range(passes if rescore is not None else 0):
+        scores = rescore(assign, scores, allowed)
+        new, astats = assign_once(scores, allowed, classes)
+        changed.append(float((np.sort(new, 1) != np.sort(assign, 1)).any(1).mean()))
+        assign = new
     sizes = np.bincount(assign.ravel(), minlength=n)
     stats = {"assignment": cfg.method, "capacity": cap, "refine": cfg.refine,
              **{f"assignment_{k}": v for k, v in astats.items()},
              "group_sizes_min_max": [int(sizes.min()), int(sizes.max())]}
+    if changed:
+        stats["group_model_changed_fraction"] = changed
     return assign, classes, stats
 
 
 # ----------------------------------------------------------------------------- stages 1-3
 
 def find_groups(view: PublicView, cfg: CarliniConfig, n: int, *, S: np.ndarray, seed: int = 0,
-                anchor_rng: np.random.Generator | None = None) -> Grouping:
+                anchor_rng: np.random.Generator | None = None, rescore=None) -> Grouping:
     """Stages 2-3 on a similarity S (stage 1): the attacker's grouping of the release into n
     groups. `anchor_rng` draws the eval_anchors encryptions whose similarity rows `evaluate`
-    scores (default: from `seed`)."""
+    scores (default: from `seed`); rescore: see `assign_groups`."""
     return group_release(view, cfg, n, cores_of=lambda support, T: find_cores(S, support, n, T, cfg.clustering,
                                                                               seed=seed),
                          scores_of=lambda groups: asg.cluster_scores(S, groups), rows_of=lambda rows: S[rows],
-                         seed=seed, anchor_rng=anchor_rng)
+                         seed=seed, anchor_rng=anchor_rng, rescore=rescore)
 
 
 def group_release(view: PublicView, cfg: CarliniConfig, n: int, *, cores_of, scores_of, rows_of,
-                  flow=asg.flow_assign, seed: int = 0, anchor_rng: np.random.Generator | None = None) -> Grouping:
+                  flow=asg.flow_assign, seed: int = 0, anchor_rng: np.random.Generator | None = None,
+                  rescore=None) -> Grouping:
     """Stages 2-3 around a similarity given as functions, timed, with the pair sample for
     `evaluate_grouping`: cores_of(support, T) -> (n core groups, stats with 'core_size');
     scores_of(groups) -> E x groups scores; rows_of(anchors) -> their similarity rows (E
-    columns, itself at -2); flow: see `assign_groups`."""
+    columns, itself at -2); flow, rescore: see `assign_groups`."""
     E, T, slots = len(view), int(view.T), view.n_private_slots
     support = label_support(view.labels)
     timings: dict = {}
@@ -140,7 +153,8 @@ def group_release(view: PublicView, cfg: CarliniConfig, n: int, *, cores_of, sco
     timings["clustering_peak_rss_mb"] = peak_rss_mb()
     t0 = time.perf_counter()
     assign, classes, astats = assign_groups(scores_of, view.labels, [g.copy() for g in cores], T, slots,
-                                            cfg.assignment, core_size=stats["core_size"], flow=flow)
+                                            cfg.assignment, core_size=stats["core_size"], flow=flow,
+                                            rescore=rescore, passes=cfg.similarity.group_passes)
     timings["assignment_s"] = time.perf_counter() - t0
     timings["assignment_peak_rss_mb"] = peak_rss_mb()
     stats.update(astats)

@@ -180,8 +180,9 @@ def price_assign(scores: np.ndarray, allowed: np.ndarray, *, slots: int, capacit
 
 
 def find_groups_scalable(view: PublicView, cfg: CarliniConfig, n: int, *, F: np.ndarray, seed: int = 0,
-                         anchor_rng: np.random.Generator | None = None) -> Grouping:
-    """Stages 2-3 on the embedding F (stage 1), with the dense path's output (`Grouping`)."""
+                         anchor_rng: np.random.Generator | None = None, rescore=None) -> Grouping:
+    """Stages 2-3 on the embedding F (stage 1), with the dense path's output (`Grouping`);
+    rescore: see `grouping.assign_groups`."""
     acfg = cfg.assignment
     if acfg.method != "flow" or acfg.row_norm:
         raise HidebenchError("the scalable grouping (releases over carlini.dense_max encryptions) assigns by "
@@ -198,6 +199,6 @@ def find_groups_scalable(view: PublicView, cfg: CarliniConfig, n: int, *, F: np.
         return rows
 
     g = group_release(view, cfg, n, cores_of=cores_of, scores_of=lambda groups: group_scores(F, groups),
-                      rows_of=rows_of, flow=price_assign, seed=seed, anchor_rng=anchor_rng)
+                      rows_of=rows_of, flow=price_assign, seed=seed, anchor_rng=anchor_rng, rescore=rescore)
     g.stats["assignment"] = "prices"
     return g

@@ -289,25 +289,29 @@ def similarity_matrix(z: np.ndarray) -> np.ndarray:
     return s
 
 
-def rerank(S: np.ndarray, pair_logits: np.ndarray, cand: np.ndarray, weight: float) -> np.ndarray:
-    """Blend pairwise logits into the top candidates of S (kept symmetric); other entries untouched.
-
-    The blend is on a common scale: both scores are z-scored over the candidate entries and the
-    result is mapped back to the scale of S's candidate entries.
-    """
-    S = S.copy()
-    rows = np.repeat(np.arange(len(S)), cand.shape[1])
+def blend_candidates(scores: np.ndarray, logits: np.ndarray, cand: np.ndarray, weight: float) -> np.ndarray:
+    """`scores` with its entries (row e, column cand[e, j]) blended with a model's logits
+    (E x m), other entries untouched. The blend is on a common scale: both are z-scored over the
+    candidate entries and the result is mapped back to the scale of the scores' candidate entries."""
+    out = scores.copy()
+    rows = np.repeat(np.arange(len(scores)), cand.shape[1])
     cols = cand.reshape(-1)
-    s0 = S[rows, cols]
-    p = pair_logits.reshape(-1)
+    s0 = scores[rows, cols]
+    p = logits.reshape(-1)
     zs = (s0 - s0.mean()) / max(s0.std(), 1e-8)
     zp = (p - p.mean()) / max(p.std(), 1e-8)
-    new = (1 - weight) * zs + weight * zp
-    new = new * s0.std() + s0.mean()
-    S[rows, cols] = new
-    S[cols, rows] = new
-    np.fill_diagonal(S, -2.0)
-    return S
+    out[rows, cols] = ((1 - weight) * zs + weight * zp) * s0.std() + s0.mean()
+    return out
+
+
+def rerank(S: np.ndarray, pair_logits: np.ndarray, cand: np.ndarray, weight: float) -> np.ndarray:
+    """Blend pairwise logits into the top candidates of S (`blend_candidates`), kept symmetric."""
+    out = blend_candidates(S, pair_logits, cand, weight)
+    rows = np.repeat(np.arange(len(S)), cand.shape[1])
+    cols = cand.reshape(-1)
+    out[cols, rows] = out[rows, cols]
+    np.fill_diagonal(out, -2.0)
+    return out
 
 
 # ----------------------------------------------------------------------------- stage functions
@@ -315,29 +319,32 @@ def rerank(S: np.ndarray, pair_logits: np.ndarray, cand: np.ndarray, weight: flo
 @dataclass
 class SimilarityModel:
     """Output of stage `similarity_model`: the trained embedding CNN ('embed.*' weights; the
-    pairwise reranker's 'pair.*' too when trained), the Pearson blend weight to score with, and
-    the training record (loss histories, precision@T of each blend weight on held-out attacker
-    encryptions)."""
+    pairwise reranker's 'pair.*' and the group model's 'group.*' too when trained), the Pearson
+    blend weight to score with, and the training record (loss histories, precision@T of each
+    blend weight on held-out attacker encryptions)."""
 
     weights: dict = arrays_field()
     blend: float = json_field(0.0)
     loss_embed: np.ndarray | None = None
     loss_pair: np.ndarray | None = None
+    loss_group: np.ndarray | None = None
     val_grid: np.ndarray | None = None
     val_precision: np.ndarray | None = None
 
     def summary(self) -> dict:
-        le = self.loss_embed
-        return {"embed_loss_first_last": [round(float(le[: 20].mean()), 4), round(float(le[-20:].mean()), 4)],
+        first_last = {f"{name}_loss_first_last": [round(float(h[: 20].mean()), 4), round(float(h[-20:].mean()), 4)]
+                      for name, h in (("embed", self.loss_embed), ("group", self.loss_group)) if h is not None}
+        return {**first_last,
                 "blend_pearson_weight": float(self.blend),
                 "attacker_val_precision": {f"{float(k):g}": round(float(v), 4)
                                            for k, v in zip(self.val_grid, self.val_precision)}}
 
 
 def train_similarity_model(view: PublicView, aux: ImageSet, cfg: SimilarityConfig, *, pool=None, seed: int = 0,
-                           device=None, progress: bool = False) -> SimilarityModel:
-    """Train the embedding CNN (and, with cfg.rerank, the pairwise model) on the attacker's own
-    encryptions of its aux images with the release's scheme; choose the Pearson blend on a
+                           group_steps: int = 0, device=None, progress: bool = False) -> SimilarityModel:
+    """Train the embedding CNN (and, with cfg.rerank, the pairwise model; with group_steps > 0,
+    the group model for that many steps: the stage resolves cfg.group_steps) on the attacker's
+    own encryptions of its aux images with the release's scheme; choose the Pearson blend on a
     held-out round. `pool`: the attacker's public pool (None: stand-in patches)."""
     import torch
 
@@ -366,6 +373,16 @@ def train_similarity_model(view: PublicView, aux: ImageSet, cfg: SimilarityConfi
                                   progress=progress)
         out.weights.update(state_to_arrays(pm, "pair."))
         out.loss_pair = np.asarray(pl, dtype=np.float32)
+    if group_steps:
+        from attacks.carlini.group_model import ROUND_IMAGES, train_group_model
+
+        rounds = AttackerEncryptions(view, aux, n_images=ROUND_IMAGES, T=view.T or cfg.train_T, pool=pool,
+                                     seed=seed + 2)
+        gm, gl = train_group_model(rounds, width=cfg.width, steps=group_steps, batch=cfg.batch_size // 2,
+                                   lr=cfg.lr, steps_per_round=cfg.steps_per_round, device=device, seed=seed,
+                                   progress=progress)
+        out.weights.update(state_to_arrays(gm, "group."))
+        out.loss_group = np.asarray(gl, dtype=np.float32)
     return out
 
 

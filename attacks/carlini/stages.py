@@ -32,6 +32,7 @@ import numpy as np
 
 from attacks.aux_mean import class_means
 from attacks.carlini.config import CarliniConfig
+from attacks.carlini.group_model import group_rescorer
 from attacks.carlini.grouping import Grouping, find_groups, oracle_grouping, true_similarity
 from attacks.carlini.mixing import aligned_coefficients, label_support, lambdas_from_labels, membership_matrix
 from attacks.carlini.pipeline import Stage, arrays_field, json_field
@@ -144,6 +145,11 @@ class AttackInputs:
         return len(self.view) > self.config.dense_max
 
     @property
+    def group_steps(self) -> int:
+        """Training steps of the second graph's group model (0: none)."""
+        return self.config.similarity.group_steps_for(self.scalable) if self.view.scheme == "instahide" else 0
+
+    @property
     def reassignment_rounds(self) -> int:
         """Reassignment runs on the attacker's own grouping of cross-dataset InstaHide (two slots)."""
         v = self.view
@@ -162,7 +168,8 @@ class AttackInputs:
 
 def similarity_model_stage(inp: AttackInputs) -> SimilarityModel:
     return train_similarity_model(inp.view, inp.aux(), inp.config.similarity, pool=inp.pool(),
-                                  seed=inp.seed("similarity_model"), device=inp.device, progress=inp.ctx.progress)
+                                  group_steps=inp.group_steps, seed=inp.seed("similarity_model"), device=inp.device,
+                                  progress=inp.ctx.progress)
 
 
 def _similarity_model_key(inp: AttackInputs) -> dict:
@@ -170,6 +177,8 @@ def _similarity_model_key(inp: AttackInputs) -> dict:
     key = {k: getattr(s, k) for k in MODEL_KEYS}
     if s.rerank:
         key["pair_steps"] = s.pair_steps
+    if inp.group_steps:
+        key["group"] = [inp.group_steps, v.T]
     scheme = [v.k, v.mode, v.scheme, int(v.labels.shape[1])]
     if (v.c1, v.c2) != (0.65, 0.3) or v.augment:     # keys of plain default-bound releases unchanged
         scheme += [v.c1, v.c2, v.augment]
@@ -198,10 +207,20 @@ def grouping_stage(inp: AttackInputs, similarity_model: SimilarityModel | None =
         method = inp.config.similarity.method
         S = release_similarity(inp.view, inp.config.similarity, similarity_model, device=inp.device)
     timings = {"similarity_s": time.perf_counter() - t0}
-    g = find_groups(inp.view, inp.config, inp.n_private, S=S, seed=seed, anchor_rng=rng)
+    g = find_groups(inp.view, inp.config, inp.n_private, S=S, seed=seed, anchor_rng=rng,
+                    rescore=_group_rescorer(inp, similarity_model))
     g.stats = {"similarity": method, **g.stats}
     g.timings = {**timings, **g.timings}
     return g
+
+
+def _group_rescorer(inp: AttackInputs, similarity_model: SimilarityModel | None):
+    """The second graph's rescoring (group_model.py) when the similarity model has a group model."""
+    sim = inp.config.similarity
+    if similarity_model is None or not inp.group_steps:
+        return None
+    return group_rescorer(inp.view.encryptions, similarity_model.weights, width=sim.width,
+                          candidates=sim.group_candidates, weight=sim.group_weight, device=inp.device)
 
 
 def _scalable_grouping(inp: AttackInputs, similarity_model, seed: int, rng) -> Grouping:
@@ -218,7 +237,8 @@ def _scalable_grouping(inp: AttackInputs, similarity_model, seed: int, rng) -> G
         F = expand_queries(release_embedding(view, cfg.similarity, similarity_model, device=inp.device),
                            cfg.similarity.query_expansion, label_support(view.labels))
     timings = {"similarity_s": time.perf_counter() - t0}
-    g = find_groups_scalable(view, cfg, inp.n_private, F=F, seed=seed, anchor_rng=rng)
+    g = find_groups_scalable(view, cfg, inp.n_private, F=F, seed=seed, anchor_rng=rng,
+                             rescore=_group_rescorer(inp, similarity_model))
     g.stats = {"similarity": method, "path": "scalable", **g.stats}
     g.timings = {**timings, **g.timings}
     return g

@@ -157,7 +157,7 @@ def test_config_validation():
         get_attack("carlini")({"regression": {"seed": 3}})
     c = get_attack("carlini")({"regression": {"steps": 3}, "signs": {"neighbours": 4}}).config
     assert c.regression.steps == 3 and c.signs.neighbours == 4
-    assert get_attack("carlini")(DEMO_CONFIG).config.reassignment.rounds == 0
+    assert get_attack("carlini")(DEMO_CONFIG).config.similarity.train_steps == 300
     assert CarliniConfig.from_dict(CarliniConfig().to_dict()) == CarliniConfig()
 
 

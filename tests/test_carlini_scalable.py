@@ -153,15 +153,18 @@ def test_scalable_path_forms_no_dense_similarity(release, monkeypatch):  # noqa:
 
 def test_default_reassignment_rounds_follow_the_path(release):  # noqa: F811  (fixture)
     """reassignment.rounds -1 (the default): five rounds on the dense path, one on the scalable
-    path, where a round costs time linear in E; an explicit count is run on both paths."""
+    path, where a round costs time linear in E, none on a release below min_T; an explicit count
+    is run on both paths and any T."""
     from attacks.carlini import stages
     from attacks.carlini.mixing import check_release
     from hidebench.context import ExecutionContext
     from hidebench.threat import ReleaseThreatModel
 
     view = release[0]
+    T = int(view.T)
     ctx = ExecutionContext(device="cpu", progress=False, seed=0)
-    for reassignment, dense, scalable in (({}, 5, 1), ({"rounds": 3}, 3, 3), ({"rounds": 0}, 0, 0)):
+    for reassignment, dense, scalable in (({"min_T": T}, 5, 1), ({"rounds": 3}, 3, 3), ({"rounds": 0}, 0, 0),
+                                          ({"min_T": T + 1}, 0, 0), ({"min_T": T + 1, "rounds": 2}, 2, 2)):
         for dense_max, want in ((10 ** 9, dense), (0, scalable)):
             cfg = stages.CarliniConfig.from_dict({"dense_max": dense_max, "reassignment": reassignment})
             inp = stages.AttackInputs(view, cfg, ctx, check_release(view),

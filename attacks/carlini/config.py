@@ -226,21 +226,29 @@ class ReassignmentConfig(Config):
     rows whose best pair wins by a wide margin weigh more in the next regression.
     rounds -1 (the default) means 5 on the dense path and 1 on the scalable path
     (carlini.dense_max): a round's time grows linearly with E, and on the largest releases one
-    round is what fits the time budget issue 12 sets (README, Measured results)."""
+    round is what fits the time budget issue 12 sets (README, Measured results); and none on
+    releases of fewer than `min_T` encryptions per private image, where an image's few
+    encryptions regress into too poor an image to re-choose memberships by: the rounds drift
+    from the second graph's grouping at T=10 and T=20 and improve it at T=50 (README).
+    """
 
     section = "carlini.reassignment"
     rounds: int = -1
     candidates: int = 12
     margin_weights: bool = True
+    min_T: int = 30
 
     def validate(self):
         self.rounds = check_int(self.rounds, f"{self.section}.rounds (-1: 5, or 1 on the scalable path)", min=-1)
         self.candidates = check_int(self.candidates, f"{self.section}.candidates", min=2)
+        self.min_T = check_int(self.min_T, f"{self.section}.min_T", min=1)
         check_bool(self.margin_weights, f"{self.section}.margin_weights")
 
-    def rounds_for(self, scalable: bool) -> int:
-        """The rounds to run: `rounds`, or for -1 five (one on the scalable path)."""
-        return self.rounds if self.rounds >= 0 else (1 if scalable else 5)
+    def rounds_for(self, scalable: bool, T: int) -> int:
+        """The rounds to run: `rounds`, or for -1 five (one on the scalable path; none below min_T)."""
+        if self.rounds >= 0:
+            return self.rounds
+        return 0 if T < self.min_T else 1 if scalable else 5
 
 
 @dataclass

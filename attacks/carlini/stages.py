@@ -154,7 +154,7 @@ class AttackInputs:
         """Reassignment runs on the attacker's own grouping of cross-dataset InstaHide (two slots)."""
         v = self.view
         own = self.assignment is None and v.scheme == "instahide" and v.n_private_slots == 2
-        return self.config.reassignment.rounds_for(self.scalable) if own else 0
+        return self.config.reassignment.rounds_for(self.scalable, int(v.T)) if own else 0
 
     def oracle_digest(self, part: str) -> str | None:
         o = getattr(self, part)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from attacks.carlini.mixing import membership_matrix
-from attacks.carlini.similarity import abs_features, arrays_to_state, blend_candidates, build_pair_model
+from attacks.carlini.similarity import abs_features, arrays_to_state, blend_candidates, build_pair_model, fit
 from attacks.toolkit import AttackerEncryptions
 
 # Images per training round (each in T encryptions, T the release's): groups as large as the
@@ -77,32 +77,23 @@ def train_group_model(data: AttackerEncryptions, *, width: int, steps: int, batc
     import torch
     import torch.nn.functional as F
 
-    from hidebench.progress import bar
-
     torch.manual_seed(seed + 2)
     model = build_pair_model(width).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     rng = np.random.default_rng(seed + 2)
-    losses = []
-    model.train()
-    x = member = classes = None
-    for step in bar(range(steps), enabled=progress, desc="similarity: training group model", leave=False):
+    state = {}
+
+    def loss_at(step):
         if step % steps_per_round == 0:
             idx = rng.choice(len(data.aux), size=data.n_images, replace=False)
             view, key = data.encrypt_subset(idx)
-            x = abs_features(view.encryptions)
-            member = membership_matrix(key.private_of(), len(idx))
-            classes = np.asarray(data.aux.labels)[idx]
+            state["round"] = (abs_features(view.encryptions), membership_matrix(key.private_of(), len(idx)),
+                              np.asarray(data.aux.labels)[idx])
+        x, member, classes = state["round"]
         _, cand, tmpl, y = training_batch(rng, x, member, classes, batch)
         xb = torch.from_numpy(np.concatenate([x[cand], tmpl], axis=1)).to(device)
-        loss = F.binary_cross_entropy_with_logits(model(xb).squeeze(1), torch.from_numpy(y.astype(np.float32)).to(device))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-    model.eval()
+        return F.binary_cross_entropy_with_logits(model(xb).squeeze(1), torch.from_numpy(y.astype(np.float32)).to(device))
+
+    losses = fit(model, loss_at, steps=steps, lr=lr, desc="similarity: training group model", progress=progress)
     return model, losses
 
 

@@ -139,37 +139,51 @@ def _batch_rows(rng, member: np.ndarray, batch: int, groups: int) -> np.ndarray:
     return rng.choice(rows, size=min(batch, len(rows)), replace=False)
 
 
-def train_embedder(data: AttackerEncryptions, *, width: int, dim: int, steps: int, batch: int, lr: float,
-                   temperature: float, rounds: int, device, seed: int, pearson_weight: float = 0.0,
-                   progress: bool = False):
-    """Train the embedding CNN on `rounds` freshly encrypted aux rounds; returns (model, loss history)."""
+def fit(model, loss_at, *, steps: int, lr: float, desc: str, progress: bool = False) -> list[float]:
+    """Adam at peak learning rate `lr` on a one-cycle schedule for `steps` steps of
+    loss_at(step) (a scalar tensor); the model left in eval mode. Returns the loss history."""
     import torch
 
     from hidebench.progress import bar
 
-    torch.manual_seed(seed)
-    model = build_embedder(width, dim).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    rng = np.random.default_rng(seed)
-    groups = max(2, batch // (2 * data.cfg.n_private_slots * data.cfg.T) * 2)
-    per_round = max(1, math.ceil(steps / max(rounds, 1)))
     losses = []
     model.train()
-    x = member = None
-    for step in bar(range(steps), enabled=progress, desc="similarity: training embedder", leave=False):
-        if step % per_round == 0:
-            x, member = draw_round(data)
-        rows = _batch_rows(rng, member, batch, groups)
-        xb = torch.from_numpy(x[rows]).to(device)
-        mb = torch.from_numpy(member[rows]).to(device)
-        loss = _supcon_loss(model(xb), mb, temperature, xb, pearson_weight)
+    for step in bar(range(steps), enabled=progress, desc=desc, leave=False):
+        loss = loss_at(step)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
     model.eval()
+    return losses
+
+
+def train_embedder(data: AttackerEncryptions, *, width: int, dim: int, steps: int, batch: int, lr: float,
+                   temperature: float, rounds: int, device, seed: int, pearson_weight: float = 0.0,
+                   progress: bool = False):
+    """Train the embedding CNN on `rounds` freshly encrypted aux rounds; returns (model, loss history)."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = build_embedder(width, dim).to(device)
+    rng = np.random.default_rng(seed)
+    groups = max(2, batch // (2 * data.cfg.n_private_slots * data.cfg.T) * 2)
+    per_round = max(1, math.ceil(steps / max(rounds, 1)))
+    state = {}
+
+    def loss_at(step):
+        if step % per_round == 0:
+            state["round"] = draw_round(data)
+        x, member = state["round"]
+        rows = _batch_rows(rng, member, batch, groups)
+        xb = torch.from_numpy(x[rows]).to(device)
+        mb = torch.from_numpy(member[rows]).to(device)
+        return _supcon_loss(model(xb), mb, temperature, xb, pearson_weight)
+
+    losses = fit(model, loss_at, steps=steps, lr=lr, desc="similarity: training embedder", progress=progress)
     return model, losses
 
 
@@ -179,21 +193,17 @@ def train_pair_model(data: AttackerEncryptions, *, width: int, steps: int, batch
     import torch
     import torch.nn.functional as F
 
-    from hidebench.progress import bar
-
     torch.manual_seed(seed + 1)
     model = build_pair_model(width).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     rng = np.random.default_rng(seed + 1)
     per_round = max(1, math.ceil(steps / max(rounds, 1)))
-    losses = []
-    model.train()
-    x = member = None
-    for step in bar(range(steps), enabled=progress, desc="similarity: training pair model", leave=False):
+    state = {}
+
+    def loss_at(step):
         if step % per_round == 0:
             x, member = draw_round(data)
-            owners = [np.flatnonzero(member[:, j]) for j in range(member.shape[1])]
+            state["round"] = (x, member, [np.flatnonzero(member[:, j]) for j in range(member.shape[1])])
+        x, member, owners = state["round"]
         half = batch // 2
         a = rng.integers(0, len(x), size=batch)
         b = rng.integers(0, len(x), size=batch)
@@ -203,14 +213,9 @@ def train_pair_model(data: AttackerEncryptions, *, width: int, steps: int, batch
             b[r] = cand[rng.integers(len(cand))]
         y = (member[a] & member[b]).any(axis=1) & (a != b)
         xb = torch.from_numpy(np.concatenate([x[a], x[b]], axis=1)).to(device)
-        logit = model(xb).squeeze(1)
-        loss = F.binary_cross_entropy_with_logits(logit, torch.from_numpy(y.astype(np.float32)).to(device))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-    model.eval()
+        return F.binary_cross_entropy_with_logits(model(xb).squeeze(1), torch.from_numpy(y.astype(np.float32)).to(device))
+
+    losses = fit(model, loss_at, steps=steps, lr=lr, desc="similarity: training pair model", progress=progress)
     return model, losses
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from attacks.carlini.assignment import _candidates
 from attacks.carlini.mixing import membership_matrix
 from attacks.carlini.similarity import abs_features, arrays_to_state, blend_candidates, build_pair_model, fit
 from attacks.toolkit import AttackerEncryptions
@@ -134,9 +135,7 @@ def group_rescorer(encryptions: np.ndarray, weights: dict, *, width: int, candid
     feats = abs_features(encryptions)
 
     def rescore(assignment: np.ndarray, scores: np.ndarray, allowed: np.ndarray) -> np.ndarray:
-        m = min(candidates, scores.shape[1])
-        key = np.where(allowed, scores, scores - 1e6)
-        cand = np.argpartition(-key, m - 1, axis=1)[:, :m]
+        cand, _ = _candidates(scores, allowed, 1, candidates)
         logits = group_logits(model, feats, assignment, scores.shape[1], cand, device)
         return blend_candidates(scores, logits, cand, weight)
 

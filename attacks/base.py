@@ -81,6 +81,7 @@ class ReleaseAttack(_AttackBase):
     family = "release"
     Threat = ReleaseThreatModel
     uses_oracles: ClassVar[tuple[str, ...]] = ()
+    uses_models: ClassVar[bool] = False      # trains models into the model cache (ctx.model_dir)
 
     def __init__(self, config=None, threat=None):
         super().__init__(config, threat)

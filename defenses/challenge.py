@@ -17,10 +17,13 @@ import numpy as np
 from defenses.instahide import encrypt
 from hidebench.challenge_io import (
     MANIFEST,
+    RELEASE_FILES,
     check_out_dir,
+    foreign_files,
     library_versions,
     load_key,
     load_public,
+    make_private,
     read_manifest,
     read_seed,
     recorded_hashes,
@@ -29,6 +32,7 @@ from hidebench.challenge_io import (
 )
 from hidebench.data import build_pool, load_source, source_size
 from hidebench.recipes import Recipe, recipe_from_dict
+from hidebench.resources import IMAGE_BYTES, check_memory
 from hidebench.types import HidebenchError, PublicView, SecretKey
 
 
@@ -52,6 +56,9 @@ def generate(recipe: Recipe, *, seed: int | None = None, data_root=None, progres
     root = np.random.SeedSequence(seed)
     s_priv, s_pool, s_patch, s_enc = root.spawn(4)
     cfg = recipe.scheme
+    E = recipe.private.n_priv * cfg.T
+    check_memory(E * (IMAGE_BYTES * (3 + cfg.k - cfg.n_private_slots) + IMAGE_BYTES // 4 + 16 * cfg.k),
+                 f"a release of {E:,} encryptions (n_priv {recipe.private.n_priv} x T {cfg.T})")
     timings = {}
 
     t = time.perf_counter()
@@ -148,13 +155,23 @@ def verify(challenge_dir, *, data_root=None, progress: bool = True) -> dict:
     fields = _manifest_differences(manifest, fresh_manifest)
     if fields:
         mismatched.add(MANIFEST)
-    return {"ok": not missing and not mismatched, "files": len(recorded), "missing": missing,
-            "mismatched": sorted(mismatched), "manifest_fields": fields}
+    foreign = [f for f in foreign_files(d, RELEASE_FILES) if not f.startswith("key/")]
+    return {"ok": not missing and not mismatched and not foreign, "files": len(recorded), "missing": missing,
+            "mismatched": sorted(mismatched), "manifest_fields": fields, "foreign": foreign}
 
 
-def show(challenge_dir, out_png, *, n_private: int = 6, n_enc: int = 8) -> Path:
-    """PNG grid: each row a private image, then encryptions made for it (|e| and e)."""
-    out = Path(out_png)
+def show(challenge_dir, out_png=None, *, n_private: int = 6, n_enc: int = 8) -> Path:
+    """PNG grid: each row a private image, then encryptions made for it (|e| and e).
+
+    The picture shows the key (private images, which encryptions hold them, their
+    coefficients), so it goes under key/ by default (SHOW_PNG) and never beside the public files,
+    where a publisher copying the release would take it along."""
+    d = Path(challenge_dir)
+    out = Path(out_png) if out_png is not None else d / SHOW_PNG
+    inside = _relative(out, d)
+    if inside is not None and not inside.startswith("key/"):
+        raise HidebenchError(f"--out {out} lies in the public part of {d}: the picture shows the key; write it under "
+                             f"{d / 'key'} or outside the challenge folder")
     if int(n_private) < 1:
         raise HidebenchError(f"--rows must be a positive integer, got {n_private!r}")
     if not out.parent.is_dir():
@@ -186,4 +203,17 @@ def show(challenge_dir, out_png, *, n_private: int = 6, n_enc: int = 8) -> Path:
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
+    if inside is not None:
+        make_private(out)
     return out
+
+
+SHOW_PNG = "key/show.png"
+
+
+def _relative(path: Path, folder: Path) -> str | None:
+    """path relative to folder (posix), or None when it lies outside it."""
+    try:
+        return path.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return None

@@ -89,10 +89,13 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def check_out_dir(out_dir, *, option: str = "--out", empty: bool = False, overwrite: bool = False) -> Path:
+def check_out_dir(out_dir, *, option: str = "--out", empty: bool = False, overwrite: bool = False,
+                  replaceable: frozenset[str] | None = None) -> Path:
     """An output folder that may be written: a folder, or a path that does not exist yet and
     whose nearest existing parent is a folder. With `empty`, it must also hold nothing unless
-    `overwrite`. Called before any work, so a bad --out costs nothing and changes nothing."""
+    `overwrite`, and then only the files named in `replaceable` (relative paths; default: a
+    release's, RELEASE_FILES), so that --overwrite never deletes a user's own files. Called
+    before any work, so a bad --out costs nothing and changes nothing."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise HidebenchError(f"{option} {out} is an existing file, not a folder; choose a folder path")
@@ -101,22 +104,78 @@ def check_out_dir(out_dir, *, option: str = "--out", empty: bool = False, overwr
             if not parent.is_dir():
                 raise HidebenchError(f"{option} {out}: {parent} is a file, so the folder cannot be created")
             break
-    if empty and not overwrite and out.is_dir() and any(out.iterdir()):
-        what = "a challenge" if (out / "encryption.npy").exists() else "other files"
-        raise HidebenchError(f"{out} already holds {what}; choose another folder or pass --overwrite")
+    if empty and out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            what = "a challenge" if (out / "encryption.npy").exists() else "other files"
+            raise HidebenchError(f"{out} already holds {what}; choose another folder or pass --overwrite")
+        foreign = foreign_files(out, RELEASE_FILES if replaceable is None else replaceable)
+        if foreign:
+            raise HidebenchError(f"--overwrite replaces only what hidebench wrote, and {out} holds {foreign[0]}, which "
+                                 f"is not part of a release ({len(foreign)} such file(s)); choose another folder")
     return out
 
 
+def check_writable_dir(path, option: str) -> Path:
+    """A folder that can be written: created if missing, and a probe file written and removed
+    in it. Called before the work whose output goes there (a cache, a model folder), so that a
+    read-only or impossible path fails in one line instead of after hours of work."""
+    p = Path(path).expanduser()
+    check_out_dir(p, option=option)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / f".hidebench-probe-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise HidebenchError(f"{option} {p} cannot be written: {e.strerror or e}") from None
+    return p
+
+
+# What a release folder holds (relative paths): --overwrite replaces a folder holding only these.
+KEY_EXTRA = ("augmentation.npy", "show.png")
+KEY_NAMES = frozenset((*KEY_FILES, *KEY_EXTRA, "manifest.json"))
+RELEASE_FILES = frozenset((*PUBLIC_FILES, MANIFEST, *(f"key/{n}" for n in KEY_NAMES)))
+
+
+def foreign_files(folder: Path, allowed: frozenset[str], prefix: str = "") -> list[str]:
+    """Relative paths under `folder` that are not in `allowed` (a folder counts when no allowed
+    path lies in it, and is not entered); links are never followed. Sorted."""
+    out = []
+    for p in sorted(folder.iterdir()):
+        rel = prefix + p.name
+        if p.is_dir() and not p.is_symlink() and any(a.startswith(rel + "/") for a in allowed):
+            out += foreign_files(p, allowed, rel + "/")
+        elif rel not in allowed:
+            out.append(rel + ("/" if p.is_dir() else ""))
+    return out
+
+
+def make_private(path: Path) -> None:
+    """Owner-only access (0700 folders, 0600 files): key material on a shared machine."""
+    os.chmod(path, 0o700 if path.is_dir() else 0o600)
+
+
+def _remove_stale(out: Path) -> None:
+    """Staging folders a killed earlier write left beside `out` (they may hold a key)."""
+    for stale in out.parent.glob(f".{out.name}.*"):
+        if stale.is_dir() and not stale.is_symlink() and stale.name.endswith((".partial", ".old")):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextmanager
-def staged_dir(out_dir, *, overwrite: bool = False):
+def staged_dir(out_dir, *, overwrite: bool = False, replaceable: frozenset[str] | None = None, private: bool = False):
     """Build a folder under a temporary sibling name and rename it into place on success.
 
     An interrupted or failed write leaves no half-written folder behind; with overwrite, the old
-    folder is replaced only once the new one is complete."""
-    out = check_out_dir(out_dir, empty=True, overwrite=overwrite)
+    folder is replaced only once the new one is complete (and only if it holds nothing but
+    `replaceable`, see check_out_dir). Staging folders that a killed earlier write left beside
+    it are removed once the new folder is in place. private: the folder is owner-only (0700)."""
+    out = check_out_dir(out_dir, empty=True, overwrite=overwrite, replaceable=replaceable)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
     stage.mkdir()
+    if private:
+        make_private(stage)
     try:
         yield stage
     except BaseException:
@@ -129,6 +188,7 @@ def staged_dir(out_dir, *, overwrite: bool = False):
     os.replace(stage, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    _remove_stale(out)
 
 
 def save_challenge(out_dir, view: PublicView, key: SecretKey | None, manifest: dict, *,
@@ -151,7 +211,7 @@ def save_challenge(out_dir, view: PublicView, key: SecretKey | None, manifest: d
         write_json(d / MANIFEST, public)
         if key is not None:
             kd = d / "key"
-            kd.mkdir()
+            kd.mkdir(mode=0o700)
             np.save(kd / "private.npy", key.private.astype(np.float32))
             np.save(kd / "private_label.npy", key.private_labels.astype(np.int64))
             np.save(kd / "selection.npy", key.selection.astype(np.int64))
@@ -165,6 +225,8 @@ def save_challenge(out_dir, view: PublicView, key: SecretKey | None, manifest: d
             files = {f"key/{name}": sha256_file(kd / name) for name in names}
             files[MANIFEST] = sha256_file(d / MANIFEST)
             write_json(d / KEY_MANIFEST, {"format": "instahide-key/1", "files": files, **(key_info or {})})
+            for p in (kd, *kd.iterdir()):
+                make_private(p)
     return out
 
 
@@ -172,49 +234,146 @@ def recorded_hashes(challenge_dir) -> dict[str, str]:
     """sha256 of every file a challenge records: the public manifest's and the key manifest's."""
     d = Path(challenge_dir)
     out = dict(read_manifest(d).get("files", {}))
-    kp = d / KEY_MANIFEST
-    if kp.is_file():
-        try:
-            out.update(json.loads(kp.read_text()).get("files", {}))
-        except json.JSONDecodeError as e:
-            raise HidebenchError(f"{kp} is not valid JSON: {e}") from e
+    if (d / KEY_MANIFEST).is_file():
+        out.update(read_key_manifest(d)["files"])
     return out
 
 
-def read_manifest(challenge_dir) -> dict:
-    p = Path(challenge_dir) / "manifest.json"
-    if not p.is_file():
-        return {}
+def read_json_object(p: Path, what: str) -> dict:
+    """A JSON object from a file, or one clear error (unreadable, not JSON, not an object)."""
     try:
-        m = json.loads(p.read_text())
+        m = json.loads(p.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HidebenchError(f"{p} is not valid JSON: {e}") from e
+        raise HidebenchError(f"{what} {p} is not valid JSON: {_one_line(e)}") from e
     if not isinstance(m, dict):
-        raise HidebenchError(f"{p} must hold a JSON object, got {type(m).__name__}")
+        raise HidebenchError(f"{what} {p} must hold a JSON object, got {type(m).__name__}")
     return m
 
 
+def _check_files_field(m: dict, p: Path) -> None:
+    files = m.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise HidebenchError(f"{p}: 'files' must map file names to sha256 strings, got {_short(files)}")
+
+
+def _short(v) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+# Fields of a public manifest and the JSON type each must have (a release from someone else is
+# checked before any value is used).
+_MANIFEST_TYPES = {"recipe": dict, "scheme": dict, "files": dict}
+_SCHEME_TYPES = {"k": int, "mode": str, "scheme": str, "T": (int, type(None)), "c1": (int, float),
+                 "c2": (int, float), "n_encryptions": int, "shape": list, "class_names": list, "augment": bool}
+
+
+def read_manifest(challenge_dir) -> dict:
+    """The public manifest.json ({} when there is none), its fields' types checked."""
+    p = Path(challenge_dir) / MANIFEST
+    if not p.is_file():
+        return {}
+    m = read_json_object(p, "manifest")
+    for sect, types, prefix in ((m, _MANIFEST_TYPES, ""), (m.get("scheme"), _SCHEME_TYPES, "scheme.")):
+        if not isinstance(sect, dict):
+            continue
+        for name, want in types.items():
+            v = sect.get(name)
+            if name in sect and (not isinstance(v, want) or (isinstance(v, bool) and want in (int, (int, float)))):
+                raise HidebenchError(f"{p}: field {prefix}{name} has the wrong type ({_short(v)})")
+    names = (m.get("scheme") or {}).get("class_names", [])
+    if not all(isinstance(c, str) for c in names):
+        raise HidebenchError(f"{p}: scheme.class_names must be a list of strings")
+    _check_files_field(m, p)
+    return m
+
+
+def read_key_manifest(challenge_dir) -> dict:
+    """key/manifest.json: the sha256 of every key file (and of the public manifest)."""
+    p = Path(challenge_dir) / KEY_MANIFEST
+    if not p.is_file():
+        raise HidebenchError(f"{p} is missing: the key cannot be verified, so it is not used (hidebench writes one with "
+                             "every key; import a ground truth given as arrays with `hidebench key import`)")
+    m = read_json_object(p, "key manifest")
+    _check_files_field(m, p)
+    m.setdefault("files", {})
+    return m
+
+
+def verify_key_files(challenge_dir) -> None:
+    """Refuse a key whose files do not hash as key/manifest.json records them, or whose release
+    does not: every key file present must be recorded and match, every recorded one must exist,
+    the public manifest must match the hash the key recorded, and the public files the hashes the
+    public manifest records. A swapped private.npy and selection.npy would otherwise score any
+    decryption as perfect."""
+    d = Path(challenge_dir)
+    recorded = read_key_manifest(d)["files"]
+    for p in sorted((d / "key").iterdir()):
+        name = f"key/{p.name}"
+        if name in (KEY_MANIFEST, "key/show.png") or not p.is_file():
+            continue
+        if name not in recorded:
+            raise HidebenchError(f"{d / name} is not recorded in {d / KEY_MANIFEST}: the key is not the one that was "
+                                 "written (re-import it with `hidebench key import`)")
+    public = read_manifest(d).get("files", {})
+    checks = [(n, h) for n, h in recorded.items() if n.startswith("key/") or n == MANIFEST]
+    checks += [(n, h) for n, h in public.items() if n in PUBLIC_FILES]
+    for name, digest in checks:
+        if not (d / name).is_file():
+            raise HidebenchError(f"{d / name} is recorded in the challenge's manifests but missing")
+        if sha256_file(d / name) != digest:
+            raise HidebenchError(f"{d / name} does not match the sha256 its manifest records: the challenge was changed "
+                                 "after it was written, so it is not scored")
+
+
+def npy_header(path: Path, what: str) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, data offset) of a .npy file, read without unpickling anything, and checked
+    against the file's size: a corrupt header or one that declares more data than the file holds
+    (a 200-byte file claiming a petabyte) is one clear error, before anything is allocated."""
+    import numpy.lib.format as fmt
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise HidebenchError(f"{what}: {path} is not a .npy file (no NumPy header)")
+        f.seek(0)
+        try:
+            version = fmt.read_magic(f)
+            read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+            if read is None:
+                raise ValueError(f"unsupported format version {version}")
+            shape, fortran, dtype = read(f, max_header_size=1 << 16)
+        except Exception as e:  # noqa: BLE001  (numpy raises several kinds for a damaged header)
+            raise HidebenchError(f"{what}: {path} has a corrupt .npy header ({type(e).__name__}: {e})") from None
+        offset = f.tell()
+    if dtype.hasobject:
+        raise HidebenchError(f"{what}: {path} holds Python objects, not a numeric array")
+    if not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+        raise HidebenchError(f"{what}: {path} holds dtype {dtype}, not numbers")
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need != size - offset:
+        raise HidebenchError(f"{what}: {path} declares shape {tuple(shape)} ({dtype}, {need:,} bytes) but holds "
+                             f"{size - offset:,} bytes of data: truncated or corrupt")
+    return tuple(shape), dtype, offset
+
+
 def load_npy(path, what: str) -> np.ndarray:
-    """A numeric .npy array, or one clear error: missing, not a .npy file, or not numbers."""
+    """A numeric .npy array, or one clear error: missing, not a .npy file, a corrupt header, a
+    declared size the file does not hold, or not numbers. Never unpickles."""
     path = Path(path)
     if path.is_dir():
         raise HidebenchError(f"{what}: {path} is a folder, not a file")
     if not path.is_file():
         raise HidebenchError(f"{what} missing: {path} does not exist")
-    with open(path, "rb") as f:
-        if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
-            raise HidebenchError(f"{what}: {path} is not a .npy file (no NumPy header)")
+    npy_header(path, what)
     try:
-        a = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        if "pickle" in str(e):
-            raise HidebenchError(f"{what}: {path} holds Python objects, not a numeric array") from e
-        raise HidebenchError(f"{what}: {path} is not a readable .npy file ({e})") from e
-    except (OSError, EOFError) as e:
-        raise HidebenchError(f"{what}: {path} is truncated or unreadable ({e})") from e
-    if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-        raise HidebenchError(f"{what}: {path} holds dtype {a.dtype}, not numbers")
-    return a
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise HidebenchError(f"{what}: {path} is not a readable .npy file ({_one_line(e)})") from e
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None, scheme: str | None = None,
@@ -230,6 +389,14 @@ def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None,
     lab = load_npy(d / "label.npy", "challenge labels")
     manifest = read_manifest(d)
     sch = manifest.get("scheme", {})
+    if not len(enc):
+        raise HidebenchError(f"{d / 'encryption.npy'} holds no encryptions (shape {enc.shape})")
+    if sch.get("n_encryptions") not in (None, len(enc)):
+        raise HidebenchError(f"the manifest states {sch['n_encryptions']} encryptions, {d / 'encryption.npy'} holds "
+                             f"{len(enc)}")
+    names = sch.get("class_names") or []
+    if names and lab.ndim == 2 and lab.shape[1] != len(names):
+        raise HidebenchError(f"labels have {lab.shape[1]} columns but the manifest names {len(names)} classes")
     # releases written before the public scheme stated augmentation hold it in their recipe
     stated_augment = bool(sch.get("augment", manifest.get("recipe", {}).get("scheme", {}).get("augment", False)))
     E = len(enc)
@@ -278,6 +445,7 @@ def load_key(challenge_dir, view: PublicView | None = None) -> SecretKey:
         raise HidebenchError(f"challenge {d} has no key/ folder: it cannot be scored (generate the challenge with "
                              "hidebench, or import its ground truth with `hidebench key import`)")
     view = view or load_public(d)
+    verify_key_files(d)
 
     def optional(name, what):
         return load_npy(kd / name, what) if (kd / name).exists() else None
@@ -348,7 +516,7 @@ def import_key(challenge_dir, arrays: dict, *, overwrite: bool = False, release:
     kd = d / "key"
     if kd.exists() and not overwrite:
         raise HidebenchError(f"{kd} already exists; pass --overwrite to replace it")
-    with staged_dir(kd, overwrite=True) as stage:
+    with staged_dir(kd, overwrite=True, replaceable=KEY_NAMES, private=True) as stage:
         files = {}
         for name, (fname, dtype) in KEY_ARRAYS.items():
             if arrays.get(name) is not None:
@@ -357,4 +525,6 @@ def import_key(challenge_dir, arrays: dict, *, overwrite: bool = False, release:
         if (d / MANIFEST).is_file():
             files[MANIFEST] = sha256_file(d / MANIFEST)
         write_json(stage / "manifest.json", {"format": "instahide-key/1", "imported": True, "files": files})
+        for p in stage.iterdir():
+            make_private(p)
     return kd

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from hidebench.resources import MAX_THREADS
 from hidebench.types import HidebenchError
 
 DATA_ENV = "HIDEBENCH_DATA"
@@ -43,10 +44,11 @@ class ExecutionContext:
 
     def __post_init__(self):
         object.__setattr__(self, "recompute", tuple(self.recompute))
-        if self.device not in ("auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+        if self.device not in ("auto", "cpu", "cuda") and not (str(self.device).startswith("cuda:")
+                                                              and str(self.device)[5:].isdigit()):
             raise HidebenchError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 0:
-            raise HidebenchError(f"threads must be a non-negative integer, got {self.threads!r}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 0 <= self.threads <= MAX_THREADS:
+            raise HidebenchError(f"threads must be an integer in [0, {MAX_THREADS}], got {self.threads!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise HidebenchError(f"seed must be a non-negative integer, got {self.seed!r}")
 
@@ -80,6 +82,12 @@ class ExecutionContext:
     def torch_device(self):
         return torch_device(self.device)
 
+    def check_device(self) -> None:
+        """Refuse a CUDA device this machine does not have, before any work (auto and cpu
+        always exist, and checking them would import torch for nothing)."""
+        if self.device not in ("auto", "cpu"):
+            torch_device(self.device)
+
     @contextmanager
     def torch_threads(self):
         """Run a block with `threads` torch threads (no change when 0)."""
@@ -102,6 +110,8 @@ def torch_device(name: str = "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(name).startswith("cuda") and not torch.cuda.is_available():
         raise HidebenchError(f"device {name!r} requested but torch sees no CUDA device")
+    if str(name).startswith("cuda:") and int(str(name)[5:]) >= torch.cuda.device_count():
+        raise HidebenchError(f"device {name!r} requested but torch sees {torch.cuda.device_count()} CUDA device(s)")
     if name != "cpu" and not str(name).startswith("cuda"):
         raise HidebenchError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
     return torch.device(name)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hidebench.config import Config
+from hidebench.resources import check_memory
 from hidebench.types import IMAGE_SHAPE, HidebenchError, ImageSet
 
 DATA_ENV = "HIDEBENCH_DATA"
@@ -108,16 +109,18 @@ def _cifar10(split: str, data_root, download: bool, indices, progress: bool = Fa
     root = resolve_data_root(data_root, required_for="cifar10")
     batches = root / "cifar-10-batches-py"
     folder = root / "cifar10" / split
-    if batches.is_dir() or download:
+    if download and not batches.is_dir() and not folder.is_dir():
         from torchvision.datasets import CIFAR10
+        from torchvision.datasets.utils import download_and_extract_archive
 
-        ds = CIFAR10(str(root), train=split == "train", download=download)
-        x, y = np.asarray(ds.data), np.asarray(ds.targets)
+        download_and_extract_archive(CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
+    if batches.is_dir():
+        x, y, classes = read_cifar10_batches(batches, split)
+        n = len(x)
         if indices is not None:
             idx = _check_indices(indices, len(x), f"cifar10:{split}")
             x, y = x[idx], y[idx]
-        return ImageSet(to_unit_range(x), y, list(ds.classes), f"cifar10:{split}",
-                        _fingerprint("cifar-10-batches-py", split, len(ds.data)))
+        return ImageSet(to_unit_range(x), y, classes, f"cifar10:{split}", _fingerprint("cifar-10-batches-py", split, n))
     if folder.is_dir():
         files, labels, classes = list_image_folder(folder)
         if indices is not None:
@@ -128,6 +131,58 @@ def _cifar10(split: str, data_root, download: bool, indices, progress: bool = Fa
     raise HidebenchError(
         f"CIFAR-10 not found: looked for {batches} (torchvision format) and {folder} (ImageFolder tree). "
         f"Provide either under the data root, or let torchvision download it ('challenge generate --download').")
+
+
+CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def read_cifar10_batches(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The official `cifar-10-batches-py` files (Python pickles) read without running any code
+    they might hold: only dicts, lists, strings, numbers and numpy arrays are unpickled, and the
+    contents are checked (N x 3072 uint8 pixels, N labels in 0..9). Images N x 32 x 32 x 3."""
+    xs, ys = [], []
+    for name in CIFAR10_BATCHES[split]:
+        d = _safe_unpickle(folder / name)
+        data, labels = d.get(b"data", d.get("data")), d.get(b"labels", d.get("labels"))
+        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072
+                and isinstance(labels, list) and len(labels) == len(data)
+                and all(isinstance(v, int) and 0 <= v < 10 for v in labels)):
+            raise HidebenchError(f"{folder / name} is not a CIFAR-10 batch (expected 'data' N x 3072 uint8 and N "
+                                 "'labels' in 0..9)")
+        xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        ys.append(np.asarray(labels, dtype=np.int64))
+    meta = _safe_unpickle(folder / "batches.meta")
+    classes = meta.get(b"label_names", meta.get("label_names"))
+    if not (isinstance(classes, list) and len(classes) == 10):
+        raise HidebenchError(f"{folder / 'batches.meta'} does not name the 10 CIFAR-10 classes")
+    classes = [c.decode("latin1") if isinstance(c, bytes) else str(c) for c in classes]
+    return np.ascontiguousarray(np.concatenate(xs)), np.concatenate(ys), classes
+
+
+def _safe_unpickle(path: Path) -> dict:
+    """A pickled dict of plain data and numpy arrays; any other class in the pickle (the way a
+    pickle runs code) is refused with one error line."""
+    import pickle
+
+    class DataOnly(pickle.Unpickler):
+        allowed = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                   ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+        def find_class(self, module, name):
+            if (module, name) not in self.allowed:
+                raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a data file never needs")
+            return super().find_class(module, name)
+
+    if not path.is_file():
+        raise HidebenchError(f"CIFAR-10 batch {path} is missing")
+    try:
+        with open(path, "rb") as f:
+            d = DataOnly(f, encoding="bytes").load()
+    except Exception as e:  # noqa: BLE001  (a damaged pickle raises many kinds)
+        raise HidebenchError(f"{path} is not a readable CIFAR-10 batch ({' '.join(str(e).split())[:160]})") from None
+    if not isinstance(d, dict):
+        raise HidebenchError(f"{path} is not a CIFAR-10 batch (no dict inside)")
+    return d
 
 
 def _lfw(indices) -> ImageSet:
@@ -411,6 +466,7 @@ def build_pool(cfg: PoolConfig, rng: np.random.Generator, *, data_root=None, pro
     if not len(images):
         raise HidebenchError(f"public pool {cfg.source} holds no images")
     n_screen = cfg.screen * screens
+    check_memory(n_screen * (8 + cfg.region ** 2 * 3), f"screening {n_screen:,} regions of pool {cfg.source}")
     order = rng.permutation(len(images))[:n_screen] if cfg.region == 0 else rng.integers(0, len(images), size=n_screen)
     kept, counts, size = [], [], None
     for i in bar(order, enabled=progress, desc=f"SIFT-screening {cfg.source}", leave=False):

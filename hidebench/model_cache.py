@@ -67,7 +67,8 @@ class ModelCache:
                 raise ValueError("contents do not match the recorded sha256")
             state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001  (any unreadable entry is retrained, never a crash)
-            self.log(f"hidebench: model cache entry {d} is corrupt ({type(e).__name__}: {e}); retraining")
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            self.log(f"hidebench: model cache entry {d} is corrupt ({why}); retraining")
             return None
         return state, manifest
 
@@ -90,32 +91,48 @@ class ModelCache:
         return d
 
     def entries(self) -> list[dict]:
-        """One dict per complete entry (id, name, spec, size, created, train_s), newest first."""
+        """One dict per complete entry (id, name, spec, size, created, train_s), newest first.
+        A folder is an entry only with a manifest that hidebench wrote (name, spec and the
+        weights' sha256) beside its weights: nothing else in the folder is listed or removed."""
         if self.root is None or not self.root.is_dir():
             return []
         out = []
         for d in sorted(self.root.iterdir()):
-            try:
-                m = json.loads((d / MANIFEST).read_text())
-            except (OSError, ValueError):
+            m = _entry_manifest(d)
+            if m is None:
                 continue
-            out.append({"id": d.name, "name": m.get("name"), "spec": m.get("spec", {}),
-                        "size_bytes": m.get("size_bytes", 0), "created": m.get("created", 0),
-                        "train_s": m.get("train_s")})
+            out.append({"id": d.name, "name": m["name"], "spec": m["spec"],
+                        "size_bytes": _number(m.get("size_bytes"), 0), "created": _number(m.get("created"), 0),
+                        "train_s": _number(m.get("train_s"), None)})
         return sorted(out, key=lambda e: -e["created"])
 
     def remove(self, ids: list[str] | None = None) -> list[str]:
-        """Remove the named entries (all with ids None); unknown ids are an error."""
-        if self.root is None or not self.root.is_dir():
-            if ids:
-                raise HidebenchError(f"no model cache at {self.root}")
-            return []
-        present = {d.name for d in self.root.iterdir() if d.is_dir()}
+        """Remove the named entries (all entries with ids None); an id that is not an entry is an
+        error, and folders that are not entries are never touched."""
+        present = {e["id"] for e in self.entries()}
         if ids is None:
             ids = sorted(present)
         unknown = [i for i in ids if i not in present]
         if unknown:
-            raise HidebenchError(f"no cached model(s) {', '.join(unknown)} in {self.root} (see `hidebench models list`)")
+            where = self.root if self.root is not None and self.root.is_dir() else f"{self.root} (no such folder)"
+            raise HidebenchError(f"no cached model(s) {', '.join(unknown)} in {where} (see `hidebench models list`)")
         for i in ids:
             shutil.rmtree(self.root / i)
         return list(ids)
+
+
+def _entry_manifest(d: Path) -> dict | None:
+    """The manifest of a model-cache entry folder, or None when d is not one."""
+    if not d.is_dir() or d.is_symlink() or not (d / WEIGHTS).is_file():
+        return None
+    try:
+        m = json.loads((d / MANIFEST).read_bytes())
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(m, dict) and isinstance(m.get("name"), str) and isinstance(m.get("spec"), dict)
+          and isinstance(m.get("weights_sha256"), str) and d.name == entry_name(m["name"], m["spec"]))
+    return m if ok else None
+
+
+def _number(v, default):
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else default

@@ -125,7 +125,10 @@ def load_recipe(name_or_path: str, overrides: dict | None = None) -> Recipe:
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
             raise HidebenchError(f"recipe file {p} does not exist")
-        text = p.read_text()
+        try:
+            text = p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise HidebenchError(f"recipe {p} is not UTF-8 text (TOML is UTF-8): {e}") from None
     else:
         res = challenge_data() / f"{name_or_path}.toml"
         if not res.is_file():

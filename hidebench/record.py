@@ -71,4 +71,17 @@ def load_record(path) -> RunRecord:
                      if n not in d)
     if missing:
         raise HidebenchError(f"{p} is missing record field(s) {missing}")
+    for name, want in FIELD_TYPES.items():
+        v = d.get(name)
+        if name in d and (not isinstance(v, want) or (isinstance(v, bool) and name in ("seed", "peak_memory_mb"))):
+            raise HidebenchError(f"{p} is not a run record: field {name!r} holds {type(v).__name__} "
+                                 f"({str(v)[:40]!r})")
+    if not all(isinstance(o, str) for o in d["oracles"]):
+        raise HidebenchError(f"{p} is not a run record: 'oracles' must list names")
     return RunRecord(**{k: v for k, v in d.items() if k in names})
+
+
+# The JSON type of every record field (a record may come from elsewhere: report reads any folder).
+FIELD_TYPES = {"attack": str, "family": str, "config": dict, "threat_model": dict, "oracles": list, "seed": int,
+               "setting": dict, "metrics": dict, "timings": dict, "peak_memory_mb": (int, float, type(None)),
+               "stats": dict, "source": dict, "context": dict, "versions": dict}

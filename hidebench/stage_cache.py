@@ -70,8 +70,10 @@ class StageCache:
             return None
         return m if isinstance(m, dict) else None
 
-    def _load(self, stage: str, key: str) -> dict | None:
-        """The cached arrays if the entry matches `key` and is intact; None otherwise."""
+    def _load(self, stage: str, key: str, validate=None) -> dict | None:
+        """The cached arrays if the entry matches `key`, is intact and passes `validate`
+        (arrays -> None, raising on an entry whose contents the stage cannot use: an entry can
+        hash as its manifest records and still be malformed); None otherwise."""
         m = self.manifest(stage)
         if m is None or m.get("key") != key:
             return None
@@ -81,15 +83,22 @@ class StageCache:
             if hashlib.sha256(blob).hexdigest() != m.get("arrays_sha256"):
                 raise ValueError("contents do not match the recorded sha256")
             with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-            self.log(f"hidebench: cache entry {path} is corrupt ({e}); recomputing stage {stage}")
+                arrays = {k: z[k] for k in z.files}
+            if validate is not None:
+                validate(arrays)
+            return arrays
+        except (OSError, ValueError, EOFError, KeyError, IndexError, TypeError, AttributeError, RuntimeError,
+                zipfile.BadZipFile) as e:
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            self.log(f"hidebench: cache entry {path} is corrupt ({why}); recomputing stage {stage}")
             return None
 
     def get_or_compute(self, stage: str, config: dict, compute: Callable[[], dict],
-                       upstream: tuple[str, ...] | list[str] = ()) -> dict:
+                       upstream: tuple[str, ...] | list[str] = (), validate=None) -> dict:
+        """The stage's arrays from the cache (when its entry matches and `validate` accepts
+        it, see _load) or from compute(), stored for next time."""
         key = config_hash({"config": config, "upstream": list(upstream)})
-        arrays = None if stage in self.recompute else self._load(stage, key)
+        arrays = None if stage in self.recompute else self._load(stage, key, validate)
         if arrays is not None:
             self.hits[stage], self.seconds[stage] = True, 0.0
             self.digests[stage] = arrays_digest(arrays)

@@ -127,6 +127,9 @@ class PublicView:
                 f"labels of shape {self.labels.shape} do not match {len(self.encryptions)} encryptions (expected E x n_classes)")
         if not np.all(np.isfinite(self.labels)):
             raise HidebenchError("labels contain NaN or infinite values")
+        if self.labels.size and (self.labels.min() < 0 or self.labels.max() > 1 + 1e-5):
+            raise HidebenchError(f"labels must be mixing coefficients in [0, 1], found values in "
+                                 f"[{self.labels.min():.4g}, {self.labels.max():.4g}]")
         if self.mode not in MODES:
             raise HidebenchError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.scheme not in SCHEMES:
@@ -138,6 +141,9 @@ class PublicView:
             if not _type_ok(self.T, "int") or self.T < 1:
                 raise HidebenchError(f"T must be a positive integer or none, got {self.T!r}")
             self.T = int(self.T)
+            if len(self.encryptions) % self.T:
+                raise HidebenchError(f"T={self.T} does not divide the {len(self.encryptions)} encryptions: a release "
+                                     "holds T encryptions of every private image")
         for name in ("c1", "c2"):
             v = getattr(self, name)
             if not _type_ok(v, "float") or not 0 <= v <= 1:

@@ -9,8 +9,10 @@ exercises the same code without ~2 s of Python and torch start-up each.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -137,6 +139,49 @@ def _manifest_k(value):
         m["scheme"]["k"] = value
         (d / "manifest.json").write_text(json.dumps(m))
     return mutate
+
+
+def _manifest_field(name, value):
+    def mutate(d: Path):
+        m = json.loads((d / "manifest.json").read_text())
+        m[name] = value
+        (d / "manifest.json").write_text(json.dumps(m))
+    return mutate
+
+
+def _scheme_field(name, value):
+    def mutate(d: Path):
+        m = json.loads((d / "manifest.json").read_text())
+        m["scheme"][name] = value
+        (d / "manifest.json").write_text(json.dumps(m))
+    return mutate
+
+
+def _npy_claiming(shape) -> bytes:
+    """A 200-byte .npy file whose header declares `shape` (float32)."""
+    import numpy.lib.format as fmt
+
+    buf = io.BytesIO()
+    fmt.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buf.getvalue() + b"\0" * max(0, 200 - len(buf.getvalue()))
+
+
+def _cifar_batches(blob: bytes | None):
+    """A data root whose cifar-10-batches-py holds `blob` (None: a pickle of the wrong content)."""
+    def setup(tmp, ch, dec):
+        d = tmp / "root" / "cifar-10-batches-py"
+        d.mkdir(parents=True)
+        for name in ("test_batch", "batches.meta"):
+            (d / name).write_bytes(blob if blob is not None else pickle.dumps({b"data": [1, 2], b"labels": "x"}))
+    return setup
+
+
+def _swap_key(d: Path) -> None:
+    """private.npy and selection.npy replaced so that an all-zero decryption would score 1.0."""
+    n = len(np.load(d / "key" / "private.npy"))
+    E = len(np.load(d / "encryption.npy"))
+    np.save(d / "key" / "private.npy", np.zeros((n, 32, 32, 3), np.float32))
+    np.save(d / "key" / "selection.npy", np.stack([np.arange(E) % n, (np.arange(E) + 1) % n], 1))
 
 
 RECIPE_OK = 'name = "r"\n[private]\nsource = "lfw"\nn_priv = 4\n[scheme]\nT = 2\n[pool]\nsource = "photos"\n'
@@ -434,6 +479,84 @@ CASES = [
                                np.save(tmp / "p.npy", np.zeros((4, 32, 32, 3), np.float32)),
                                np.save(tmp / "s.npy", np.full((8, 2), 0.5))),
          out="bare", precreate=False, match="integer"),
+
+    # --- hostile files and numbers (trust issue): subprocesses, as a user meets them
+    Case("npy-header-corrupt", ID + ["{tmp}/ch", "--out", "{tmp}/out"],
+         _copy_ch(lambda d: (d / "encryption.npy").write_bytes(b"\x93NUMPY\x01\x00\x20\x00{'descr': <f4', 'shape: ((\n")),
+         sub=True, out="out", match="corrupt .npy header"),
+    Case("npy-header-petabyte", ID + ["{tmp}/ch", "--out", "{tmp}/out"],
+         _copy_ch(lambda d: (d / "encryption.npy").write_bytes(_npy_claiming((2 ** 48, 32, 32, 3)))), sub=True,
+         out="out", match="declares shape"),
+    Case("manifest-scheme-not-a-table", ID + ["{tmp}/ch", "--out", "{tmp}/out"],
+         _copy_ch(_manifest_field("scheme", "abc")), sub=True, out="out", match="scheme"),
+    Case("manifest-files-a-list", ["score", "--challenge", "{tmp}/ch", "--decryption", "{tmp}/d.npy"],
+         lambda tmp, ch, dec: (_copy_ch(_manifest_field("files", []))(tmp, ch, dec), _save(tmp / "d.npy", dec)),
+         sub=True, match="files"),
+    Case("manifest-class-names-numbers", ID + ["{tmp}/ch", "--out", "{tmp}/out"],
+         _copy_ch(_scheme_field("class_names", [1, 2])), sub=True, out="out", match="class_names"),
+    Case("set-steps-1e23", CARL + ["--set", "regression.steps=1e23"], sub=True, out="out", match="integer"),
+    Case("decoder-batch-size-huge", ID[:1] + ["deep_decompose", "--challenge", "{ch}", "--out", "{tmp}/out", "--set",
+                                              "training.batch_size=100000000"], sub=True, out="out",
+         match="would need about"),
+    Case("threads-huge", ID + ["{ch}", "--out", "{tmp}/out", "--threads", "100000"], sub=True, out="out",
+         match="threads"),
+    Case("recipe-T-huge", GEN + ["{tmp}/r.toml", "--out", "{tmp}/out"],
+         _recipe(RECIPE_OK.replace("T = 2", "T = 1000000000")), sub=True, out="out", precreate=False,
+         match="would need about"),
+    Case("recipe-pool-screen-huge", GEN + ["{tmp}/r.toml", "--out", "{tmp}/out"],
+         _recipe(RECIPE_OK + "screen = 1000000000000000\nregion = 16\n"), sub=True, out="out", precreate=False,
+         match="would need about"),
+    Case("recipe-not-utf8", GEN + ["{tmp}/r.toml", "--out", "{tmp}/out"],
+         lambda tmp, ch, dec: (tmp / "r.toml").write_bytes(b'name = "r\xff\xfe"\n'), sub=True, out="out",
+         precreate=False, match="UTF-8"),
+    Case("cifar-batch-corrupt", GEN + ["faces", "--private-source", "cifar10:test", "--data-root", "{tmp}/root",
+                                       "--out", "{tmp}/out"], _cifar_batches(b"\x80\x02garbage"), sub=True, out="out",
+         precreate=False, match="CIFAR-10 batch"),
+    Case("cifar-batch-not-data", GEN + ["faces", "--private-source", "cifar10:test", "--data-root", "{tmp}/root",
+                                        "--out", "{tmp}/out"], _cifar_batches(None), sub=True, out="out",
+         precreate=False, match="not a CIFAR-10 batch"),
+    Case("report-record-wrong-types", ["report", "{tmp}/runs", "--out", "{tmp}/out"],
+         _record({**GOOD_RECORD, "metrics": "abc"}), sub=True, out="out", match="metrics"),
+    Case("report-record-seed-string", ["report", "{tmp}/runs", "--out", "{tmp}/out"],
+         _record({**GOOD_RECORD, "seed": "0"}), out="out", match="seed"),
+    Case("release-zero-encryptions", ID + ["{tmp}/ch", "--out", "{tmp}/out"],
+         _copy_ch(lambda d: (np.save(d / "encryption.npy", np.zeros((0, 32, 32, 3), np.float32)),
+                             np.save(d / "label.npy", np.zeros((0, 2), np.float32)))), sub=True, out="out",
+         match="no encryptions"),
+    Case("manifest-T-does-not-divide", ID + ["{tmp}/ch", "--out", "{tmp}/out"], _copy_ch(_scheme_field("T", 3)),
+         sub=True, out="out", match="does not divide"),
+    Case("manifest-n-encryptions-wrong", ID + ["{tmp}/ch", "--out", "{tmp}/out"],
+         _copy_ch(_scheme_field("n_encryptions", 48)), out="out", match="48"),
+    Case("labels-all-negative", ID + ["{tmp}/ch", "--out", "{tmp}/out"],
+         _copy_ch(lambda d: np.save(d / "label.npy", -np.ones_like(np.load(d / "label.npy")))), sub=True, out="out",
+         match="coefficients"),
+    Case("labels-more-columns-than-classes", ID + ["{tmp}/ch", "--out", "{tmp}/out"],
+         _copy_ch(lambda d: np.save(d / "label.npy", np.pad(np.load(d / "label.npy"), ((0, 0), (0, 3))))),
+         sub=True, out="out", match="columns"),
+    Case("device-cuda-7", ID + ["{ch}", "--out", "{tmp}/out", "--device", "cuda:7"], sub=True, out="out",
+         match="cuda:7"),
+    Case("device-cuda-word", ID + ["{ch}", "--out", "{tmp}/out", "--device", "cuda:x"], out="out", match="device"),
+    Case("cache-unwritable", ID + ["{ch}", "--out", "{tmp}/out", "--cache", "/proc/hidebench-cache"], sub=True,
+         out="out", match="--cache"),
+    Case("model-dir-unwritable", ID[:1] + ["deep_decompose", "--challenge", "{ch}", "--out", "{tmp}/out",
+                                           "--model-dir", "/proc/hidebench-models"], sub=True, out="out",
+         match="--model-dir"),
+    Case("score-swapped-key", ["score", "--challenge", "{tmp}/ch", "--decryption", "{tmp}/d.npy"],
+         lambda tmp, ch, dec: (_copy_ch(_swap_key)(tmp, ch, dec), _save(tmp / "d.npy", np.zeros_like(dec))),
+         sub=True, out="ch", precreate=False, match="does not match"),
+    Case("score-key-without-manifest", ["score", "--challenge", "{tmp}/ch", "--decryption", "{tmp}/d.npy"],
+         lambda tmp, ch, dec: (_copy_ch(lambda d: (d / "key" / "manifest.json").unlink())(tmp, ch, dec),
+                               _save(tmp / "d.npy", dec)), sub=True, match="manifest.json is missing"),
+    Case("show-out-beside-public-files", ["challenge", "show", "{tmp}/ch", "--out", "{tmp}/ch/show.png"], _copy_ch(),
+         sub=True, out="ch", precreate=False, match="public part"),
+    Case("generate-overwrite-user-files", GEN + ["faces", "--n-priv", "4", "--T", "2", "--out", "{tmp}/out",
+                                                 "--overwrite"], sub=True, out="out", match="keep-me.txt"),
+    Case("report-sweep-json-damaged", ["report", "{tmp}/S", "--out", "{tmp}/out"],
+         lambda tmp, ch, dec: ((tmp / "S").mkdir(), (tmp / "S" / "sweep.json").write_text(
+             json.dumps({"format": "hidebench-sweep/1", "sweep": {"name": "x"}, "runs": [{"run_id": 5}]}))),
+         sub=True, out="out", precreate=False, match="damaged"),
+    Case("sweep-workers-huge", ["sweep", "faces-quick", "--out", "{tmp}/out", "--workers", "100000"], sub=True,
+         out="out", precreate=False, match="--workers"),
 
     # --- top level
     Case("no-command", [], match="required"),

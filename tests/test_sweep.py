@@ -304,6 +304,8 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, plugin):
                 break
             time.sleep(0.1)
         assert not _alive(worker["pid"]), "the worker outlived its terminated sweep"
+        err = proc.stderr.read().decode()
+        assert "leaked semaphore" not in err and "Traceback" not in err, err
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -325,6 +327,51 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path, plugin):
     df = results_table(out).set_index("label")
     assert df["status"].to_dict() == {"identity": "done", "sleepy": "done", "identity-late": "done", "crasher": "failed"}
     assert (df.loc[["sleepy", "identity-late"], "runs_before_in_process"] == 0).all()     # a fresh process per run
+
+
+def test_sigkilled_driver_takes_its_workers_with_it(tmp_path, plugin):
+    """SIGKILL of the sweep driver alone (no handler can run): its worker processes notice
+    and exit instead of running on as orphans, and so does multiprocessing's resource tracker."""
+    f = _write(tmp_path / "kill9.toml", f"""
+        recipe = "faces"
+        seeds = [1]
+        imports = ["{plugin['module']}"]
+        [grid]
+        n_priv = [4]
+        T = [2]
+        pool_screen = [12]
+        [[attack]]
+        name = "sleepy"
+        """)
+    out = tmp_path / "S"
+    plugin["block"].touch()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin["dir"]), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "hidebench", "sweep", str(f), "--out", str(out), "--workers", "1",
+                             "--threads", "1", "--quiet"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    status = None
+    try:
+        for _ in range(1500):
+            status = next(out.rglob(RUN_STATUS), None) if out.is_dir() else None
+            if status is not None or proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        assert status is not None and proc.poll() is None
+        children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        worker = json.loads(status.read_text())["pid"]
+        assert worker in children
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for _ in range(100):
+            if not any(_alive(c) for c in children):
+                break
+            time.sleep(0.1)
+        assert not any(_alive(c) for c in children), "processes outlived their SIGKILLed sweep driver"
+    finally:
+        plugin["block"].unlink(missing_ok=True)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 # ----------------------------------------------------------------------------- Carlini, Ray, report

@@ -38,6 +38,7 @@ class Carlini(ReleaseAttack):
     name = "carlini"
     Config = CarliniConfig
     uses_oracles = ("pairs", "assignment", "lambdas")
+    uses_models = True
     stages = STAGE_NAMES
     # a quick run for the registry-wide contract test: every stage but the similarity training
     tiny_config: ClassVar[dict] = {"similarity": {"method": "pearson"}, "reassignment": {"rounds": 1},

@@ -19,6 +19,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from hidebench.config import Config, check_bool, check_choice, check_float, check_int
+from hidebench.resources import IMAGE_BYTES, check_memory
 from hidebench.types import HidebenchError
 
 
@@ -84,6 +85,8 @@ class SimilarityConfig(Config):
             setattr(self, name, check_int(getattr(self, name), f"{s}.{name}", min=0))
         self.group_steps = check_int(self.group_steps, f"{s}.group_steps (-1: 1000, none on the scalable path)",
                                      min=-1)
+        check_memory(self.batch_size * self.train_T * IMAGE_BYTES * 4 * self.width, f"{s}.batch_size={self.batch_size}")
+        check_memory(self.train_images * self.train_T * IMAGE_BYTES * 2, f"{s}.train_images x train_T")
         check_float(self.lr, f"{s}.lr", min=0, min_open=True)
         check_float(self.temperature, f"{s}.temperature", min=0, min_open=True)
         check_float(self.pearson_weight, f"{s}.pearson_weight", min=0, max=1, max_open=True)

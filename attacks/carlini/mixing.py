@@ -213,9 +213,7 @@ def check_release(view) -> int:
         raise HidebenchError(f"the release does not state T (encryptions per private image), and its labels do not fix "
                              f"it: T that fit its {E} encryptions and class counts, largest first: "
                              f"{describe_T_candidates(E, cands)}; give --T or --n-priv")
-    if E % view.T:
-        raise HidebenchError(f"{E} encryptions is not a multiple of T={view.T}")
-    n = E // view.T
+    n = E // view.T                      # a PublicView's T divides E
     slots = view.n_private_slots
     if n < slots:
         raise HidebenchError(f"E / T = {n} private images cannot fill the {slots} private slots of each encryption")

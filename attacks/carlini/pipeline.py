@@ -66,13 +66,17 @@ def to_arrays(obj) -> dict[str, np.ndarray]:
 
 
 def from_arrays(cls, arrays: dict[str, np.ndarray]):
-    """The inverse of `to_arrays`."""
+    """The inverse of `to_arrays` (ValueError for a JSON field that is not JSON of its default's
+    kind, e.g. a dict for stats)."""
     kw = {}
     for f in dataclasses.fields(cls):
         store = f.metadata.get("store", "array")
         if store == "json":
             if f.name in arrays:       # absent from entries written before the field existed: its default
                 kw[f.name] = json.loads(str(arrays[f.name]))
+                default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                if isinstance(default, dict) != isinstance(kw[f.name], dict):
+                    raise ValueError(f"field {f.name} holds {type(kw[f.name]).__name__}, not {type(default).__name__}")
         elif store == "arrays":
             p = f"{f.name}."
             kw[f.name] = {k[len(p):]: arrays[k] for k in arrays if k.startswith(p)}
@@ -86,7 +90,9 @@ class Stage:
     """One declared stage. run(inputs, **{u: output of u for u in upstream}) -> output (an
     instance of `output`); key(inputs) -> the JSON-able dict its cache key hashes (with the
     upstream digests); when(inputs) -> whether it runs at all; cached: False for a stage so
-    cheap that storing its output costs more than recomputing it."""
+    cheap that storing its output costs more than recomputing it; check(output, inputs) raises
+    ValueError on a cached output this release cannot use (shapes, index ranges), so that a
+    malformed cache entry is recomputed instead of failing a later stage."""
 
     name: str
     run: Callable[..., Any]
@@ -95,6 +101,7 @@ class Stage:
     upstream: tuple[str, ...] = ()
     when: Callable[[Any], bool] = lambda inputs: True
     cached: bool = True
+    check: Callable[[Any, Any], None] | None = None   # (output, inputs): raise on a cached output unfit to use
 
 
 @dataclass
@@ -127,9 +134,14 @@ def run_pipeline(stages: list[Stage], inputs, cache, *, on_stage: Callable[[str]
             return to_arrays(st.run(inputs, **kwargs))
 
         t0 = time.perf_counter()
+        def validate(arrays, st=st):
+            out = from_arrays(st.output, arrays)
+            if st.check is not None:
+                st.check(out, inputs)
+
         if st.cached:
             arrays = cache.get_or_compute(st.name, st.key(inputs), compute,
-                                          upstream=[cache.digests[u] for u in present])
+                                          upstream=[cache.digests[u] for u in present], validate=validate)
             run.hits[st.name] = bool(cache.hits.get(st.name))
             run.digests[st.name] = cache.digests[st.name]
         else:
@@ -140,3 +152,17 @@ def run_pipeline(stages: list[Stage], inputs, cache, *, on_stage: Callable[[str]
         if on_stage is not None:
             on_stage(st.name)
     return run
+
+
+def expect(a, name: str, shape: tuple, *, kind: str = "f", low=None, high=None) -> None:
+    """Raise ValueError unless `a` is an array of `shape` (None: any size) of dtype kind `kind`
+    ('f' float, 'i' integer, 'b' bool) with finite values in [low, high): the checks a stage
+    runs on a cached output before using it (Stage.check)."""
+    a = np.asarray(a)
+    kinds = {"f": "f", "i": "iu", "b": "b"}[kind]
+    if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape)) or a.dtype.kind not in kinds:
+        raise ValueError(f"{name} has shape {a.shape} ({a.dtype}), expected {shape} of kind {kind}")
+    if kind == "f" and a.size and not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    if a.size and ((low is not None and a.min() < low) or (high is not None and a.max() >= high)):
+        raise ValueError(f"{name} holds values outside [{low}, {high})")

@@ -35,7 +35,7 @@ from attacks.carlini.config import CarliniConfig
 from attacks.carlini.group_model import group_rescorer
 from attacks.carlini.grouping import Grouping, find_groups, oracle_grouping, true_similarity
 from attacks.carlini.mixing import aligned_coefficients, label_support, lambdas_from_labels, membership_matrix
-from attacks.carlini.pipeline import Stage, arrays_field, json_field
+from attacks.carlini.pipeline import Stage, arrays_field, expect, json_field
 from attacks.carlini.reassignment import reassign
 from attacks.carlini.regression import regress
 from attacks.carlini.scalable_grouping import expand_queries, find_groups_scalable
@@ -470,14 +470,79 @@ def decryption_stage(inp: AttackInputs, regression: Regression, signs: Signs | N
     return Decryption(recovered=recovered, decryption=recovered[source].astype(np.float32), source=source)
 
 
+# ----------------------------------------------------------------------------- cached outputs' checks
+# Each raises ValueError on a cached output that this release and config cannot use (a cache
+# folder may come from elsewhere): the entry is then recomputed instead of failing a later stage.
+
+def _check_similarity_model(m: SimilarityModel, inp: AttackInputs) -> None:
+    from attacks.carlini.similarity import arrays_to_state, build_embedder, build_pair_model
+
+    s = inp.config.similarity
+    arrays_to_state(build_embedder(s.width, s.embed_dim), m.weights, "embed.")
+    if s.rerank:
+        arrays_to_state(build_pair_model(s.width), m.weights, "pair.")
+    if inp.group_steps:
+        arrays_to_state(build_pair_model(s.width), m.weights, "group.")
+    if not 0 <= float(m.blend) <= 1:
+        raise ValueError(f"blend {m.blend!r} outside [0, 1]")
+    expect(m.val_grid, "val_grid", (None,))
+    expect(m.val_precision, "val_precision", (len(m.val_grid),))
+
+
+def _check_grouping(g: Grouping, inp: AttackInputs) -> None:
+    E, slots = len(inp.view), inp.view.n_private_slots
+    n = g.n_clusters
+    if not isinstance(n, int) or not 1 <= n <= E * slots:
+        raise ValueError(f"n_clusters {n!r} outside [1, {E * slots}]")
+    expect(g.assignment, "assignment", (E, slots), kind="i", low=0, high=n)
+    expect(g.cluster_class, "cluster_class", (n,), kind="i", low=-1, high=inp.view.labels.shape[1])
+    ps = g.pair_sample
+    if ps:
+        expect(ps.get("anchors"), "pair_sample.anchors", (None,), kind="i", low=0, high=E)
+        expect(ps.get("scores"), "pair_sample.scores", (len(ps["anchors"]), E))
+        if "core_flat" in ps:
+            expect(ps["core_flat"], "pair_sample.core_flat", (None,), kind="i", low=0, high=E)
+            expect(ps.get("core_offsets"), "pair_sample.core_offsets", (None,), kind="i", low=0,
+                   high=len(ps["core_flat"]) + 1)
+
+
+def _check_images(images, name: str, n: int | None, channels: tuple[int, ...], inp: AttackInputs) -> None:
+    H, W, C = inp.view.encryptions.shape[1:]
+    expect(images, name, (n, H, W, None))
+    if np.shape(images)[-1] not in channels:
+        raise ValueError(f"{name} has {np.shape(images)[-1]} channels, expected {channels}")
+
+
+def _check_decoder_prior(p: DecoderPrior, inp: AttackInputs) -> None:
+    _check_images(p.images, "images", None, (inp.view.encryptions.shape[-1],), inp)
+
+
+def _check_regression(r: Regression, inp: AttackInputs) -> None:
+    E, slots, C = len(inp.view), inp.view.n_private_slots, inp.view.encryptions.shape[-1]
+    _check_images(r.images, "images", None, (1, C), inp)
+    n = len(r.images)
+    expect(r.assignment, "assignment", (E, slots), kind="i", low=0, high=n)
+    for name in ("lambdas", "lambdas_from_labels"):
+        expect(getattr(r, name), name, (E, slots))
+    expect(r.split, "split", (E,), kind="b")
+    _check_images(r.noise_mean[None], "noise_mean", 1, (1, C), inp)
+    _check_images(r.noise_energy[None], "noise_energy", 1, (1, C), inp)
+
+
+def _check_signs(s: Signs, inp: AttackInputs) -> None:
+    _check_images(s.images, "images", None, (1, inp.view.encryptions.shape[-1]), inp)
+
+
 STAGES = [
-    Stage("similarity_model", similarity_model_stage, SimilarityModel, _similarity_model_key, when=_trains_model),
-    Stage("grouping", grouping_stage, Grouping, _grouping_key, upstream=("similarity_model",)),
+    Stage("similarity_model", similarity_model_stage, SimilarityModel, _similarity_model_key, when=_trains_model,
+          check=_check_similarity_model),
+    Stage("grouping", grouping_stage, Grouping, _grouping_key, upstream=("similarity_model",), check=_check_grouping),
     Stage("decoder_prior", decoder_prior_stage, DecoderPrior, _decoder_prior_key, upstream=("grouping",),
-          when=_uses_prior),
-    Stage("regression", regression_stage, Regression, _regression_key, upstream=("grouping", "decoder_prior")),
+          when=_uses_prior, check=_check_decoder_prior),
+    Stage("regression", regression_stage, Regression, _regression_key, upstream=("grouping", "decoder_prior"),
+          check=_check_regression),
     Stage("signs", signs_stage, Signs, _signs_key, upstream=("regression", "decoder_prior"),
-          when=lambda inp: inp.view.scheme == "instahide"),
+          when=lambda inp: inp.view.scheme == "instahide", check=_check_signs),
     Stage("decryption", decryption_stage, Decryption, lambda inp: {}, upstream=("regression", "signs"),
           cached=False),
 ]

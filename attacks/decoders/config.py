@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hidebench.config import Config, check_bool, check_choice, check_float, check_int
+from hidebench.resources import IMAGE_BYTES, check_memory
 from hidebench.types import HidebenchError
 
 FUSE = ("auto", "carlini", "pairs", "none")
@@ -59,6 +60,7 @@ class TrainConfig(Config):
         s = self.section
         check_int(self.steps, f"{s}.steps", min=1)
         check_int(self.batch_size, f"{s}.batch_size", min=1)
+        check_memory(self.batch_size * IMAGE_BYTES * 64, f"{s}.batch_size={self.batch_size}")
         check_float(self.lr, f"{s}.lr", min=0, min_open=True)
         check_int(self.aux_max, f"{s}.aux_max", min=2)
         check_int(self.patches, f"{s}.patches", min=1)

@@ -44,6 +44,7 @@ class DeepDecompose(ReleaseAttack):
     name = "deep_decompose"
     Config = DeepDecomposeConfig
     uses_oracles = ("pairs",)
+    uses_models = True
     tiny_config: ClassVar[dict] = {"net": {"width": 8, "depth": 2}, "training": TINY_TRAINING,
                                    "grouping": {"similarity": {"method": "pearson"}}}
 

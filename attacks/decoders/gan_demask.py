@@ -30,6 +30,7 @@ class GanDemask(ReleaseAttack):
     name = "gan_demask"
     Config = GanDemaskConfig
     uses_oracles = ("pairs",)
+    uses_models = True
     tiny_config: ClassVar[dict] = {"generator": {"width": 8, "depth": 2}, "discriminator": {"width": 8},
                                    "training": TINY_TRAINING,
                                    "decompose": {"net": {"width": 8, "depth": 2}, "training": TINY_TRAINING,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hidebench.config import Config, check_bool, check_choice, check_float, check_int
+from hidebench.resources import IMAGE_BYTES, check_memory
 
 MODELS = ("convnet", "resnet18")
 
@@ -46,3 +47,5 @@ class UtilityConfig(Config):
         check_bool(self.augment, "utility.augment")
         self.K = check_int(self.K, "utility.K", min=1)
         self.eval_batch = check_int(self.eval_batch, "utility.eval_batch", min=1)
+        check_memory(self.batch_size * IMAGE_BYTES * 16 * self.width, f"utility.batch_size={self.batch_size}")
+        check_memory(self.eval_batch * IMAGE_BYTES * 4 * self.width, f"utility.eval_batch={self.eval_batch}")

@@ -32,6 +32,7 @@ from hidebench.scheme import EncryptionConfig
 from hidebench.types import HidebenchError, ImageSet
 
 CHECKPOINT = "checkpoint.pt"
+CURVES = ("train_loss", "train_accuracy", "test_accuracy_clean", "epoch_s")
 
 
 @dataclass
@@ -101,11 +102,12 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 def _load_checkpoint(path: Path, digest: str) -> dict | None:
     if not path.is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:              # truncated or foreign file: say so, never crash
-        raise HidebenchError(f"{path} is not a readable utility checkpoint ({type(e).__name__}: {e}); "
-                             "delete it to train from the start") from e
+    try:    # weights_only: tensors, numbers, strings and containers, never an unpickled object
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:              # truncated, foreign or a planted pickle: say so, never run it
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        raise HidebenchError(f"{path} is not a readable utility checkpoint ({why}); "
+                             "delete it to train from the start") from None
     if not isinstance(state, dict) or state.get("digest") != digest:
         raise HidebenchError(f"{path} is the checkpoint of other settings (model, scheme, data or seed); "
                              "use another --out, or delete it to train anew")
@@ -137,15 +139,23 @@ def train_classifier(train: ImageSet, test: ImageSet, scheme: EncryptionConfig |
     model = make_model(cfg.model, n_classes, cfg.width).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.momentum > 0)
-    curves = {"train_loss": [], "train_accuracy": [], "test_accuracy_clean": [], "epoch_s": []}
+    curves = {k: [] for k in CURVES}
     digest = settings_digest({"settings": settings or {}, "config": cfg.to_dict(), "seed": seed})
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
     start = 0
     state = _load_checkpoint(ckpt, digest) if ckpt is not None else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        curves, start = state["curves"], state["epoch"]
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            curves, start = state["curves"], state["epoch"]
+            if not (isinstance(start, int) and 0 <= start <= cfg.epochs and isinstance(curves, dict)
+                    and all(isinstance(curves.get(k), list) and len(curves[k]) == start for k in CURVES)):
+                raise ValueError("epoch and curves do not agree")
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            why = " ".join(str(e).split())[:200]
+            raise HidebenchError(f"{ckpt} is not a valid checkpoint of these settings ({why}); delete it to train "
+                                 "from the start") from None
 
     t0 = time.perf_counter()
     pbar = bar(total=cfg.epochs * steps_per_epoch, initial=start * steps_per_epoch, enabled=progress,

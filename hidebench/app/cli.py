@@ -90,13 +90,16 @@ def _cmd_verify(args) -> int:
     if res["manifest_fields"]:
         print(f"manifest.json differs from the regenerated one in: {', '.join(res['manifest_fields'])}",
               file=sys.stderr)
+    if res["foreign"]:
+        print(f"FOREIGN in {args.dir}: {', '.join(res['foreign'])} (not part of a release: a publisher copying the "
+              "public part would take it along; anything derived from the key belongs under key/)", file=sys.stderr)
     return 1
 
 
 def _cmd_show(args) -> int:
     from defenses.challenge import show
 
-    out = show(args.dir, args.out or Path(args.dir) / "show.png", n_private=args.rows)
+    out = show(args.dir, args.out, n_private=args.rows)
     print(f"wrote {out}")
     return 0
 
@@ -502,7 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_cmd_verify)
     s = chs.add_parser("show", help="PNG grid: private images beside their encryptions")
     s.add_argument("dir")
-    s.add_argument("--out", help="PNG path (default: DIR/show.png)")
+    s.add_argument("--out", help="PNG path (default: DIR/key/show.png; it shows the key, so never beside the public "
+                                 "files)")
     s.add_argument("--rows", type=int, default=6, help="private images shown")
     s.set_defaults(func=_cmd_show)
 
@@ -572,7 +576,9 @@ sweep file (TOML; unknown keys are errors naming the key):
   description = "..."               # optional
   recipe = "faces"                  # base recipe: stock name or .toml path (relative to the sweep file)
   seeds = [1, 2]                    # challenge-generation seeds (default: the recipe's fixed seed)
-  imports = ["my_attacks"]          # optional: modules that register more attacks (importable on every worker)
+  imports = ["my_attacks"]          # optional: modules that register more attacks (importable on every
+                                    #   worker). They are code: a sweep file with imports is a script, to
+                                    #   trust as one; they run when the sweep runs, never for --list
   [grid]                            # recipe parameters; every combination is a cell
   n_priv = [10, 20]                 # n_priv, T, k, mode, scheme, c1, c2, private_source, pool_source,
   T = [5, 10]                       #   min_keypoints, pool_screen, aux, or SECTION.KEY (e.g. pool.region)

@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from attacks.base import ReleaseAttack, get_attack
-from hidebench.challenge_io import check_out_dir, has_key, library_versions, load_key, load_public, read_manifest
+from hidebench.challenge_io import (
+    check_out_dir,
+    check_writable_dir,
+    has_key,
+    library_versions,
+    load_key,
+    load_public,
+    read_manifest,
+)
 from hidebench.context import ExecutionContext, peak_rss_mb
 from hidebench.data import source_size
 from hidebench.metrics import challenge_metric, matched_set_metric
@@ -69,8 +77,13 @@ def run_release_attack(name: str, challenge_dir, out_dir, *, config=None, threat
     oracle = Oracle(key if threat.oracles else None, threat.oracles)    # hands out only the named parts
     key = key if score else None
     ctx = ctx or ExecutionContext.from_env()
+    ctx.check_device()
     if threat.aux:
         source_size(threat.aux, data_root=ctx.data_root)      # a missing aux source fails now, not mid-attack
+    if ctx.cache_dir is not None:
+        check_writable_dir(ctx.cache_dir, "--cache")
+    if cls.uses_models and ctx.model_dir is not None:
+        check_writable_dir(ctx.model_dir, "--model-dir")
     out = prepare_out(out_dir)
     if ctx.cache_dir is None:
         ctx = ctx.replace(cache_dir=out / "cache")
@@ -135,6 +148,7 @@ def run_update_attack(name: str, experiment, out_dir, *, config=None, threat=Non
     attack = cls(config, threat)
     out = check_out_dir(out_dir)
     ctx = ctx or ExecutionContext.from_env()
+    ctx.check_device()
 
     from defenses.federated import simulate_client
 

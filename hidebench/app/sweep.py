@@ -4,6 +4,8 @@ every attack on it, and keeps one folder per run, so that a sweep resumes where 
 
     recipe = "faces"                 # base recipe: a stock name or a .toml path (relative to this file)
     seeds = [1, 2]                   # challenge-generation seeds (each attack keeps its own `seed`)
+    imports = ["my_attacks"]         # optional: modules registering more attacks. Code: imported only
+                                     # when the sweep runs (never to list or validate it)
     [grid]                           # any recipe parameter; every combination is a cell
     n_priv = [10, 20]
     T = [5, 10]
@@ -56,6 +58,7 @@ from pathlib import Path
 from hidebench.challenge_io import check_out_dir, write_bytes, write_json
 from hidebench.config import Config, check_int
 from hidebench.recipes import OVERRIDES, Recipe, challenge_data, load_recipe, recipe_from_dict
+from hidebench.resources import MAX_THREADS, MAX_WORKERS
 from hidebench.types import HidebenchError
 
 FORMAT = "hidebench-sweep/1"
@@ -181,6 +184,8 @@ class Sweep:
     imports: list[str]
     source: dict = field(default_factory=dict)   # path and text of the sweep file, when read from one
     utility: dict | None = None      # {"config": the full utility config, "vanilla": bool}, or None
+    spec: dict = field(default_factory=dict)     # the dict it was validated from, and where its relative
+    base_dir: Path | None = None                 # recipe paths start (to validate again after its imports)
 
     @property
     def n_cells(self) -> int:
@@ -215,9 +220,14 @@ def import_plugins(modules) -> None:
             raise HidebenchError(f"sweep.imports: cannot import {m!r} ({e}); it must be importable on every worker") from e
 
 
-def sweep_from_dict(d: dict, *, name: str = "sweep", base_dir: Path | None = None, source: dict | None = None) -> Sweep:
-    """Validate a sweep dict (as read from TOML); errors name the offending key."""
-    from attacks.base import ReleaseAttack, get_attack
+def sweep_from_dict(d: dict, *, name: str = "sweep", base_dir: Path | None = None, source: dict | None = None,
+                    run_imports: bool = False) -> Sweep:
+    """Validate a sweep dict (as read from TOML); errors name the offending key.
+
+    The file's `imports` are modules, i.e. code: they are imported only with run_imports (when
+    the sweep runs), never to list or validate it. Without it, an [[attack]] that no built-in
+    registers is kept unchecked ('unchecked': True) until the sweep runs."""
+    from attacks.base import ATTACKS, ReleaseAttack, get_attack
     from hidebench.threat import ReleaseThreatModel
 
     if not isinstance(d, dict):
@@ -229,7 +239,9 @@ def sweep_from_dict(d: dict, *, name: str = "sweep", base_dir: Path | None = Non
     name = spec.name or name
     if not _NAME.match(name):
         raise HidebenchError(f"sweep.name must be letters, digits and _ . + -, got {name!r}")
-    import_plugins(spec.imports)
+    if run_imports:
+        import_plugins(spec.imports)
+    get_attack("identity")          # registers the built-in attacks
 
     recipe_ref = spec.recipe
     p = Path(recipe_ref).expanduser()
@@ -270,6 +282,15 @@ def sweep_from_dict(d: dict, *, name: str = "sweep", base_dir: Path | None = Non
             a = SweepAttack.from_dict(entry, where=where)
         except HidebenchError as e:
             raise HidebenchError(f"sweep {name}: {e}") from None
+        label = a.label or a.name
+        if a.name not in ATTACKS and spec.imports and not run_imports:
+            if label in labels:
+                raise HidebenchError(f"sweep {name}: two [[attack]] entries are labelled {label!r}; give each its own "
+                                     "`label`")
+            labels.add(label)
+            attacks.append({"label": label, "name": a.name, "config": a.config, "threat": a.threat, "seed": a.seed,
+                            "given": {"config": a.config, "threat": a.threat}, "unchecked": True})
+            continue
         cls = get_attack(a.name)
         if not issubclass(cls, ReleaseAttack):
             raise HidebenchError(f"sweep {name}: {where}: {a.name} attacks a federated update; sweeps run release "
@@ -302,7 +323,8 @@ def sweep_from_dict(d: dict, *, name: str = "sweep", base_dir: Path | None = Non
         except HidebenchError as e:
             raise HidebenchError(f"sweep {name}: {e}" + (" (and vanilla)" if "valid keys" in str(e) else "")) from None
     return Sweep(name=name, description=spec.description, recipe=spec.recipe, base=base, seeds=list(seeds), grid=grid,
-                 attacks=attacks, imports=list(spec.imports), source=source or {}, utility=utility)
+                 attacks=attacks, imports=list(spec.imports), source=source or {}, utility=utility, spec=d,
+                 base_dir=base_dir)
 
 
 def sweeps_dir():
@@ -314,12 +336,16 @@ def builtin_sweeps() -> list[str]:
     return sorted(p.name[:-5] for p in d.iterdir() if p.name.endswith(".toml")) if d.is_dir() else []
 
 
-def load_sweep(name_or_path) -> Sweep:
-    """A stock sweep by name (`hidebench list`) or a sweep TOML file by path."""
+def load_sweep(name_or_path, *, run_imports: bool = False) -> Sweep:
+    """A stock sweep by name (`hidebench list`) or a sweep TOML file by path; run_imports: see
+    sweep_from_dict."""
     import tomllib
 
     if isinstance(name_or_path, Sweep):
-        return name_or_path
+        sw = name_or_path
+        if not (run_imports and sw.imports):
+            return sw
+        return sweep_from_dict(sw.spec, name=sw.name, base_dir=sw.base_dir, source=sw.source, run_imports=True)
     p = Path(name_or_path).expanduser()
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
@@ -334,7 +360,8 @@ def load_sweep(name_or_path) -> Sweep:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise HidebenchError(f"sweep {name}: invalid TOML: {e}") from None
-    return sweep_from_dict(d, name=name, base_dir=base_dir, source={"path": path, "text": text})
+    return sweep_from_dict(d, name=name, base_dir=base_dir, source={"path": path, "text": text},
+                           run_imports=run_imports)
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -553,10 +580,20 @@ def run_state(out: Path, entry: dict) -> tuple[str, dict]:
         return "skipped", {}
     d = Path(out) / entry["run_dir"]
     st = _read_json(d / RUN_STATUS)
-    if st is None or st.get("input_hash") != entry["input_hash"]:
+    if st is None:
+        if (d / RUN_STATUS).exists():          # written by a run, then damaged: the run's outcome is unknown
+            return "failed", {"error": f"{RUN_STATUS} is unreadable (rerun with --retry-failed)"}
+        return "pending", {}
+    if st.get("input_hash") != entry["input_hash"]:
         return "pending", {}
     status = st.get("status")
     if status == "done" and (d / "record.json").is_file():
+        from hidebench.record import load_record
+
+        try:
+            load_record(d / "record.json")
+        except HidebenchError as e:
+            return "failed", {**st, "error": f"{_one_line(e)} (rerun with --retry-failed)"}
         return "done", st
     if status in ("failed", "started"):
         return status, st
@@ -758,8 +795,10 @@ class _LocalBackend:
         from concurrent.futures import ProcessPoolExecutor
 
         spawn = multiprocessing.get_context("spawn")
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=spawn, max_tasks_per_child=None if self.reuse else 1)
-        self.gen_pool = self.pool if self.reuse else ProcessPoolExecutor(self.workers, mp_context=spawn)
+        init = {"initializer": exit_with_parent, "initargs": (os.getpid(),)}
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=spawn, max_tasks_per_child=None if self.reuse else 1,
+                                        **init)
+        self.gen_pool = self.pool if self.reuse else ProcessPoolExecutor(self.workers, mp_context=spawn, **init)
 
     def submit(self, fn, task):
         from concurrent.futures import Future
@@ -802,9 +841,44 @@ class _LocalBackend:
                 pool.shutdown(wait=False, cancel_futures=True)
                 for p in procs:            # the pool's own worker processes, by their handles
                     if p.is_alive():
-                        p.terminate()
-            else:
-                pool.shutdown(wait=True)
+                        p.terminate()      # SIGTERM: the worker exits cleanly (exit_with_parent)
+                for p in procs:
+                    p.join(10)
+                    if p.is_alive():
+                        p.kill()
+            # joins the pool's manager thread, which releases its queues' semaphores (no
+            # leaked-semaphore warning from the resource tracker at exit)
+            pool.shutdown(wait=True)
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Worker initializer: end this worker when the driver dies, even by SIGKILL, instead of
+    running on as an orphan. Linux: the kernel sends SIGKILL on the parent's death
+    (prctl PR_SET_PDEATHSIG); everywhere: a daemon thread that polls the parent's pid. SIGTERM
+    (the driver stopping its workers) exits through the interpreter's exit path, so that
+    multiprocessing objects the run created are released (no leaked-semaphore warning)."""
+    import signal
+    import sys
+    import threading
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)    # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:           # the parent died before the call above
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="hidebench-parent-watch").start()
 
 
 class _RayBackend:
@@ -889,7 +963,20 @@ def read_manifest(out_dir) -> dict:
     if m is None or m.get("format") != FORMAT:
         raise HidebenchError(f"{out_dir} is not a sweep folder: {MANIFEST} is missing or unreadable "
                              "(run `hidebench sweep SWEEP --out DIR` first)")
+    sw, runs = m.get("sweep"), m.get("runs")
+    ok = (isinstance(sw, dict) and isinstance(sw.get("grid"), dict) and isinstance(sw.get("attack"), list)
+          and all(isinstance(a, dict) and isinstance(a.get("label"), str) for a in sw["attack"])
+          and isinstance(sw.get("name"), str) and isinstance(runs, list)
+          and all(isinstance(r, dict) and all(isinstance(r.get(k), t) for k, t in _RUN_FIELDS.items()) for r in runs))
+    if not ok:
+        raise HidebenchError(f"{Path(out_dir) / MANIFEST} is damaged: its sweep or runs do not have the fields "
+                             "hidebench writes (rerun the sweep to rewrite it)")
     return m
+
+
+# The fields of a planned run that the results and the report read, with their JSON types.
+_RUN_FIELDS = {"run_id": str, "attack": str, "label": str, "run_dir": str, "cell": dict, "setting": dict,
+               "oracles": list, "status": str}
 
 
 def grid_order(manifest: dict) -> list[str]:
@@ -1068,16 +1155,16 @@ def run_sweep(sweep, out_dir, *, workers: int = 1, threads: int | None = None, b
     from hidebench.progress import bar
 
     echo = echo or (lambda *a, **k: None)
-    sw = load_sweep(sweep) if not isinstance(sweep, dict) else sweep_from_dict(sweep)
+    sw = sweep_from_dict(sweep, run_imports=True) if isinstance(sweep, dict) else load_sweep(sweep, run_imports=True)
     if backend not in BACKENDS:
         raise HidebenchError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if address and backend != "ray":
         raise HidebenchError("--address names a Ray cluster: use it with --backend ray")
-    check_int(workers, "--workers", min=0)
+    check_int(workers, "--workers", min=0, max=MAX_WORKERS)
     if backend == "ray" and workers == 0:
         raise HidebenchError("--workers 0 (in this process) is for the local backend")
     threads = threads or max(1, (os.cpu_count() or 1) // max(workers, 1))
-    check_int(threads, "--threads", min=1)
+    check_int(threads, "--threads", min=1, max=MAX_THREADS)
     out = check_sweep_dir(out_dir).resolve()
     ctx = ctx or ExecutionContext.from_env()
     plan = make_plan(sw, out, data_root=ctx.data_root, strict=True)
@@ -1235,6 +1322,10 @@ def plan_lines(sweep, out_dir=None, *, data_root=None) -> list[str]:
     out = Path(out_dir) if out_dir is not None and is_sweep_dir(out_dir) else None
     plan = make_plan(sw, out, data_root=data_root, strict=False)
     lines = [f"sweep {sw.name}: recipe {sw.recipe}, {_count(sw)}" + (f"; {sw.description}" if sw.description else "")]
+    unchecked = [a["label"] for a in sw.attacks if a.get("unchecked")]
+    if unchecked:
+        lines.append(f"not checked: {', '.join(unchecked)} (registered by the sweep's imports {sw.imports}, which are "
+                     "code and run only when the sweep runs)")
     lines.append("attacks: " + "; ".join(f"{a['label']} ({a['name']}, seed {a['seed']}"
                                          + (f", config {json.dumps(a['given']['config'])}" if a["given"]["config"] else "")
                                          + (f", threat {json.dumps(a['given']['threat'])}" if a["given"]["threat"] else "")

@@ -54,6 +54,7 @@ def run_utility(recipe: Recipe, out_dir, cfg, *, vanilla: bool = False, ctx: Exe
 
     ctx = ctx or ExecutionContext.from_env()
     out = check_out_dir(out_dir)
+    ctx.check_device()
     setting = utility_setting(recipe, cfg, vanilla)
     scheme = None if vanilla else recipe.scheme
     t0 = time.perf_counter()

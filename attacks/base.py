@@ -121,7 +121,7 @@ def register(cls):
 
 
 def get_attack(name: str):
-    import attacks  # noqa: F401  (registers the built-in attacks)
+    import hidebench.attacks  # noqa: F401  (registers the built-in attacks)
 
     if name not in ATTACKS:
         raise HidebenchError(f"unknown attack {name!r}; registered: {', '.join(sorted(ATTACKS))}")

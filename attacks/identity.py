@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.base import ReleaseAttack, ReleaseResult, register
+from hidebench.attacks.base import ReleaseAttack, ReleaseResult, register
 
 
 def rescaled_abs(encryptions: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from defenses.instahide import encrypt
+from hidebench.defenses.instahide import encrypt
 from hidebench.scheme import EncryptionConfig
 from hidebench.types import HidebenchError, ImageSet, PublicView
 

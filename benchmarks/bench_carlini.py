@@ -37,11 +37,11 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 
-    from defenses.challenge import generate_to_dir
     from hidebench.app.harness import run_release_attack
     from hidebench.challenge_io import write_json
     from hidebench.config import load_config
     from hidebench.context import ExecutionContext
+    from hidebench.defenses.challenge import generate_to_dir
     from hidebench.recipes import load_recipe
     from hidebench.threat import FROM_RECIPE, ReleaseThreatModel
 

@@ -41,9 +41,9 @@ def main(argv=None):
 
     import pandas as pd
 
-    from defenses.challenge import generate_to_dir
     from hidebench.app.harness import run_release_attack
     from hidebench.context import ExecutionContext
+    from hidebench.defenses.challenge import generate_to_dir
     from hidebench.recipes import load_recipe
 
     out = Path(args.out)

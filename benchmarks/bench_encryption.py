@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from defenses.instahide import EncryptionConfig, encrypt
+from hidebench.defenses.instahide import EncryptionConfig, encrypt
 
 
 def per_sample_loop(private, labels, n_classes, cfg: EncryptionConfig, public, rng):

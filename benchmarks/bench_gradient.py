@@ -31,9 +31,9 @@ DEFENSES = [("none", "inside", 4), ("mixup", "inside", 4), ("instahide", "inside
 
 
 def speed(models, restarts, reps, device, distance="cosine"):
-    from attacks.gradient.common import GradientMatcher
-    from defenses.client import ClientExperiment
-    from defenses.federated import client_update, make_batch, make_model
+    from hidebench.attacks.gradient.common import GradientMatcher
+    from hidebench.defenses.client import ClientExperiment
+    from hidebench.defenses.federated import client_update, make_batch, make_model
 
     rng = np.random.default_rng(0)
     rows = []

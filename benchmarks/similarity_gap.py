@@ -26,7 +26,7 @@ def pair_auc(embed_fn, encryptions, private_ids, n_images: int) -> float:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from attacks.carlini.mixing import membership_matrix
+    from hidebench.attacks.carlini.mixing import membership_matrix
 
     z = embed_fn(encryptions)
     member = membership_matrix(private_ids, n_images, np.float32)
@@ -46,10 +46,10 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from attacks.carlini.config import CarliniConfig
-    from attacks.carlini.similarity import encryption_embedder, train_similarity_model
-    from attacks.carlini.stages import stage_seed
-    from attacks.toolkit import AttackerEncryptions, attacker_pool, load_aux
+    from hidebench.attacks.carlini.config import CarliniConfig
+    from hidebench.attacks.carlini.similarity import encryption_embedder, train_similarity_model
+    from hidebench.attacks.carlini.stages import stage_seed
+    from hidebench.attacks.toolkit import AttackerEncryptions, attacker_pool, load_aux
     from hidebench.challenge_io import load_key, load_public, read_manifest
     from hidebench.context import ExecutionContext
     from hidebench.threat import ReleaseThreatModel

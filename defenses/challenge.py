@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from defenses.instahide import encrypt
 from hidebench.challenge_io import (
     MANIFEST,
     RELEASE_FILES,
@@ -31,6 +30,7 @@ from hidebench.challenge_io import (
     sha256_file,
 )
 from hidebench.data import build_pool, load_source, source_size
+from hidebench.defenses.instahide import encrypt
 from hidebench.recipes import Recipe, recipe_from_dict
 from hidebench.resources import IMAGE_BYTES, check_memory
 from hidebench.types import HidebenchError, PublicView, SecretKey

@@ -3,7 +3,7 @@
 A client holds private images from a data source, applies a defense (none, Mixup, or InstaHide
 inside- or cross-dataset with any k; Huang et al. 2020), and shares either one gradient of the
 shared model on its (encrypted) batch (FedSGD) or a FedAvg update of several local SGD steps
-(McMahan et al. 2017). `defenses.federated.simulate_client` runs it.
+(McMahan et al. 2017). `hidebench.defenses.federated.simulate_client` runs it.
 
 This module imports no torch, so a command line can build its options from these fields (and
 check them) without paying torch's start-up. Seed and device are not experiment fields: they

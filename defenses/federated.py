@@ -5,7 +5,7 @@ cross-dataset, any k; Huang et al. 2020), and shares either one gradient of a sh
 on its (encrypted) batch with (mixed) soft labels, or a FedAvg update of several local SGD
 steps (McMahan et al. 2017). The attacks in attacks/gradient invert what is shared
 (Zhu et al. 2019 DLG; Geiping et al. 2020 Inverting Gradients). What the client does is a
-`defenses.client.ClientExperiment`; `simulate_client` runs one from an ExecutionContext (seed,
+`hidebench.defenses.client.ClientExperiment`; `simulate_client` runs one from an ExecutionContext (seed,
 device, data root), deterministically.
 
 BatchNorm mode (the threat model states it): 'train' normalises with the client's batch
@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from defenses.client import BN_MODES, DEFENSES, MODELS, UPDATES, ClientExperiment
 from hidebench.context import ExecutionContext
+from hidebench.defenses.client import BN_MODES, DEFENSES, MODELS, UPDATES, ClientExperiment
 from hidebench.types import HidebenchError, SecretKey
 
 __all__ = ["BN_MODES", "DEFENSES", "MODELS", "UPDATES", "ClientBatch", "ClientExperiment", "ClientRun",
@@ -170,7 +170,7 @@ def make_batch(images: np.ndarray, labels: np.ndarray, n_classes: int, cfg: Clie
     if cfg.defense == "none":
         soft = np.eye(n_classes, dtype=np.float32)[labels[:B]]
         return ClientBatch(images[:B].copy(), labels[:B].copy(), images[:B].copy(), soft, None)
-    from defenses.instahide import encrypt
+    from hidebench.defenses.instahide import encrypt
 
     ecfg = cfg.encryption_config()
     if cfg.mode == "cross" and public_patches is None:

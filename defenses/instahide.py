@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from defenses.augment import crop_flip
+from hidebench.defenses.augment import crop_flip
 from hidebench.scheme import EncryptionConfig
 from hidebench.types import HidebenchError, PublicView, SecretKey, check_images
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from helpers import random_images
 
-from defenses.instahide import EncryptionConfig, encrypt
+from hidebench.defenses.instahide import EncryptionConfig, encrypt
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -5,10 +5,10 @@ floor, is deterministic for a fixed seed, and refuses what its threat model does
 import numpy as np
 import pytest
 
-from attacks.base import ATTACKS, get_attack
-from defenses.challenge import generate_to_dir
 from hidebench.app.cli import main
+from hidebench.attacks.base import ATTACKS, get_attack
 from hidebench.context import ExecutionContext
+from hidebench.defenses.challenge import generate_to_dir
 from hidebench.recipes import load_recipe
 from hidebench.record import SCHEMA_VERSION, load_record
 from hidebench.threat import ReleaseThreatModel, UpdateThreatModel
@@ -78,8 +78,8 @@ def test_release_attack_contract(name, release, identity_floor, tmp_path):
 
 @pytest.mark.parametrize("name", UPDATE)
 def test_update_attack_contract(name, tmp_path):
-    from defenses.client import ClientExperiment
     from hidebench.app.harness import run_update_attack
+    from hidebench.defenses.client import ClientExperiment
 
     cls = ATTACKS[name]
     cfg = getattr(cls, "tiny_config", {})

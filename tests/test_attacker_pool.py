@@ -2,7 +2,7 @@
 own encryptions (so a similarity model cannot learn its few patches by heart)."""
 import numpy as np
 
-from attacks.toolkit import AttackerEncryptions
+from hidebench.attacks.toolkit import AttackerEncryptions
 from hidebench.data import PoolConfig, PublicPool, build_pool, load_source
 from hidebench.recipes import load_recipe
 
@@ -19,8 +19,8 @@ def test_subset_draws_distinct_regions():
 
 
 def test_rounds_take_fresh_regions(monkeypatch, tmp_path):
-    from defenses.challenge import generate_to_dir
     from hidebench.challenge_io import load_public
+    from hidebench.defenses.challenge import generate_to_dir
 
     generate_to_dir(load_recipe("faces", {"n_priv": 8, "T": 4}), tmp_path / "ch", progress=False)
     view, aux = load_public(tmp_path / "ch"), load_source("lfw[1::2]")

@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from defenses.challenge import generate_to_dir
 from hidebench.app.cli import main
 from hidebench.challenge_io import import_key, load_key, load_public
+from hidebench.defenses.challenge import generate_to_dir
 from hidebench.recipes import load_recipe
 from hidebench.types import HidebenchError
 
@@ -45,9 +45,9 @@ def test_augmentation_reaches_the_attackers_own_encryptions(bare, generated, tmp
     """An augmented release (manifest, or --augmented for a bare folder) makes the attacker's
     training encryptions augmented too, with the release's coefficient bounds; the similarity
     model's cache key tells them apart, and a plain release keeps its old key."""
-    from attacks.carlini.config import CarliniConfig
-    from attacks.carlini.stages import AttackInputs, _similarity_model_key
-    from attacks.toolkit import AttackerEncryptions
+    from hidebench.attacks.carlini.config import CarliniConfig
+    from hidebench.attacks.carlini.stages import AttackInputs, _similarity_model_key
+    from hidebench.attacks.toolkit import AttackerEncryptions
     from hidebench.context import ExecutionContext
     from hidebench.data import load_source
 

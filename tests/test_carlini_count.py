@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from helpers import random_images
 
-from attacks.carlini.attack import Carlini
-from attacks.carlini.count import estimate_T
-from attacks.carlini.similarity import pearson_embedding
-from defenses.instahide import EncryptionConfig, encrypt
+from hidebench.attacks.carlini.attack import Carlini
+from hidebench.attacks.carlini.count import estimate_T
+from hidebench.attacks.carlini.similarity import pearson_embedding
 from hidebench.context import ExecutionContext
+from hidebench.defenses.instahide import EncryptionConfig, encrypt
 from hidebench.threat import ReleaseThreatModel
 from hidebench.types import HidebenchError, ImageSet
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks.base import get_attack
+from hidebench.attacks.base import get_attack
 from hidebench.context import ExecutionContext
 from hidebench.threat import Oracle, ReleaseThreatModel
 from hidebench.types import PublicView
@@ -74,7 +74,7 @@ def test_seed_reaches_the_stages(tiny_cross, tmp_path):
     from it, and a seed-dependent start (regression init 'aligned') changes with it."""
     import json
 
-    from attacks.carlini.stages import stage_seed
+    from hidebench.attacks.carlini.stages import stage_seed
 
     view = tiny_cross[0]
     assert len({stage_seed(0, s) for s in ("similarity_model", "pool", "grouping", "regression")}) == 4

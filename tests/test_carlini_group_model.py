@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from attacks.carlini.group_model import ROUND_IMAGES, group_rescorer, train_group_model, training_batch
-from attacks.carlini.mixing import membership_matrix
-from attacks.carlini.similarity import abs_features, state_to_arrays
-from attacks.toolkit import AttackerEncryptions
-from defenses.instahide import EncryptionConfig, encrypt
+from hidebench.attacks.carlini.group_model import ROUND_IMAGES, group_rescorer, train_group_model, training_batch
+from hidebench.attacks.carlini.mixing import membership_matrix
+from hidebench.attacks.carlini.similarity import abs_features, state_to_arrays
+from hidebench.attacks.toolkit import AttackerEncryptions
 from hidebench.data import load_source
+from hidebench.defenses.instahide import EncryptionConfig, encrypt
 
 
 def _synthetic_round(rng, n=12, per=10, classes=3):
@@ -68,7 +68,7 @@ def test_rescorer_changes_only_each_rows_candidates(attacker_rounds):
     """The rescoring touches each row's `candidates` best allowed groups and nothing else."""
     import torch
 
-    from attacks.carlini.similarity import build_pair_model
+    from hidebench.attacks.carlini.similarity import build_pair_model
 
     torch.manual_seed(0)
     weights = state_to_arrays(build_pair_model(4), "group.")

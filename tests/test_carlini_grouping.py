@@ -6,16 +6,16 @@ import dataclasses
 import numpy as np
 import pytest
 
-from attacks.carlini import assignment as asg
-from attacks.carlini import clustering as clu
-from attacks.carlini.config import CarliniConfig, ClusteringConfig, SimilarityConfig
-from attacks.carlini.grouping import Grouping, evaluate_grouping
-from attacks.carlini.mixing import check_release
-from attacks.carlini.pipeline import run_pipeline
-from attacks.carlini.stages import STAGES, AttackInputs, check_inputs
-from defenses.instahide import EncryptionConfig, encrypt
+from hidebench.attacks.carlini import assignment as asg
+from hidebench.attacks.carlini import clustering as clu
+from hidebench.attacks.carlini.config import CarliniConfig, ClusteringConfig, SimilarityConfig
+from hidebench.attacks.carlini.grouping import Grouping, evaluate_grouping
+from hidebench.attacks.carlini.mixing import check_release
+from hidebench.attacks.carlini.pipeline import run_pipeline
+from hidebench.attacks.carlini.stages import STAGES, AttackInputs, check_inputs
 from hidebench.context import ExecutionContext
 from hidebench.data import load_source
+from hidebench.defenses.instahide import EncryptionConfig, encrypt
 from hidebench.threat import Oracle, ReleaseThreatModel
 from hidebench.types import HidebenchError, PublicView
 
@@ -204,7 +204,7 @@ def test_evaluate_perfect_grouping(release):
 def test_pairwise_rerank_option(release, tmp_path):
     """The paper's 6-channel pair model as a reranker: trained with the embedding, it rescores
     each encryption's candidates (symmetrically, nothing else) and keeps the contract."""
-    from attacks.carlini.similarity import SimilarityModel, release_similarity
+    from hidebench.attacks.carlini.similarity import SimilarityModel, release_similarity
     from hidebench.stage_cache import StageCache
 
     view, key, aux = release

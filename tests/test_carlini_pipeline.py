@@ -10,15 +10,15 @@ import pytest
 from helpers import random_images
 from test_carlini_recovery import smooth_images
 
-from attacks.base import get_attack
-from attacks.carlini import DEMO_CONFIG, STAGE_NAMES
-from attacks.carlini.config import CarliniConfig
-from attacks.carlini.mixing import check_release
-from attacks.carlini.pipeline import Stage, run_pipeline
-from defenses.instahide import EncryptionConfig, encrypt
 from hidebench.app.harness import run_release_attack
+from hidebench.attacks.base import get_attack
+from hidebench.attacks.carlini import DEMO_CONFIG, STAGE_NAMES
+from hidebench.attacks.carlini.config import CarliniConfig
+from hidebench.attacks.carlini.mixing import check_release
+from hidebench.attacks.carlini.pipeline import Stage, run_pipeline
 from hidebench.challenge_io import save_challenge
 from hidebench.context import ExecutionContext
+from hidebench.defenses.instahide import EncryptionConfig, encrypt
 from hidebench.stage_cache import StageCache
 from hidebench.threat import Oracle, ReleaseThreatModel
 from hidebench.types import HidebenchError, PublicView
@@ -107,7 +107,7 @@ def test_runner_recomputes_downstream_only_when_the_output_changed(tmp_path):
 
 
 def test_stage_names_are_the_declared_stages():
-    from attacks.carlini.stages import STAGES
+    from hidebench.attacks.carlini.stages import STAGES
 
     assert STAGE_NAMES == tuple(s.name for s in STAGES) == get_attack("carlini").stages
 
@@ -161,7 +161,7 @@ def test_config_validation():
 
 
 def test_attack_module_imports_no_torch():
-    code = ("import sys, attacks, attacks.carlini.attack\n"
+    code = ("import sys, attacks, hidebench.attacks.carlini.attack\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -185,7 +185,7 @@ def test_cli_resume_and_errors(tiny_dir, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def faces_dir(tmp_path_factory):
-    from defenses.challenge import generate_to_dir
+    from hidebench.defenses.challenge import generate_to_dir
     from hidebench.recipes import load_recipe
 
     d = tmp_path_factory.mktemp("faces")
@@ -238,7 +238,7 @@ def test_check_release_needs_T(tiny_dir):
 def test_plausible_T_keeps_the_truth_and_drops_what_the_class_counts_forbid(T):
     """The labels of a 10-class release keep its true T and drop every T that would leave a
     class with fewer slots than one image's T, or counts far from whole multiples of 2T."""
-    from attacks.carlini.mixing import class_slot_counts, plausible_T
+    from hidebench.attacks.carlini.mixing import class_slot_counts, plausible_T
 
     rng = np.random.default_rng(T)
     n = 60

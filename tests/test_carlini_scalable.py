@@ -8,14 +8,14 @@ from helpers import random_images
 from test_carlini_grouping import AUX, _check_assignment, planted_pairs, release, run_grouping  # noqa: F401  (fixture)
 from test_carlini_recovery import _oracle_global, smooth_images
 
-from attacks.carlini import assignment as asg
-from attacks.carlini import clustering as clu
-from attacks.carlini import scalable_grouping as sg
-from attacks.carlini.config import RegressionConfig
-from attacks.carlini.grouping import evaluate_grouping
-from attacks.carlini.mixing import co_membership, design, lambdas_from_labels, membership_matrix, sparse_design
-from attacks.carlini.regression import regress
-from defenses.instahide import EncryptionConfig, encrypt
+from hidebench.attacks.carlini import assignment as asg
+from hidebench.attacks.carlini import clustering as clu
+from hidebench.attacks.carlini import scalable_grouping as sg
+from hidebench.attacks.carlini.config import RegressionConfig
+from hidebench.attacks.carlini.grouping import evaluate_grouping
+from hidebench.attacks.carlini.mixing import co_membership, design, lambdas_from_labels, membership_matrix, sparse_design
+from hidebench.attacks.carlini.regression import regress
+from hidebench.defenses.instahide import EncryptionConfig, encrypt
 from hidebench.metrics import ssim
 from hidebench.types import HidebenchError
 
@@ -123,9 +123,9 @@ def test_scalable_grouping_with_oracle_pairs(release):  # noqa: F811
 def test_scalable_path_forms_no_dense_similarity(release, monkeypatch):  # noqa: F811
     """With dense_max below E the grouping never builds the E x E similarity and the regression
     never the per-position n x n vote matrices; the Pearson attack still beats chance."""
-    from attacks.carlini import regression, stages
-    from attacks.carlini.mixing import check_release
-    from attacks.carlini.pipeline import run_pipeline
+    from hidebench.attacks.carlini import regression, stages
+    from hidebench.attacks.carlini.mixing import check_release
+    from hidebench.attacks.carlini.pipeline import run_pipeline
     from hidebench.context import ExecutionContext
     from hidebench.threat import ReleaseThreatModel
 
@@ -155,8 +155,8 @@ def test_default_reassignment_rounds_follow_the_path(release):  # noqa: F811  (f
     """reassignment.rounds -1 (the default): five rounds on the dense path, one on the scalable
     path, where a round costs time linear in E, none on a release below min_T; an explicit count
     is run on both paths and any T."""
-    from attacks.carlini import stages
-    from attacks.carlini.mixing import check_release
+    from hidebench.attacks.carlini import stages
+    from hidebench.attacks.carlini.mixing import check_release
     from hidebench.context import ExecutionContext
     from hidebench.threat import ReleaseThreatModel
 

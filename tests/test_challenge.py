@@ -4,9 +4,9 @@ import shutil
 import numpy as np
 import pytest
 
-from defenses.challenge import generate, generate_to_dir, verify
 from hidebench.app.cli import main
 from hidebench.challenge_io import KEY_FILES, load_key, load_public, recorded_hashes
+from hidebench.defenses.challenge import generate, generate_to_dir, verify
 from hidebench.recipes import challenge_data, load_recipe, recipe_from_dict
 from hidebench.types import HidebenchError
 

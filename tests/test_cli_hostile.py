@@ -239,21 +239,21 @@ CASES = [
     # --- reported faults: report on a JSON file that is not a run record
     Case("report-not-a-record", ["report", "{tmp}/x.json", "--out", "{tmp}/out"], _text("x.json", '{"a": 1}'),
          sub=True, out="out", match="x.json.*not a run record"),
-    # --- owned by the other engineer (challenge_io / defenses.challenge), subprocess
+    # --- owned by the other engineer (challenge_io / hidebench.defenses.challenge), subprocess
     Case("encryption-npy-is-text", ID + ["{tmp}/ch", "--out", "{tmp}/out"],
          _copy_ch(lambda d: (d / "encryption.npy").write_text("not an array\n")), sub=True, out="out",
          other="challenge_io._load_npy"),
     Case("show-out-in-missing-folder", ["challenge", "show", "{ch}", "--out", "{tmp}/nowhere/x/show.png"],
-         sub=True, out="nowhere", precreate=False, other="defenses.challenge.show"),
+         sub=True, out="nowhere", precreate=False, other="hidebench.defenses.challenge.show"),
     Case("show-rows-0", ["challenge", "show", "{tmp}/ch", "--rows", "0"], _copy_ch(), sub=True, out="ch",
-         precreate=False, other="defenses.challenge.show"),
+         precreate=False, other="hidebench.defenses.challenge.show"),
     Case("show-rows-negative", ["challenge", "show", "{tmp}/ch", "--rows", "-2"], _copy_ch(), out="ch",
-         precreate=False, other="defenses.challenge.show"),
+         precreate=False, other="hidebench.defenses.challenge.show"),
     Case("generate-out-is-a-file", GEN + ["faces", "--n-priv", "4", "--T", "2", "--pool-screen", "12",
                                           "--out", "{tmp}/out", "--quiet"], _existing_file, sub=True, out="out",
-         other="defenses.challenge.generate_to_dir"),
+         other="hidebench.defenses.challenge.generate_to_dir"),
     Case("generate-seed-negative", GEN + ["faces", "--seed", "-1", "--out", "{tmp}/out"], out="out", precreate=False,
-         other="defenses.challenge.generate"),
+         other="hidebench.defenses.challenge.generate"),
 
     # --- score: more bad decryptions
     Case("score-decryption-missing", SCORE + ["{tmp}/nope.npy"], match="does not exist"),

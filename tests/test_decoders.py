@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from defenses.challenge import generate_to_dir
 from hidebench.app.harness import run_release_attack
 from hidebench.context import ExecutionContext
+from hidebench.defenses.challenge import generate_to_dir
 from hidebench.recipes import load_recipe
 from hidebench.types import HidebenchError
 
@@ -62,7 +62,7 @@ def test_pairs_fusion_sharpens_the_private_set(mixup2, tmp_path, ctx):
 
 
 def test_fuse_predictions_matches_outputs_to_groups():
-    from attacks.decoders.fusion import fuse_predictions
+    from hidebench.attacks.decoders.fusion import fuse_predictions
 
     rng = np.random.default_rng(0)
     truth = rng.uniform(-1, 1, (6, 8, 8, 3))
@@ -141,7 +141,7 @@ def test_bad_aux_is_one_clear_error(mixup2, tmp_path, threat, match):
 
 
 def test_aux_of_another_shape_is_refused():
-    from attacks.decoders.mixes import check_aux
+    from hidebench.attacks.decoders.mixes import check_aux
     from hidebench.types import ImageSet, PublicView
 
     view = PublicView(np.zeros((4, 32, 32, 3), np.float32), np.eye(2, dtype=np.float32)[[0, 1, 0, 1]], 2, "inside",
@@ -152,7 +152,7 @@ def test_aux_of_another_shape_is_refused():
 
 
 def test_config_errors_name_the_key():
-    from attacks.decoders.config import DeepDecomposeConfig, GanDemaskConfig
+    from hidebench.attacks.decoders.config import DeepDecomposeConfig, GanDemaskConfig
 
     with pytest.raises(HidebenchError, match="unknown key.*deep_decompose.net.widht"):
         DeepDecomposeConfig.from_dict({"net": {"widht": 3}})

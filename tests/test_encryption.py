@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from helpers import random_images
 
-from defenses.instahide import EncryptionConfig, encrypt, sample_lambdas
+from hidebench.defenses.instahide import EncryptionConfig, encrypt, sample_lambdas
 from hidebench.types import HidebenchError
 
 
@@ -135,7 +135,7 @@ def test_bad_inputs_rejected():
 def test_augmented_release_mixes_fresh_crops_and_flips():
     """augment=True: each (encryption, private slot) mixes its own crop-and-flip of the image,
     recorded in the key; the same seed without augmentation gives the plain release unchanged."""
-    from defenses.augment import shift_flip
+    from hidebench.defenses.augment import shift_flip
 
     rng = np.random.default_rng(3)
     priv, y = random_images(rng, 12), rng.integers(0, 3, 12)

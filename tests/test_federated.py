@@ -7,10 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from defenses import client as client_module
-from defenses import federated
-from defenses.client import ClientExperiment
-from defenses.federated import (
+from hidebench.app.harness import run_update_attack
+from hidebench.context import ExecutionContext
+from hidebench.data import load_source
+from hidebench.defenses import client as client_module
+from hidebench.defenses import federated
+from hidebench.defenses.client import ClientExperiment
+from hidebench.defenses.federated import (
     client_update,
     make_batch,
     make_model,
@@ -20,9 +23,6 @@ from defenses.federated import (
     soft_cross_entropy,
     to_tensor,
 )
-from hidebench.app.harness import run_update_attack
-from hidebench.context import ExecutionContext
-from hidebench.data import load_source
 from hidebench.record import load_record
 from hidebench.threat import UpdateThreatModel
 from hidebench.types import HidebenchError

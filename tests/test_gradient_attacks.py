@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from attacks.base import ATTACKS, UpdateAttack, get_attack
-from attacks.gradient.common import GradientMatcher, largest_remainder, recover_labels
-from defenses.client import ClientExperiment
-from defenses.federated import client_update, make_batch, make_model
+from hidebench.attacks.base import ATTACKS, UpdateAttack, get_attack
+from hidebench.attacks.gradient.common import GradientMatcher, largest_remainder, recover_labels
 from hidebench.context import ExecutionContext
 from hidebench.data import load_source
+from hidebench.defenses.client import ClientExperiment
+from hidebench.defenses.federated import client_update, make_batch, make_model
 from hidebench.metrics import matched_set_metric
 from hidebench.threat import ReleaseThreatModel, UpdateThreatModel
 from hidebench.types import HidebenchError
@@ -59,12 +59,12 @@ def test_attacks_are_registered():
 
 
 def test_gradient_modules_import_no_torch():
-    """attacks.gradient and defenses.client load without torch (the CLI builds its options from
+    """hidebench.attacks.gradient and hidebench.defenses.client load without torch (the CLI builds its options from
     them at start-up); the package is loaded on its own, apart from the other attack families."""
     code = ("import sys, types\n"
             f"m = types.ModuleType('attacks'); m.__path__ = [{str(ROOT / 'attacks')!r}]; sys.modules['attacks'] = m\n"
-            "import attacks.gradient, defenses.client\n"
-            "from attacks.base import ATTACKS\n"
+            "import hidebench.attacks.gradient, hidebench.defenses.client\n"
+            "from hidebench.attacks.base import ATTACKS\n"
             "assert {'dlg', 'inverting_gradients'} <= set(ATTACKS)\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

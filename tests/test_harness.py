@@ -3,12 +3,12 @@ import json
 import numpy as np
 import pytest
 
-from attacks.base import ATTACKS, get_attack
-from attacks.identity import baseline_decryption, rescaled_abs
-from defenses.challenge import generate_to_dir
 from hidebench.app.harness import run_release_attack
 from hidebench.app.report import build_report, fit_exponent, records_table
+from hidebench.attacks.base import ATTACKS, get_attack
+from hidebench.attacks.identity import baseline_decryption, rescaled_abs
 from hidebench.context import ExecutionContext
+from hidebench.defenses.challenge import generate_to_dir
 from hidebench.recipes import load_recipe
 from hidebench.record import SCHEMA_VERSION, load_record
 from hidebench.threat import Coefficients, Membership, Oracle, ReleaseThreatModel

@@ -1,6 +1,7 @@
 """The package layers (README "Layout"): core imports neither attacks, defenses nor the front
 end; defenses import only the core; attacks import the core and defenses; only the front end
-(hidebench.app) imports everything and nothing imports it, apart from the tests."""
+(hidebench.app) imports everything and nothing imports it, apart from the tests. No first-party
+import cycle either, counting imports inside function bodies (they only hide a cycle)."""
 import ast
 import subprocess
 import sys
@@ -9,9 +10,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# source folder -> installed package name (pyproject's package-dir)
+PACKAGES = {"hidebench": "hidebench", "attacks": "hidebench.attacks", "defenses": "hidebench.defenses",
+            "challenge_data": "hidebench.challenge_data"}
 
 
 def _imports(path: Path) -> set[str]:
+    """Every module an import statement of the file names, function bodies included."""
     tree = ast.parse(path.read_text(), filename=str(path))
     out = set()
     for node in ast.walk(tree):
@@ -23,14 +28,22 @@ def _imports(path: Path) -> set[str]:
     return out
 
 
+def _module(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = [PACKAGES[rel.parts[0]], *rel.parts[1:]]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def _layer(module: str) -> str | None:
-    top = module.split(".")[0]
     if module in ("hidebench.app", "hidebench.__main__") or module.startswith("hidebench.app."):
         return "app"
-    if top == "hidebench":
+    for layer in ("attacks", "defenses"):
+        if module == f"hidebench.{layer}" or module.startswith(f"hidebench.{layer}."):
+            return layer
+    if module.split(".")[0] == "hidebench":
         return "core"
-    if top in ("attacks", "defenses"):
-        return top
+    if module.split(".")[0] in ("attacks", "defenses"):
+        return "top-level"            # the names the installed package must not use
     return None
 
 
@@ -47,13 +60,21 @@ def _modules():
 def test_module_respects_the_layers(path):
     rel = path.relative_to(ROOT)
     if rel.parts[0] == "benchmarks":
-        bad = sorted(m for m in _imports(path) if m.startswith("hidebench.app.cli"))
+        bad = sorted(m for m in _imports(path) if m.startswith("hidebench.app.cli") or _layer(m) == "top-level")
         assert not bad, f"{rel}: benchmarks call library functions, not CLI modules: {bad}"
         return
-    mod = ".".join(rel.with_suffix("").parts).replace("challenge_data", "hidebench.challenge_data")
-    own = _layer(mod)
+    own = _layer(_module(path))
     bad = sorted(m for m in _imports(path) if _layer(m) and _layer(m) not in ALLOWED[own])
     assert not bad, f"{rel} ({own}) imports {bad}"
+
+
+def test_installed_names_are_namespaced(tmp_path):
+    """`import hidebench.attacks` works, a top-level `attacks` or `defenses` does not exist."""
+    code = ("import importlib.util, hidebench.attacks, hidebench.defenses\n"
+            "assert importlib.util.find_spec('attacks') is None and importlib.util.find_spec('defenses') is None\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                       env={k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"})
+    assert r.returncode == 0, r.stderr[-2000:]
 
 
 def test_notebooks_call_library_functions_only():

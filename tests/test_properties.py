@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, assume, given, reject, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from defenses.instahide import EncryptionConfig, encrypt
+from hidebench.defenses.instahide import EncryptionConfig, encrypt
 from hidebench.metrics import challenge_metric, mse, ssim, ssim_skimage
 from hidebench.types import HidebenchError
 

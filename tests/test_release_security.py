@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from defenses.challenge import generate_to_dir
 from hidebench.challenge_io import KEY_FILES, PUBLIC_FILES, load_key
+from hidebench.defenses.challenge import generate_to_dir
 from hidebench.recipes import challenge_data, load_recipe
 
 SEED = 0x5EED_1234_ABCD_9876          # large, so no encoding of it turns up in image bytes by chance

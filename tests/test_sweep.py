@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attacks.base import ATTACKS
 from hidebench.app.cli import main
 from hidebench.app.sweep import (
     RESULTS,
@@ -30,6 +29,7 @@ from hidebench.app.sweep import (
     write_results,
 )
 from hidebench.app.sweep_report import ANCHORS, build_sweep_report, fit_loglog, leaderboard
+from hidebench.attacks.base import ATTACKS
 from hidebench.context import ExecutionContext
 from hidebench.record import load_record
 from hidebench.types import HidebenchError
@@ -58,8 +58,8 @@ def plugin(tmp_path, monkeypatch):
         import time
         from pathlib import Path
 
-        from attacks.base import ReleaseAttack, ReleaseResult, register
-        from attacks.identity import baseline_decryption
+        from hidebench.attacks.base import ReleaseAttack, ReleaseResult, register
+        from hidebench.attacks.identity import baseline_decryption
 
 
         @register

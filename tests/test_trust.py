@@ -391,9 +391,9 @@ def test_malformed_but_hash_consistent_cache_entries_are_recomputed(tmp_path, da
     """Entries that hash as their manifest records but hold what the stage cannot use (a JSON
     field that is not JSON, or of another kind; group ids beyond the groups; arrays of the
     wrong shape; a field missing) are reported in one line and recomputed."""
-    from defenses.challenge import generate_to_dir
     from hidebench.app.harness import run_release_attack
     from hidebench.context import ExecutionContext
+    from hidebench.defenses.challenge import generate_to_dir
     from hidebench.recipes import load_recipe
     from hidebench.threat import ReleaseThreatModel
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from defenses.augment import crop_flip
-from defenses.instahide import EncryptionConfig
-from defenses.utility.batches import one_epoch
-from defenses.utility.config import UtilityConfig
-from defenses.utility.training import CHECKPOINT, train_classifier
 from hidebench.app.cli import main
+from hidebench.defenses.augment import crop_flip
+from hidebench.defenses.instahide import EncryptionConfig
+from hidebench.defenses.utility.batches import one_epoch
+from hidebench.defenses.utility.config import UtilityConfig
+from hidebench.defenses.utility.training import CHECKPOINT, train_classifier
 from hidebench.types import HidebenchError, ImageSet
 
 
@@ -78,7 +78,7 @@ def test_fresh_encryptions_every_epoch():
     cfg = EncryptionConfig(k=2, mode="inside", scheme="instahide")
     firsts = []
 
-    import defenses.utility.training as training
+    import hidebench.defenses.utility.training as training
 
     real = training.one_epoch
 

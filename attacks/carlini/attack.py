@@ -23,9 +23,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from attacks.base import ReleaseAttack, ReleaseResult, register
-from attacks.carlini import STAGE_NAMES
-from attacks.carlini.config import CarliniConfig
+from hidebench.attacks.base import ReleaseAttack, ReleaseResult, register
+from hidebench.attacks.carlini import STAGE_NAMES
+from hidebench.attacks.carlini.config import CarliniConfig
 from hidebench.context import ExecutionContext, peak_rss_mb
 from hidebench.threat import Oracle
 from hidebench.types import HidebenchError, PublicView, SecretKey
@@ -45,9 +45,9 @@ class Carlini(ReleaseAttack):
                                    "regression": {"steps": 10, "adam_steps": 10}}
 
     def run(self, view: PublicView, oracle: Oracle, ctx: ExecutionContext) -> ReleaseResult:
-        from attacks.carlini.mixing import check_release
-        from attacks.carlini.pipeline import PipelineRun, run_pipeline
-        from attacks.carlini.stages import STAGES, AttackInputs, check_inputs
+        from hidebench.attacks.carlini.mixing import check_release
+        from hidebench.attacks.carlini.pipeline import PipelineRun, run_pipeline
+        from hidebench.attacks.carlini.stages import STAGES, AttackInputs, check_inputs
         from hidebench.progress import bar
 
         oracle = oracle if oracle is not None else Oracle(None, ())
@@ -97,11 +97,11 @@ class Carlini(ReleaseAttack):
     def _estimate_T(self, view: PublicView, part: dict, ctx: ExecutionContext, cache):
         """T for a release that states none (count.py): (the view with T, the estimate, the
         pipeline run that trained the similarity model for it). Ambiguous: one error line."""
-        from attacks.carlini.count import estimate_T
-        from attacks.carlini.mixing import check_release, describe_T_candidates
-        from attacks.carlini.pipeline import PipelineRun, run_pipeline
-        from attacks.carlini.similarity import encryption_embedder
-        from attacks.carlini.stages import STAGES, AttackInputs, check_inputs
+        from hidebench.attacks.carlini.count import estimate_T
+        from hidebench.attacks.carlini.mixing import check_release, describe_T_candidates
+        from hidebench.attacks.carlini.pipeline import PipelineRun, run_pipeline
+        from hidebench.attacks.carlini.similarity import encryption_embedder
+        from hidebench.attacks.carlini.stages import STAGES, AttackInputs, check_inputs
 
         inp = AttackInputs(view, self.config, ctx, 0, threat=self.threat, **part)
         first, embed_fn, granted = PipelineRun(), None, bool(inp.aux_spec)
@@ -131,7 +131,7 @@ class Carlini(ReleaseAttack):
         assignment accuracy, before and after the reassignment rounds), coefficient error, and
         the Hungarian-matched SSIM of the private set after each recovery step, with oracle
         references (the true sign per position)."""
-        from attacks.carlini.evaluation import evaluate_run
+        from hidebench.attacks.carlini.evaluation import evaluate_run
 
         if "grouping" not in result.artifacts:
             return {}
@@ -139,6 +139,6 @@ class Carlini(ReleaseAttack):
 
 
 def _full_prior(inp):
-    from attacks.carlini.stages import sign_prior
+    from hidebench.attacks.carlini.stages import sign_prior
 
     return sign_prior(inp, inp.view.encryptions.shape[-1])

@@ -313,7 +313,7 @@ class PriorConfig(Config):
 
     def decoder_settings(self):
         """The decoder's config (a DeepDecomposeConfig), validated."""
-        from attacks.decoders.config import DeepDecomposeConfig
+        from hidebench.attacks.decoders.config import DeepDecomposeConfig
 
         return DeepDecomposeConfig.from_dict(self.decoder_config, where=f"{self.section}.decoder_config")
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attacks.carlini.mixing import class_image_counts, class_slot_counts, label_support, plausible_T
-from attacks.toolkit import AttackerEncryptions
+from hidebench.attacks.carlini.mixing import class_image_counts, class_slot_counts, label_support, plausible_T
+from hidebench.attacks.toolkit import AttackerEncryptions
 from hidebench.types import ImageSet, PublicView
 
 

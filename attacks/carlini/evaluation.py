@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.carlini.grouping import Grouping, evaluate_grouping
+from hidebench.attacks.carlini.grouping import Grouping, evaluate_grouping
 from hidebench.types import SecretKey
 
 
@@ -45,7 +45,7 @@ def evaluate_run(artifacts: dict, recovered: np.ndarray, key: SecretKey) -> dict
     Hungarian-matched SSIM of the private set after each recovery step: as the attacker would
     finish it (stage-5 signs), and with the true sign per position (what the step got right up
     to the one sign per position it cannot identify)."""
-    from attacks.carlini.signs import fix_global_signs
+    from hidebench.attacks.carlini.signs import fix_global_signs
     from hidebench.metrics import matched_set_metric, ssim
 
     g: Grouping = artifacts["grouping"]

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.carlini.assignment import _candidates
-from attacks.carlini.mixing import membership_matrix
-from attacks.carlini.similarity import abs_features, arrays_to_state, blend_candidates, build_pair_model, fit
-from attacks.toolkit import AttackerEncryptions
+from hidebench.attacks.carlini.assignment import _candidates
+from hidebench.attacks.carlini.mixing import membership_matrix
+from hidebench.attacks.carlini.similarity import abs_features, arrays_to_state, blend_candidates, build_pair_model, fit
+from hidebench.attacks.toolkit import AttackerEncryptions
 
 # Images per training round (each in T encryptions, T the release's): groups as large as the
 # release's, rounds small enough to encrypt every steps_per_round steps.

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.carlini import assignment as asg
-from attacks.carlini import clustering as clu
-from attacks.carlini.config import AssignmentConfig, CarliniConfig, ClusteringConfig
-from attacks.carlini.mixing import co_membership, label_support, membership_matrix
-from attacks.carlini.pipeline import arrays_field, json_field
+from hidebench.attacks.carlini import assignment as asg
+from hidebench.attacks.carlini import clustering as clu
+from hidebench.attacks.carlini.config import AssignmentConfig, CarliniConfig, ClusteringConfig
+from hidebench.attacks.carlini.mixing import co_membership, label_support, membership_matrix
+from hidebench.attacks.carlini.pipeline import arrays_field, json_field
 from hidebench.context import peak_rss_mb
 from hidebench.threat import Membership
 from hidebench.types import HidebenchError, PublicView, SecretKey

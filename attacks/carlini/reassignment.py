@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.carlini.mixing import label_support, public_weight
+from hidebench.attacks.carlini.mixing import label_support, public_weight
 
 
 def _unit_centred(a):

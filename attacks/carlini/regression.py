@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attacks.carlini.config import RegressionConfig, SignSyncConfig
-from attacks.carlini.mixing import design, public_weight, sparse_design
-from attacks.carlini.sign_sync import sync_pixel_signs, sync_pixel_signs_sparse
+from hidebench.attacks.carlini.config import RegressionConfig, SignSyncConfig
+from hidebench.attacks.carlini.mixing import design, public_weight, sparse_design
+from hidebench.attacks.carlini.sign_sync import sync_pixel_signs, sync_pixel_signs_sparse
 from hidebench.progress import bar
 from hidebench.types import HidebenchError
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.carlini.assignment import _candidates
-from attacks.carlini.clustering import cluster_class
-from attacks.carlini.config import CarliniConfig
-from attacks.carlini.grouping import Grouping, group_release
+from hidebench.attacks.carlini.assignment import _candidates
+from hidebench.attacks.carlini.clustering import cluster_class
+from hidebench.attacks.carlini.config import CarliniConfig
+from hidebench.attacks.carlini.grouping import Grouping, group_release
 from hidebench.progress import bar
 from hidebench.types import HidebenchError, PublicView
 

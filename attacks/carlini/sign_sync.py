@@ -15,7 +15,7 @@ from functools import partial
 
 import numpy as np
 
-from attacks.carlini.mixing import public_weight
+from hidebench.attacks.carlini.mixing import public_weight
 
 
 def sync_pixel_signs(y2: np.ndarray, assignment: np.ndarray, lam: np.ndarray, u: np.ndarray, nu: np.ndarray, *,

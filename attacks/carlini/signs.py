@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attacks.carlini.config import SignConfig
+from hidebench.attacks.carlini.config import SignConfig
 
 # ----------------------------------------------------------------------------- one sign per position
 

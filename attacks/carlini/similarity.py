@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from attacks.carlini.clustering import top_neighbours
-from attacks.carlini.config import SimilarityConfig
-from attacks.carlini.mixing import membership_matrix
-from attacks.carlini.pipeline import arrays_field, json_field
-from attacks.toolkit import AttackerEncryptions
+from hidebench.attacks.carlini.clustering import top_neighbours
+from hidebench.attacks.carlini.config import SimilarityConfig
+from hidebench.attacks.carlini.mixing import membership_matrix
+from hidebench.attacks.carlini.pipeline import arrays_field, json_field
+from hidebench.attacks.toolkit import AttackerEncryptions
 from hidebench.types import ImageSet, PublicView
 
 # ----------------------------------------------------------------------------- features
@@ -379,7 +379,7 @@ def train_similarity_model(view: PublicView, aux: ImageSet, cfg: SimilarityConfi
         out.weights.update(state_to_arrays(pm, "pair."))
         out.loss_pair = np.asarray(pl, dtype=np.float32)
     if group_steps:
-        from attacks.carlini.group_model import ROUND_IMAGES, train_group_model
+        from hidebench.attacks.carlini.group_model import ROUND_IMAGES, train_group_model
 
         rounds = AttackerEncryptions(view, aux, n_images=ROUND_IMAGES, T=view.T or cfg.train_T, pool=pool,
                                      seed=seed + 2)

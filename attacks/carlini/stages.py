@@ -30,18 +30,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from attacks.aux_mean import class_means
-from attacks.carlini.config import CarliniConfig
-from attacks.carlini.group_model import group_rescorer
-from attacks.carlini.grouping import Grouping, find_groups, oracle_grouping, true_similarity
-from attacks.carlini.mixing import aligned_coefficients, label_support, lambdas_from_labels, membership_matrix
-from attacks.carlini.pipeline import Stage, arrays_field, expect, json_field
-from attacks.carlini.reassignment import reassign
-from attacks.carlini.regression import regress
-from attacks.carlini.scalable_grouping import expand_queries, find_groups_scalable
-from attacks.carlini.signs import aux_statistics, fix_global_signs
-from attacks.carlini.similarity import SimilarityModel, release_embedding, release_similarity, train_similarity_model
-from attacks.toolkit import attacker_pool, load_aux
+from hidebench.attacks.aux_mean import class_means
+from hidebench.attacks.carlini.config import CarliniConfig
+from hidebench.attacks.carlini.group_model import group_rescorer
+from hidebench.attacks.carlini.grouping import Grouping, find_groups, oracle_grouping, true_similarity
+from hidebench.attacks.carlini.mixing import aligned_coefficients, label_support, lambdas_from_labels, membership_matrix
+from hidebench.attacks.carlini.pipeline import Stage, arrays_field, expect, json_field
+from hidebench.attacks.carlini.reassignment import reassign
+from hidebench.attacks.carlini.regression import regress
+from hidebench.attacks.carlini.scalable_grouping import expand_queries, find_groups_scalable
+from hidebench.attacks.carlini.signs import aux_statistics, fix_global_signs
+from hidebench.attacks.carlini.similarity import SimilarityModel, release_embedding, release_similarity, train_similarity_model
+from hidebench.attacks.toolkit import attacker_pool, load_aux
 from hidebench.context import ExecutionContext
 from hidebench.stage_cache import arrays_digest
 from hidebench.threat import FROM_RECIPE, Coefficients, Membership, ReleaseThreatModel
@@ -270,9 +270,9 @@ class DecoderPrior:
 def decoder_prior_stage(inp: AttackInputs, grouping: Grouping) -> DecoderPrior:
     if inp.prior == "aux_mean":
         return _aux_mean_prior(inp, grouping)
-    from attacks.decoders.common import AttackerData, decompose, decomposer
-    from attacks.decoders.fusion import fuse_predictions
-    from attacks.decoders.training import decoder_input
+    from hidebench.attacks.decoders.common import AttackerData, decompose, decomposer
+    from hidebench.attacks.decoders.fusion import fuse_predictions
+    from hidebench.attacks.decoders.training import decoder_input
 
     cfg = inp.config.prior.decoder_settings()
     data = AttackerData(inp.view, inp.threat, inp.ctx, cfg.training.aux_max, "carlini prior")
@@ -475,7 +475,7 @@ def decryption_stage(inp: AttackInputs, regression: Regression, signs: Signs | N
 # folder may come from elsewhere): the entry is then recomputed instead of failing a later stage.
 
 def _check_similarity_model(m: SimilarityModel, inp: AttackInputs) -> None:
-    from attacks.carlini.similarity import arrays_to_state, build_embedder, build_pair_model
+    from hidebench.attacks.carlini.similarity import arrays_to_state, build_embedder, build_pair_model
 
     s = inp.config.similarity
     arrays_to_state(build_embedder(s.width, s.embed_dim), m.weights, "embed.")

@@ -9,11 +9,11 @@ import time
 
 import numpy as np
 
-from attacks.decoders.config import DeepDecomposeConfig
-from attacks.decoders.mixes import MixSampler, check_aux, patch_bank, scheme_of
-from attacks.decoders.nets import UNet
-from attacks.decoders.training import Trained, cached_model, predict, train_decomposer
-from attacks.toolkit import attacker_pool, load_aux
+from hidebench.attacks.decoders.config import DeepDecomposeConfig
+from hidebench.attacks.decoders.mixes import MixSampler, check_aux, patch_bank, scheme_of
+from hidebench.attacks.decoders.nets import UNet
+from hidebench.attacks.decoders.training import Trained, cached_model, predict, train_decomposer
+from hidebench.attacks.toolkit import attacker_pool, load_aux
 from hidebench.stage_cache import arrays_digest
 from hidebench.threat import Oracle
 from hidebench.types import HidebenchError, ImageSet, PublicView
@@ -92,10 +92,10 @@ def groups(view: PublicView, fuse: str, oracle: Oracle, threat, ctx, overrides: 
     if fuse == "pairs":
         m = oracle.get("pairs", len(view))
         return np.asarray(m.ids), int(m.n_private), {}
-    from attacks.carlini.config import CarliniConfig
-    from attacks.carlini.mixing import check_release
-    from attacks.carlini.pipeline import run_pipeline
-    from attacks.carlini.stages import STAGES, AttackInputs, check_inputs
+    from hidebench.attacks.carlini.config import CarliniConfig
+    from hidebench.attacks.carlini.mixing import check_release
+    from hidebench.attacks.carlini.pipeline import run_pipeline
+    from hidebench.attacks.carlini.stages import STAGES, AttackInputs, check_inputs
 
     n = check_release(view)
     inp = AttackInputs(view, CarliniConfig.from_dict(overrides, where="grouping"), ctx, n, threat=threat)
@@ -108,7 +108,7 @@ def groups(view: PublicView, fuse: str, oracle: Oracle, threat, ctx, overrides: 
 def recovered_set(preds: np.ndarray, view: PublicView, cfg: DeepDecomposeConfig, oracle: Oracle, threat, ctx):
     """(decryption, recovered or None, stats, timings): per encryption its heaviest prediction,
     replaced by its group's fused estimate when a grouping is available."""
-    from attacks.decoders.fusion import fuse_predictions
+    from hidebench.attacks.decoders.fusion import fuse_predictions
 
     fuse = check_fuse(cfg.fuse, view, oracle)
     decryption = np.clip(preds[:, 0], -1, 1).astype(np.float32)

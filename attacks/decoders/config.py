@@ -100,7 +100,7 @@ class DeepDecomposeConfig(Config):
         if not isinstance(self.grouping, dict):
             raise HidebenchError(f"{self.section}.grouping must be a table of carlini config keys, got {self.grouping!r}")
         if self.grouping:
-            from attacks.carlini.config import CarliniConfig
+            from hidebench.attacks.carlini.config import CarliniConfig
 
             CarliniConfig.from_dict(self.grouping, where=f"{self.section}.grouping")
 

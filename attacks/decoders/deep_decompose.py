@@ -15,8 +15,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from attacks.base import ReleaseAttack, ReleaseResult, register
-from attacks.decoders.config import DeepDecomposeConfig
+from hidebench.attacks.base import ReleaseAttack, ReleaseResult, register
+from hidebench.attacks.decoders.config import DeepDecomposeConfig
 
 TINY_TRAINING = {"steps": 60, "batch_size": 16, "aux_max": 200, "patches": 128, "epoch_steps": 20}
 
@@ -49,9 +49,9 @@ class DeepDecompose(ReleaseAttack):
                                    "grouping": {"similarity": {"method": "pearson"}}}
 
     def run(self, view, oracle, ctx):
-        from attacks.carlini.stages import stage_seed
-        from attacks.decoders.common import AttackerData, decompose, decomposer, recovered_set
-        from attacks.decoders.training import decoder_input
+        from hidebench.attacks.carlini.stages import stage_seed
+        from hidebench.attacks.decoders.common import AttackerData, decompose, decomposer, recovered_set
+        from hidebench.attacks.decoders.training import decoder_input
 
         cfg, device = self.config, ctx.torch_device()
         data = AttackerData(view, self.threat, ctx, cfg.training.aux_max, self.name)

@@ -14,9 +14,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from attacks.base import ReleaseAttack, ReleaseResult, register
-from attacks.decoders.config import GanDemaskConfig
-from attacks.decoders.deep_decompose import TINY_TRAINING, model_stats, output_ssim
+from hidebench.attacks.base import ReleaseAttack, ReleaseResult, register
+from hidebench.attacks.decoders.config import GanDemaskConfig
+from hidebench.attacks.decoders.deep_decompose import TINY_TRAINING, model_stats, output_ssim
 from hidebench.types import HidebenchError
 
 # |mixture| below this is too faint for its sign to count in the sign accuracy
@@ -37,11 +37,11 @@ class GanDemask(ReleaseAttack):
                                                  "grouping": {"similarity": {"method": "pearson"}}}}
 
     def run(self, view, oracle, ctx):
-        from attacks.carlini.stages import stage_seed
-        from attacks.decoders.common import AttackerData, decompose, decomposer, recovered_set
-        from attacks.decoders.mixes import MixSampler, scheme_of
-        from attacks.decoders.nets import PatchDiscriminator, UNet
-        from attacks.decoders.training import cached_model, predict, train_demasker
+        from hidebench.attacks.carlini.stages import stage_seed
+        from hidebench.attacks.decoders.common import AttackerData, decompose, decomposer, recovered_set
+        from hidebench.attacks.decoders.mixes import MixSampler, scheme_of
+        from hidebench.attacks.decoders.nets import PatchDiscriminator, UNet
+        from hidebench.attacks.decoders.training import cached_model, predict, train_demasker
 
         if view.scheme != "instahide":
             raise HidebenchError("gan_demask removes InstaHide's sign mask; this release is Mixup "

@@ -17,8 +17,8 @@ import torch
 from pytorch_msssim import ssim as differentiable_ssim
 from torch import nn
 
-from attacks.decoders.config import DeepDecomposeConfig, GanDemaskConfig, TrainConfig
-from attacks.decoders.mixes import MixSampler
+from hidebench.attacks.decoders.config import DeepDecomposeConfig, GanDemaskConfig, TrainConfig
+from hidebench.attacks.decoders.mixes import MixSampler
 from hidebench.progress import bar
 
 

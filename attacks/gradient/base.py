@@ -1,4 +1,4 @@
-"""The shared `run` of the gradient-matching attacks (registered in attacks.base.ATTACKS).
+"""The shared `run` of the gradient-matching attacks (registered in hidebench.attacks.base.ATTACKS).
 
 Gradient matching: find dummy inputs x' (and labels y') whose gradient on the shared model
 matches the client's shared update (Zhu et al. 2019, "Deep Leakage from Gradients"; Geiping
@@ -12,7 +12,7 @@ UpdateThreatModel builds and the shared model:
 * batch size: the granted one, else the threat model's assumed_batch_size.
 * BatchNorm statistics: a prior on the dummy batch (Yin et al. 2021) only when granted.
 
-This module imports no torch; `run` loads the torch machinery (attacks.gradient.common) itself.
+This module imports no torch; `run` loads the torch machinery (hidebench.attacks.gradient.common) itself.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from attacks.base import UpdateAttack, UpdateResult
+from hidebench.attacks.base import UpdateAttack, UpdateResult
 from hidebench.config import check_choice, check_float, check_int
 from hidebench.context import ExecutionContext
 from hidebench.threat import AttackerUpdate
@@ -69,8 +69,8 @@ class GradientAttack(UpdateAttack):
         its labels from the attacker's view of a shared update."""
         import torch
 
-        from attacks.gradient.common import GradientMatcher, resolve_labels
-        from defenses.federated import to_numpy_images
+        from hidebench.attacks.gradient.common import GradientMatcher, resolve_labels
+        from hidebench.defenses.federated import to_numpy_images
 
         c = self.config
         device = ctx.torch_device()

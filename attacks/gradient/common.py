@@ -7,7 +7,7 @@ matches the shared one (Zhu et al. 2019, "Deep Leakage from Gradients"; Geiping 
 "Inverting Gradients"). Label recovery: iDLG (Zhao et al. 2020) for one image, the sign of
 the last layer's gradient; for larger batches a label-count heuristic (mean label = mean
 prediction - bias gradient, cf. Wainakh et al. 2022 "User-level label leakage"). The update
-may be a defenses.federated.SharedUpdate or the hidebench.threat.AttackerUpdate built from it
+may be a hidebench.defenses.federated.SharedUpdate or the hidebench.threat.AttackerUpdate built from it
 (both carry gradient, local_steps, local_lr, bn_mode and bn_stats; the latter None or empty
 when not granted).
 """
@@ -19,8 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from attacks.gradient.base import DISTANCES, IMPLS, LABEL_MODES
-from defenses.federated import local_update, set_bn_mode, soft_cross_entropy
+from hidebench.attacks.gradient.base import DISTANCES, IMPLS, LABEL_MODES
+from hidebench.defenses.federated import local_update, set_bn_mode, soft_cross_entropy
 from hidebench.types import HidebenchError
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from attacks.base import register
-from attacks.gradient.base import GradientAttack, check_common
+from hidebench.attacks.base import register
+from hidebench.attacks.gradient.base import GradientAttack, check_common
 from hidebench.config import Config, check_choice, check_float, check_int
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from attacks.base import register
-from attacks.gradient.base import DISTANCES, GradientAttack, check_common
+from hidebench.attacks.base import register
+from hidebench.attacks.gradient.base import DISTANCES, GradientAttack, check_common
 from hidebench.config import Config, check_bool, check_choice, check_float, check_int
 
 OPTIMIZERS = ("auto", "adam", "lbfgs")
@@ -79,7 +79,7 @@ class InvertingGradients(GradientAttack):
 
     def plan(self, model) -> dict:
         """The optimiser for this model ('auto' resolved) and its step budget."""
-        from defenses.federated import has_batchnorm
+        from hidebench.defenses.federated import has_batchnorm
 
         c = self.config
         opt = c.optimizer if c.optimizer != "auto" else ("adam" if has_batchnorm(model) else "lbfgs")
@@ -111,7 +111,7 @@ class InvertingGradients(GradientAttack):
         return x, ([x] if fixed is not None else [x, logits]), labels
 
     def _objective(self, matcher, x, labels):
-        from attacks.gradient.common import total_variation
+        from hidebench.attacks.gradient.common import total_variation
 
         return matcher.loss(x, labels()) + self.config.tv * total_variation(x).mean(-1)
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from defenses.augment import crop_flip
-from defenses.instahide import encrypt
+from hidebench.defenses.augment import crop_flip
+from hidebench.defenses.instahide import encrypt
 from hidebench.scheme import EncryptionConfig
 from hidebench.types import HidebenchError, SecretKey
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from defenses.utility.config import MODELS
+from hidebench.defenses.utility.config import MODELS
 from hidebench.types import HidebenchError
 
 

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from defenses.utility.batches import check_batching, encrypted_test_sets, one_epoch
-from defenses.utility.config import UtilityConfig
-from defenses.utility.models import make_model
 from hidebench.challenge_io import write_bytes
+from hidebench.defenses.utility.batches import check_batching, encrypted_test_sets, one_epoch
+from hidebench.defenses.utility.config import UtilityConfig
+from hidebench.defenses.utility.models import make_model
 from hidebench.progress import bar
 from hidebench.scheme import EncryptionConfig
 from hidebench.types import HidebenchError, ImageSet

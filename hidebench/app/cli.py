@@ -53,7 +53,7 @@ def _data_root(args) -> str | None:
 # ----------------------------------------------------------------------------- challenge
 
 def _cmd_generate(args) -> int:
-    from defenses.challenge import generate_to_dir
+    from hidebench.defenses.challenge import generate_to_dir
     from hidebench.recipes import load_recipe
 
     overrides = {"n_priv": args.n_priv, "T": args.T, **_defense_overrides(args), "private_source": args.private_source,
@@ -77,7 +77,7 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_verify(args) -> int:
-    from defenses.challenge import verify
+    from hidebench.defenses.challenge import verify
 
     res = verify(args.dir, data_root=_data_root(args), progress=not args.quiet)
     if res["ok"]:
@@ -97,7 +97,7 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    from defenses.challenge import show
+    from hidebench.defenses.challenge import show
 
     out = show(args.dir, args.out, n_private=args.rows)
     print(f"wrote {out}")
@@ -207,8 +207,8 @@ def _cmd_attack(args) -> int:
             print(f"aux data: {rec.threat_model['aux']} (from the challenge's recipe)")
         _print_release(rec, out)
     else:
-        from defenses.client import ClientExperiment
         from hidebench.app.harness import run_update_attack
+        from hidebench.defenses.client import ClientExperiment
         from hidebench.threat import UpdateThreatModel
 
         exp = ClientExperiment.from_dict({f.name: getattr(args, f.name) for f in dataclasses.fields(ClientExperiment)
@@ -234,7 +234,7 @@ def _threat_flags() -> dict[str, tuple[str, object]]:
 
 
 def _add_attack_parsers(sub) -> None:
-    from attacks.base import ATTACKS, get_attack
+    from hidebench.attacks.base import ATTACKS, get_attack
 
     get_attack("identity")      # registers the built-in attacks (their modules import no torch)
     at = sub.add_parser("attack", help="run a registered attack (see `hidebench list`)",
@@ -330,8 +330,8 @@ def _model_dir(args) -> str:
 
 
 def _add_client_flags(p) -> None:
-    """The simulated client's settings (defenses.client.ClientExperiment) and the update threat model."""
-    from defenses import client
+    """The simulated client's settings (hidebench.defenses.client.ClientExperiment) and the update threat model."""
+    from hidebench.defenses import client
 
     for f in dataclasses.fields(client.ClientExperiment):
         default = f.default
@@ -398,7 +398,7 @@ def _terminate_as_interrupt() -> None:
 
 
 def _cmd_list(args) -> int:
-    from attacks.base import ATTACKS
+    from hidebench.attacks.base import ATTACKS
     from hidebench.recipes import builtin_recipes, load_recipe
 
     print("recipes:")
@@ -438,10 +438,10 @@ def _cmd_models(args) -> int:
 
 
 def _cmd_utility(args) -> int:
-    from defenses.utility.config import UtilityConfig
     from hidebench.app.utility import run_utility, summary_line
     from hidebench.config import load_config
     from hidebench.context import ExecutionContext
+    from hidebench.defenses.utility.config import UtilityConfig
     from hidebench.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, _defense_overrides(args))

@@ -43,10 +43,10 @@ def write_demo_png(path, originals, recovered, match, ssims, *, n_show: int = 12
 def run_demo(out_dir="hidebench-demo", ctx: ExecutionContext | None = None) -> dict:
     """Run the demo into out_dir (challenge/, runs/identity, runs/carlini, demo.png); return the
     two run records by attack name."""
-    from attacks.carlini import DEMO_CONFIG
-    from defenses.challenge import generate_to_dir
     from hidebench.app.harness import run_release_attack
+    from hidebench.attacks.carlini import DEMO_CONFIG
     from hidebench.challenge_io import load_key
+    from hidebench.defenses.challenge import generate_to_dir
     from hidebench.metrics import matched_set_metric
     from hidebench.recipes import load_recipe
     from hidebench.threat import ReleaseThreatModel

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attacks.base import ReleaseAttack, get_attack
+from hidebench.attacks.base import ReleaseAttack, get_attack
 from hidebench.challenge_io import (
     check_out_dir,
     check_writable_dir,
@@ -123,7 +123,7 @@ def resolved_context(ctx: ExecutionContext) -> dict:
 
 def run_update_attack(name: str, experiment, out_dir, *, config=None, threat=None,
                       ctx: ExecutionContext | None = None) -> RunRecord:
-    """Simulate a federated client (defenses.federated.simulate_client), run update attack
+    """Simulate a federated client (hidebench.defenses.federated.simulate_client), run update attack
     `name` on what its threat model grants, score it, and write under out_dir:
 
     recovered.npy (B x 32 x 32 x 3, recovered[i] matched to the client's input i), grid.png
@@ -133,12 +133,12 @@ def run_update_attack(name: str, experiment, out_dir, *, config=None, threat=Non
     under a defense, challenge/: the recovered encryptions in challenge format with the
     client's key, so that a release attack (e.g. carlini) can decode them.
 
-    experiment: a defenses.client.ClientExperiment or its dict; config: the attack's Config or
+    experiment: a hidebench.defenses.client.ClientExperiment or its dict; config: the attack's Config or
     dict; threat: a hidebench.threat.UpdateThreatModel or dict; ctx: seed, device, threads,
     data root, progress. Everything that can be refused is checked before out_dir is touched.
     """
-    from attacks.base import UpdateAttack
-    from defenses.client import ClientExperiment
+    from hidebench.attacks.base import UpdateAttack
+    from hidebench.defenses.client import ClientExperiment
 
     cls = get_attack(name)
     if not issubclass(cls, UpdateAttack):
@@ -150,7 +150,7 @@ def run_update_attack(name: str, experiment, out_dir, *, config=None, threat=Non
     ctx = ctx or ExecutionContext.from_env()
     ctx.check_device()
 
-    from defenses.federated import simulate_client
+    from hidebench.defenses.federated import simulate_client
 
     t0 = time.perf_counter()
     with ctx.torch_threads():

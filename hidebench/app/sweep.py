@@ -17,7 +17,7 @@ every attack on it, and keeps one folder per run, so that a sweep resumes where 
     config = { reassignment = { rounds = 0 } }      # validated by the attack
     threat = { aux = "lfw[1::2]", oracles = ["assignment"] }
     [utility]                        # optional: train a classifier per defense setting (accuracy)
-    epochs = 12                      # the utility config (defenses.utility.config), and
+    epochs = 12                      # the utility config (hidebench.defenses.utility.config), and
     vanilla = true                   # the vanilla reference (default true)
 
 Folder layout (DIR = --out):
@@ -227,7 +227,7 @@ def sweep_from_dict(d: dict, *, name: str = "sweep", base_dir: Path | None = Non
     The file's `imports` are modules, i.e. code: they are imported only with run_imports (when
     the sweep runs), never to list or validate it. Without it, an [[attack]] that no built-in
     registers is kept unchecked ('unchecked': True) until the sweep runs."""
-    from attacks.base import ATTACKS, ReleaseAttack, get_attack
+    from hidebench.attacks.base import ATTACKS, ReleaseAttack, get_attack
     from hidebench.threat import ReleaseThreatModel
 
     if not isinstance(d, dict):
@@ -310,7 +310,7 @@ def sweep_from_dict(d: dict, *, name: str = "sweep", base_dir: Path | None = Non
                         "given": {"config": a.config, "threat": a.threat}})
     utility = None
     if spec.utility is not None:
-        from defenses.utility.config import UtilityConfig
+        from hidebench.defenses.utility.config import UtilityConfig
 
         if not isinstance(spec.utility, dict):
             raise HidebenchError(f"sweep {name}: [utility] must be a table, got {spec.utility!r}")
@@ -466,8 +466,8 @@ def make_plan(sweep: Sweep, out_dir=None, *, data_root=None, strict: bool = True
 def _utility_runs(sweep: Sweep) -> list[dict]:
     """One utility run per distinct defense setting of the feasible cells (cells that differ only
     in n_priv, T or the private images share it), and the vanilla reference."""
-    from defenses.utility.config import UtilityConfig
     from hidebench.app.utility import utility_setting
+    from hidebench.defenses.utility.config import UtilityConfig
 
     cfg = UtilityConfig.from_dict(sweep.utility["config"])
     runs, seen = [], set()
@@ -641,14 +641,14 @@ def _warm_up(attack: str) -> float:
     import ast
     import importlib
 
-    from attacks.base import get_attack
+    from hidebench.attacks.base import get_attack
 
     t0 = time.perf_counter()
     names = []
     module = importlib.import_module(get_attack(attack).__module__)
     package = module.__name__.rpartition(".")[0]
     files = [Path(module.__file__)]
-    if package.count(".") >= 1:                 # an attack in its own package, e.g. attacks.carlini
+    if package.count(".") >= 2:                 # an attack in its own package, e.g. hidebench.attacks.carlini
         files = sorted(Path(importlib.import_module(package).__file__).parent.glob("*.py"))
     for f in files:
         try:
@@ -689,7 +689,7 @@ def execute_challenge(task: dict) -> dict:
     if challenge_matches(ch_dir, task["recipe"], task["seed"]):
         return {"ok": True, "reused": True, "wall_s": 0.0}
     try:
-        from defenses.challenge import generate_to_dir
+        from hidebench.defenses.challenge import generate_to_dir
 
         recipe = recipe_from_dict(task["recipe"])
         with _thread_limits(task.get("threads", 0)):
@@ -754,8 +754,8 @@ _RUNS_IN_THIS_PROCESS = 0
 def execute_utility(task: dict) -> dict:
     """Worker task: train and test one defense setting (hidebench.app.utility), resuming from its
     epoch checkpoint (`_tracked_run`)."""
-    from defenses.utility.config import UtilityConfig
     from hidebench.app.utility import run_utility
+    from hidebench.defenses.utility.config import UtilityConfig
 
     def body(ctx, run_dir):
         u = task["utility"]

@@ -2,7 +2,7 @@
 
 A recipe supplies the scheme (k, mode, c1, c2, InstaHide or Mixup) and the public pool; the data
 owner trains a classifier on fresh encryptions of the training split every epoch and is tested
-on the test split (defenses.utility). One run writes OUT/record.json (a RunRecord of family
+on the test split (hidebench.defenses.utility). One run writes OUT/record.json (a RunRecord of family
 'utility': test_accuracy_clean, test_accuracy_encrypted, the settings and the curves) and
 OUT/checkpoint.pt (rewritten every epoch; a rerun with the same settings resumes from it).
 """
@@ -49,8 +49,8 @@ def utility_setting(recipe: Recipe, cfg, vanilla: bool) -> dict:
 def run_utility(recipe: Recipe, out_dir, cfg, *, vanilla: bool = False, ctx: ExecutionContext | None = None,
                 on_epoch=None) -> RunRecord:
     """Train and test one setting (see the module docstring); resumes from OUT/checkpoint.pt."""
-    from defenses.utility.training import train_classifier
     from hidebench.data import build_pool, load_source
+    from hidebench.defenses.utility.training import train_classifier
 
     ctx = ctx or ExecutionContext.from_env()
     out = check_out_dir(out_dir)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hidebench.attacks.attacker_data import load_aux
 from hidebench.attacks.base import ReleaseAttack, ReleaseResult, register
-from hidebench.attacks.toolkit import load_aux
 
 # Aux images averaged at most (a strided, class-balanced subset).
 AUX_MAX = 20000

@@ -1,4 +1,4 @@
-"""The learned decoders against the floor, per scheme and k: the table and plot of issue 10.
+"""The learned decoders against the floor, per scheme and k: a table and a plot.
 
 Generates (or reuses) one CIFAR-10-test release per setting -- Mixup inside k=2, 4; InstaHide
 inside k=2, 4; InstaHide cross k=4, 6 (the instahide2020 recipe with overrides) -- and runs

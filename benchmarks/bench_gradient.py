@@ -31,14 +31,14 @@ DEFENSES = [("none", "inside", 4), ("mixup", "inside", 4), ("instahide", "inside
 
 
 def speed(models, restarts, reps, device, distance="cosine"):
-    from hidebench.attacks.gradient.common import GradientMatcher
+    from hidebench.attacks.gradient.matching import GradientMatcher
     from hidebench.defenses.client import ClientExperiment
-    from hidebench.defenses.federated import client_update, make_batch, make_model
+    from hidebench.defenses.federated import client_update, make_batch, make_client_model
 
     rng = np.random.default_rng(0)
     rows = []
     for name in models:
-        model = make_model(name, 10, seed=0).to(device)
+        model = make_client_model(name, 10, seed=0).to(device)
         imgs = rng.uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)
         cfg = ClientExperiment(batch_size=1)
         up = client_update(model, make_batch(imgs, np.array([3]), 10, cfg), cfg, device=device)

@@ -3,7 +3,7 @@
     python benchmarks/similarity_gap.py --challenge hidebench-demo/challenge --steps 1500 --pool-draws 1 16
 
 Trains the similarity CNN of `carlini` as the attack does (the release's scheme, the recipe's
-aux data and public pool, `similarity.pool_draws` as given) and prints its pair AUC (does a pair
+aux data and public pool, `similarity.rounds.pool_draws` as given) and prints its pair AUC (does a pair
 of encryptions share a private image) on four sets of encryptions shaped like the release
 (same n_priv, T, k), each changing one thing:
 
@@ -26,7 +26,7 @@ def pair_auc(embed_fn, encryptions, private_ids, n_images: int) -> float:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from hidebench.attacks.carlini.mixing import membership_matrix
+    from hidebench.attacks.grouping.membership import membership_matrix
 
     z = embed_fn(encryptions)
     member = membership_matrix(private_ids, n_images, np.float32)
@@ -37,8 +37,8 @@ def pair_auc(embed_fn, encryptions, private_ids, n_images: int) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--challenge", required=True, help="a generated challenge folder (with key/)")
-    p.add_argument("--steps", type=int, default=600, help="similarity training steps (similarity.train_steps)")
-    p.add_argument("--pool-draws", type=int, nargs="+", default=[1, 16], help="similarity.pool_draws values")
+    p.add_argument("--steps", type=int, default=600, help="similarity training steps (similarity.embedder.steps)")
+    p.add_argument("--pool-draws", type=int, nargs="+", default=[1, 16], help="similarity.rounds.pool_draws values")
     p.add_argument("--seed", type=int, default=0, help="attack seed (as hidebench attack --seed)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     args = p.parse_args(argv)
@@ -46,12 +46,12 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
+    from hidebench.attacks.attacker_data import AttackerEncryptions, attacker_pool, load_aux
     from hidebench.attacks.carlini.config import CarliniConfig
-    from hidebench.attacks.carlini.similarity import encryption_embedder, train_similarity_model
-    from hidebench.attacks.carlini.stages import stage_seed
-    from hidebench.attacks.toolkit import AttackerEncryptions, attacker_pool, load_aux
+    from hidebench.attacks.grouping.similarity import encryption_embedder, train_similarity_model
     from hidebench.challenge_io import load_key, load_public, read_manifest
     from hidebench.context import ExecutionContext
+    from hidebench.pipeline import stage_seed
     from hidebench.threat import ReleaseThreatModel
     from hidebench.types import ImageSet
 
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     unseen = attacker_pool(threat, ctx, stage_seed(args.seed + 1, "pool"))
     print("pool_draws | aux, own patches | private, own patches | private, new patches | release | training")
     for draws in args.pool_draws:
-        cfg = CarliniConfig.from_dict({"similarity": {"train_steps": args.steps, "pool_draws": draws}})
+        cfg = CarliniConfig.from_dict({"similarity": {"embedder": {"steps": args.steps}, "rounds": {"pool_draws": draws}}})
         pool = attacker_pool(threat, ctx, stage_seed(args.seed, "pool"), screens=draws)
         t0 = time.perf_counter()
         model = train_similarity_model(view, aux, cfg.similarity, pool=pool,

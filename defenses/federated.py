@@ -25,10 +25,11 @@ import torch.nn.functional as F
 
 from hidebench.context import ExecutionContext
 from hidebench.defenses.client import BN_MODES, DEFENSES, MODELS, UPDATES, ClientExperiment
+from hidebench.defenses.utility.models import resnet18_32
 from hidebench.types import HidebenchError, SecretKey
 
 __all__ = ["BN_MODES", "DEFENSES", "MODELS", "UPDATES", "ClientBatch", "ClientExperiment", "ClientRun",
-           "SharedUpdate", "client_update", "has_batchnorm", "local_update", "make_batch", "make_model", "pretrain",
+           "SharedUpdate", "client_update", "has_batchnorm", "local_update", "make_batch", "make_client_model", "pretrain",
            "public_patches", "record_bn_stats", "set_bn_mode", "simulate_client", "soft_cross_entropy",
            "to_numpy_images", "to_tensor"]
 
@@ -54,8 +55,9 @@ class LeNet(nn.Module):
         return self.fc(self.body(x).flatten(1))
 
 
-class ConvNet(nn.Module):
-    """Small ConvNet (conv-BN-ReLU blocks with max pooling), after Geiping et al.'s 'ConvNet'."""
+class GeipingConvNet(nn.Module):
+    """Small ConvNet (conv-BN-ReLU blocks with max pooling), after Geiping et al.'s 'ConvNet'
+    (the client model 'convnet'; the utility's classifier is defenses.utility.models.ConvNet)."""
 
     def __init__(self, n_classes: int = 10, width: int = 16):
         super().__init__()
@@ -72,17 +74,7 @@ class ConvNet(nn.Module):
         return self.fc(self.body(x).flatten(1))
 
 
-def _resnet18(n_classes: int) -> nn.Module:
-    """torchvision ResNet-18 adapted to 32x32 input (3x3 stem, stride 1, no max pool)."""
-    from torchvision.models import resnet18
-
-    m = resnet18(weights=None, num_classes=n_classes)
-    m.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
-    m.maxpool = nn.Identity()
-    return m
-
-
-def make_model(name: str, n_classes: int, *, seed: int = 0, width: int | None = None, image_size: int = 32) -> nn.Module:
+def make_client_model(name: str, n_classes: int, *, seed: int = 0, width: int | None = None, image_size: int = 32) -> nn.Module:
     """A model from MODELS with deterministic initial weights (image_size other than 32: LeNet only,
     for tiny tests)."""
     if name not in MODELS:
@@ -95,8 +87,8 @@ def make_model(name: str, n_classes: int, *, seed: int = 0, width: int | None = 
     if name == "lenet":
         return LeNet(n_classes, width or 12, image_size)
     if name == "convnet":
-        return ConvNet(n_classes, width or 16)
-    return _resnet18(n_classes)
+        return GeipingConvNet(n_classes, width or 16)
+    return resnet18_32(n_classes)
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -326,7 +318,7 @@ def simulate_client(exp: ClientExperiment, ctx: ExecutionContext | None = None) 
     n_classes = len(data.classes)
     patches = public_patches(rng) if exp.defense == "instahide" and exp.mode == "cross" else None
 
-    model = make_model(exp.model, n_classes, seed=seed).to(device)
+    model = make_client_model(exp.model, n_classes, seed=seed).to(device)
     weights = pretrain(model, images[need:], labels[need:], steps=exp.pretrain_steps, seed=seed, device=device)
     batch = make_batch(images[:need], labels[:need], n_classes, exp, seed=seed, public_patches=patches)
     t1 = time.perf_counter()

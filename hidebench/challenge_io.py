@@ -76,10 +76,11 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 def write_json(path: Path, obj) -> None:
     """Write JSON atomically (`write_bytes`)."""
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n").encode())
 
 
-def _json_default(o):
+def json_default(o):
+    """JSON for numpy scalars and arrays and paths (json.dumps(..., default=json_default))."""
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):

@@ -106,6 +106,16 @@ def check_choice(value: Any, name: str, choices) -> Any:
     return value
 
 
+def check_auto(value: Any, name: str, check) -> Any:
+    """The string "auto" (a default the code resolves against the release, documented where the
+    field is), or a value that `check(value, name)` accepts."""
+    if value == "auto":
+        return value
+    if isinstance(value, str):
+        raise HidebenchError(f"{name} must be \"auto\" or a value, got {value!r}")
+    return check(value, name)
+
+
 def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise HidebenchError(f"{name} must be true or false, got {value!r}")
@@ -121,14 +131,23 @@ def _parse_value(text: str):
         return text
 
 
-def load_config(config_file: str | Path | None = None, sets: list[str] | None = None) -> dict:
-    """Nested config dict from an optional JSON/TOML file plus SECTION.KEY=VALUE overrides
-    (values parsed as JSON where they parse: numbers, true/false, lists; strings otherwise)."""
+def load_config(config_file: str | Path | None = None, sets: list[str] | None = None, *,
+                attack: str | None = None) -> dict:
+    """Nested config dict from an optional JSON/TOML file, or a preset of `attack` by name
+    (challenge_data/presets/ATTACK/NAME.toml, e.g. `--config demo`), plus SECTION.KEY=VALUE
+    overrides (values parsed as JSON where they parse: numbers, true/false, lists; strings
+    otherwise)."""
+    from hidebench.stock import load_preset, preset_names
+
     cfg: dict = {}
-    if config_file:
+    if config_file and attack and not Path(config_file).exists() and str(config_file) in preset_names(attack):
+        cfg = load_preset(attack, str(config_file))
+    elif config_file:
         p = Path(config_file)
         if not p.is_file():
-            raise HidebenchError(f"config file {p} does not exist")
+            presets = preset_names(attack) if attack else []
+            raise HidebenchError(f"config file {p} does not exist" + (f" (presets of {attack}: {', '.join(presets)})"
+                                                                      if presets else ""))
         text = p.read_text(errors="replace")
         if p.suffix == ".toml":
             import tomllib

@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from hidebench.config import Config, check_int
 from hidebench.data import PoolConfig
 from hidebench.scheme import EncryptionConfig
+from hidebench.stock import challenge_data
 from hidebench.types import HidebenchError
 
 
@@ -103,16 +103,6 @@ def recipe_from_dict(d: dict, overrides: dict | None = None) -> Recipe:
     if not isinstance(d.get("description", ""), str):
         raise HidebenchError(f"recipe description must be a string, got {d['description']!r}")
     return Recipe(name=d["name"], description=d.get("description", ""), seed=seed, **sections)
-
-
-def challenge_data():
-    """The stock recipes, sweeps and checksums: installed as hidebench.challenge_data, or the
-    source tree's challenge_data/ when a checkout's hidebench/ shadows the installed package
-    (e.g. `python -m pytest` from the repository root)."""
-    try:
-        return resources.files("hidebench.challenge_data")
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[1] / "challenge_data"
 
 
 def builtin_recipes() -> list[str]:

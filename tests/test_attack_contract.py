@@ -1,7 +1,8 @@
 """The contract every registered attack meets, parametrised over the registry: a new attack is
-covered the moment it is registered. On a tiny case (the attack's `tiny_config`), each attack
-runs from Python and from `hidebench attack NAME`, writes a valid run record, beats the trivial
-floor, is deterministic for a fixed seed, and refuses what its threat model does not grant."""
+covered the moment it is registered. On a tiny case (the attack's preset `tiny`,
+challenge_data/presets/NAME/tiny.toml), each attack runs from Python and from `hidebench attack
+NAME`, writes a valid run record, beats the trivial floor, is deterministic for a fixed seed,
+and refuses what its threat model does not grant."""
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ from hidebench.context import ExecutionContext
 from hidebench.defenses.challenge import generate_to_dir
 from hidebench.recipes import load_recipe
 from hidebench.record import SCHEMA_VERSION, load_record
+from hidebench.stock import load_preset, preset_names
 from hidebench.threat import ReleaseThreatModel, UpdateThreatModel
 from hidebench.types import HidebenchError
 
@@ -35,16 +37,13 @@ def identity_floor(release, tmp_path_factory):
     return rec.metrics["challenge"]["Max_SSIM"]
 
 
-def _set_args(config: dict, prefix="") -> list[str]:
-    import json
+def _tiny(name: str) -> dict:
+    """The attack's quick preset (the same the CLI loads with `--config tiny`), {} without one."""
+    return load_preset(name, "tiny") if "tiny" in preset_names(name) else {}
 
-    out = []
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out += _set_args(v, f"{prefix}{k}.")
-        else:
-            out += ["--set", f"{prefix}{k}={json.dumps(v)}"]
-    return out
+
+def _config_args(name: str) -> list[str]:
+    return ["--config", "tiny"] if "tiny" in preset_names(name) else []
 
 
 def test_registry_holds_both_families():
@@ -57,7 +56,7 @@ def test_release_attack_contract(name, release, identity_floor, tmp_path):
     from hidebench.app.harness import run_release_attack
 
     cls = ATTACKS[name]
-    cfg = getattr(cls, "tiny_config", {})
+    cfg = _tiny(name)
     a = run_release_attack(name, release, tmp_path / "a", config=cfg, ctx=CTX)
     b = run_release_attack(name, release, tmp_path / "b", config=cfg, ctx=CTX)
     rec = load_record(tmp_path / "a" / "record.json")
@@ -68,7 +67,7 @@ def test_release_attack_contract(name, release, identity_floor, tmp_path):
     if name != "identity":
         assert a.metrics["challenge"]["Max_SSIM"] > identity_floor + 0.05
     assert main(["attack", name, "--challenge", str(release), "--out", str(tmp_path / "cli"), "--seed", "3",
-                 "--device", "cpu", "--quiet", *_set_args(cfg)]) == 0
+                 "--device", "cpu", "--quiet", *_config_args(name)]) == 0
     assert np.array_equal(np.load(tmp_path / "cli" / "decryption.npy"), np.load(tmp_path / "a" / "decryption.npy"))
     refused = [o for o in ("pairs", "assignment", "lambdas") if o not in cls.uses_oracles]
     for part in refused:
@@ -81,8 +80,7 @@ def test_update_attack_contract(name, tmp_path):
     from hidebench.app.harness import run_update_attack
     from hidebench.defenses.client import ClientExperiment
 
-    cls = ATTACKS[name]
-    cfg = getattr(cls, "tiny_config", {})
+    cfg = _tiny(name)
     exp = ClientExperiment.from_dict({"data": "lfw", "model": "lenet", "defense": "none", "batch_size": 1})
     ctx = CTX.replace(seed=0)    # at some seeds the untrained model already fits the image: a near-zero gradient
     a = run_update_attack(name, exp, tmp_path / "a", config=cfg, ctx=ctx)
@@ -92,7 +90,7 @@ def test_update_attack_contract(name, tmp_path):
     assert np.array_equal(np.load(tmp_path / "a" / "recovered.npy"), np.load(tmp_path / "b" / "recovered.npy"))
     assert a.metrics["vs_input"]["ssim"] > 0.3            # a blank guess scores about 0
     assert main(["attack", name, "--out", str(tmp_path / "cli"), "--data", "lfw", "--model", "lenet",
-                 "--batch-size", "1", "--seed", "0", "--device", "cpu", "--quiet", *_set_args(cfg)]) == 0
+                 "--batch-size", "1", "--seed", "0", "--device", "cpu", "--quiet", *_config_args(name)]) == 0
     assert np.array_equal(np.load(tmp_path / "cli" / "recovered.npy"), np.load(tmp_path / "a" / "recovered.npy"))
     with pytest.raises(HidebenchError, match="unknown key"):
         UpdateThreatModel.from_dict({"oracles": ["pairs"]})

@@ -2,7 +2,7 @@
 own encryptions (so a similarity model cannot learn its few patches by heart)."""
 import numpy as np
 
-from hidebench.attacks.toolkit import AttackerEncryptions
+from hidebench.attacks.attacker_data import AttackerEncryptions
 from hidebench.data import PoolConfig, PublicPool, build_pool, load_source
 from hidebench.recipes import load_recipe
 

@@ -45,9 +45,10 @@ def test_augmentation_reaches_the_attackers_own_encryptions(bare, generated, tmp
     """An augmented release (manifest, or --augmented for a bare folder) makes the attacker's
     training encryptions augmented too, with the release's coefficient bounds; the similarity
     model's cache key tells them apart, and a plain release keeps its old key."""
+    from hidebench.attacks.attacker_data import AttackerEncryptions
     from hidebench.attacks.carlini.config import CarliniConfig
-    from hidebench.attacks.carlini.stages import AttackInputs, _similarity_model_key
-    from hidebench.attacks.toolkit import AttackerEncryptions
+    from hidebench.attacks.carlini.stages import AttackInputs
+    from hidebench.attacks.grouping.stages import _similarity_model_key
     from hidebench.context import ExecutionContext
     from hidebench.data import load_source
 

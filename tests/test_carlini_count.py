@@ -6,8 +6,8 @@ import pytest
 from helpers import random_images
 
 from hidebench.attacks.carlini.attack import Carlini
-from hidebench.attacks.carlini.count import estimate_T
-from hidebench.attacks.carlini.similarity import pearson_embedding
+from hidebench.attacks.grouping.count import estimate_T
+from hidebench.attacks.grouping.similarity import pearson_embedding
 from hidebench.context import ExecutionContext
 from hidebench.defenses.instahide import EncryptionConfig, encrypt
 from hidebench.threat import ReleaseThreatModel

@@ -74,7 +74,7 @@ def test_seed_reaches_the_stages(tiny_cross, tmp_path):
     from it, and a seed-dependent start (regression init 'aligned') changes with it."""
     import json
 
-    from hidebench.attacks.carlini.stages import stage_seed
+    from hidebench.pipeline import stage_seed
 
     view = tiny_cross[0]
     assert len({stage_seed(0, s) for s in ("similarity_model", "pool", "grouping", "regression")}) == 4

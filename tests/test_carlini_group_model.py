@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from hidebench.attacks.carlini.group_model import ROUND_IMAGES, group_rescorer, train_group_model, training_batch
-from hidebench.attacks.carlini.mixing import membership_matrix
-from hidebench.attacks.carlini.similarity import abs_features, state_to_arrays
-from hidebench.attacks.toolkit import AttackerEncryptions
+from hidebench.attacks.attacker_data import AttackerEncryptions
+from hidebench.attacks.grouping.group_model import ROUND_IMAGES, group_rescorer, train_group_model, training_batch
+from hidebench.attacks.grouping.membership import membership_matrix
+from hidebench.attacks.grouping.nets import abs_features, state_to_arrays
 from hidebench.data import load_source
 from hidebench.defenses.instahide import EncryptionConfig, encrypt
 
@@ -68,7 +68,7 @@ def test_rescorer_changes_only_each_rows_candidates(attacker_rounds):
     """The rescoring touches each row's `candidates` best allowed groups and nothing else."""
     import torch
 
-    from hidebench.attacks.carlini.similarity import build_pair_model
+    from hidebench.attacks.grouping.nets import build_pair_model
 
     torch.manual_seed(0)
     weights = state_to_arrays(build_pair_model(4), "group.")

@@ -6,16 +6,16 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hidebench.attacks.carlini import assignment as asg
-from hidebench.attacks.carlini import clustering as clu
 from hidebench.attacks.carlini.config import CarliniConfig, ClusteringConfig, SimilarityConfig
-from hidebench.attacks.carlini.grouping import Grouping, evaluate_grouping
-from hidebench.attacks.carlini.mixing import check_release
-from hidebench.attacks.carlini.pipeline import run_pipeline
 from hidebench.attacks.carlini.stages import STAGES, AttackInputs, check_inputs
+from hidebench.attacks.grouping import assignment as asg
+from hidebench.attacks.grouping import clustering as clu
+from hidebench.attacks.grouping.groups import Grouping, evaluate_grouping
+from hidebench.attacks.grouping.membership import check_release
 from hidebench.context import ExecutionContext
 from hidebench.data import load_source
 from hidebench.defenses.instahide import EncryptionConfig, encrypt
+from hidebench.pipeline import run_pipeline
 from hidebench.threat import Oracle, ReleaseThreatModel
 from hidebench.types import HidebenchError, PublicView
 
@@ -64,14 +64,14 @@ def test_config_validation():
         CarliniConfig.from_dict({"similarity": {"methd": "cnn"}})
     with pytest.raises(HidebenchError, match="method"):
         SimilarityConfig(method="wrn")
-    with pytest.raises(HidebenchError, match="train_steps"):
-        SimilarityConfig(train_steps=-1)
+    with pytest.raises(HidebenchError, match="embedder.steps"):
+        SimilarityConfig.from_dict({"embedder": {"steps": -1}})
     with pytest.raises(HidebenchError, match="max_overlap"):
         ClusteringConfig(max_overlap=1.5)
     with pytest.raises(HidebenchError, match="device"):          # device, threads, seed: the context's
         CarliniConfig.from_dict({"similarity": {"device": "cpu"}})
     # no default depends on the hardware
-    assert SimilarityConfig().width == 16 and SimilarityConfig().train_steps == 600
+    assert SimilarityConfig().width == 16 and SimilarityConfig().embedder.steps == 600
 
 
 def test_bad_input_errors(release):
@@ -100,8 +100,8 @@ def test_pearson_grouping_beats_chance(release):
 
 def test_cnn_similarity_separates_pairs_and_caches(release, tmp_path):
     view, key, aux = release
-    cfg = {"similarity": {"train_steps": 40, "width": 8, "embed_dim": 32, "batch_size": 128, "train_images": 60,
-                          "train_T": 6, "steps_per_round": 20, "group_steps": 0}, "eval_anchors": 120}
+    cfg = {"similarity": {"width": 8, "batch_size": 128, "embedder": {"steps": 40, "dim": 32},
+                          "rounds": {"images": 60, "T": 6, "steps": 20}, "group": {"steps": 0}}, "eval_anchors": 120}
     g, run = run_grouping(view, cfg, aux=AUX, seed=1, cache_dir=tmp_path)
     _check_assignment(g, view)
     m = evaluate_grouping(g, key)
@@ -204,13 +204,13 @@ def test_evaluate_perfect_grouping(release):
 def test_pairwise_rerank_option(release, tmp_path):
     """The paper's 6-channel pair model as a reranker: trained with the embedding, it rescores
     each encryption's candidates (symmetrically, nothing else) and keeps the contract."""
-    from hidebench.attacks.carlini.similarity import SimilarityModel, release_similarity
+    from hidebench.attacks.grouping.similarity import SimilarityModel, release_similarity
     from hidebench.stage_cache import StageCache
 
     view, key, aux = release
-    cfg = {"similarity": {"train_steps": 10, "width": 4, "embed_dim": 16, "batch_size": 64, "train_images": 40,
-                          "train_T": 4, "steps_per_round": 10, "rerank": 6, "pair_steps": 10, "blend": 0.5,
-                          "group_steps": 0}}
+    cfg = {"similarity": {"width": 4, "batch_size": 64, "blend": 0.5, "embedder": {"steps": 10, "dim": 16},
+                          "rounds": {"images": 40, "T": 4, "steps": 10}, "pair": {"rerank": 6, "steps": 10},
+                          "group": {"steps": 0}}}
     g, run = run_grouping(view, cfg, aux=AUX, cache_dir=tmp_path)
     _check_assignment(g, view)
     model = run.outputs["similarity_model"]
@@ -219,7 +219,7 @@ def test_pairwise_rerank_option(release, tmp_path):
         assert any(k.startswith("weights.pair.") for k in z.files)
     sim = CarliniConfig.from_dict(cfg).similarity
     S = release_similarity(view, sim, model)
-    S0 = release_similarity(view, dataclasses.replace(sim, rerank=0), model)
+    S0 = release_similarity(view, dataclasses.replace(sim, pair=dataclasses.replace(sim.pair, rerank=0)), model)
     changed = S != S0
     assert changed.any() and np.array_equal(S, S.T)
     cand = clu.top_neighbours(S0, 6)
@@ -230,11 +230,11 @@ def test_pairwise_rerank_option(release, tmp_path):
 
 
 def test_group_model_option(release, tmp_path):
-    """similarity.group_steps trains the second graph's group model with the embedding (cached
-    with it); the grouping then rescores and reassigns group_passes times and keeps the contract."""
+    """similarity.group.steps trains the second graph's group model with the embedding (cached
+    with it); the grouping then rescores and reassigns group.passes times and keeps the contract."""
     view, key, aux = release
-    cfg = {"similarity": {"train_steps": 10, "width": 4, "embed_dim": 16, "batch_size": 64, "train_images": 40,
-                          "train_T": 4, "steps_per_round": 10, "blend": 0.5, "group_steps": 10, "group_passes": 2}}
+    cfg = {"similarity": {"width": 4, "batch_size": 64, "blend": 0.5, "embedder": {"steps": 10, "dim": 16},
+                          "rounds": {"images": 40, "T": 4, "steps": 10}, "group": {"steps": 10, "passes": 2}}}
     g, run = run_grouping(view, cfg, aux=AUX, cache_dir=tmp_path)
     _check_assignment(g, view)
     assert len(run.outputs["similarity_model"].loss_group) == 10

@@ -12,14 +12,15 @@ from test_carlini_recovery import smooth_images
 
 from hidebench.app.harness import run_release_attack
 from hidebench.attacks.base import get_attack
-from hidebench.attacks.carlini import DEMO_CONFIG, STAGE_NAMES
+from hidebench.attacks.carlini import STAGE_NAMES
 from hidebench.attacks.carlini.config import CarliniConfig
-from hidebench.attacks.carlini.mixing import check_release
-from hidebench.attacks.carlini.pipeline import Stage, run_pipeline
+from hidebench.attacks.grouping.membership import check_release
 from hidebench.challenge_io import save_challenge
 from hidebench.context import ExecutionContext
 from hidebench.defenses.instahide import EncryptionConfig, encrypt
+from hidebench.pipeline import Stage, run_pipeline
 from hidebench.stage_cache import StageCache
+from hidebench.stock import load_preset
 from hidebench.threat import Oracle, ReleaseThreatModel
 from hidebench.types import HidebenchError, PublicView
 
@@ -156,7 +157,7 @@ def test_config_validation():
         get_attack("carlini")({"regression": {"seed": 3}})
     c = get_attack("carlini")({"regression": {"steps": 3}, "signs": {"neighbours": 4}}).config
     assert c.regression.steps == 3 and c.signs.neighbours == 4
-    assert get_attack("carlini")(DEMO_CONFIG).config.similarity.train_steps == 300
+    assert get_attack("carlini")(load_preset("carlini", "demo")).config.similarity.embedder.steps == 300
     assert CarliniConfig.from_dict(CarliniConfig().to_dict()) == CarliniConfig()
 
 
@@ -238,7 +239,7 @@ def test_check_release_needs_T(tiny_dir):
 def test_plausible_T_keeps_the_truth_and_drops_what_the_class_counts_forbid(T):
     """The labels of a 10-class release keep its true T and drop every T that would leave a
     class with fewer slots than one image's T, or counts far from whole multiples of 2T."""
-    from hidebench.attacks.carlini.mixing import class_slot_counts, plausible_T
+    from hidebench.attacks.grouping.membership import class_slot_counts, plausible_T
 
     rng = np.random.default_rng(T)
     n = 60

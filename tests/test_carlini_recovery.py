@@ -4,11 +4,11 @@ import pytest
 from helpers import random_images
 
 from hidebench.attacks.carlini.config import RegressionConfig, SignConfig
+from hidebench.attacks.carlini.global_signs import aux_statistics, fix_global_signs
 from hidebench.attacks.carlini.mixing import lambdas_from_labels
 from hidebench.attacks.carlini.reassignment import reassign
 from hidebench.attacks.carlini.regression import fit_magnitudes, regress
-from hidebench.attacks.carlini.sign_sync import sync_pixel_signs, sync_pixel_signs_sparse
-from hidebench.attacks.carlini.signs import aux_statistics, fix_global_signs
+from hidebench.attacks.carlini.relative_signs import sync_pixel_signs, sync_pixel_signs_sparse
 from hidebench.attacks.identity import rescaled_abs
 from hidebench.defenses.instahide import EncryptionConfig, encrypt
 from hidebench.metrics import ssim
@@ -227,7 +227,7 @@ def test_whole_set_sign_ignores_brightness():
     """The whole set's sign follows the aux mean *pattern*, not brightness: images that share
     the aux spatial pattern but are brighter than the aux average keep their sign, and their
     negatives are flipped back (the plain mean test gets the bright set wrong)."""
-    from hidebench.attacks.carlini.signs import _whole_set_vote
+    from hidebench.attacks.carlini.global_signs import _whole_set_vote
 
     rng = np.random.default_rng(0)
     pattern = np.linspace(-0.3, 0.3, 32)[:, None, None] * np.ones((32, 32, 3))      # top dark, bottom bright

@@ -8,13 +8,14 @@ from helpers import random_images
 from test_carlini_grouping import AUX, _check_assignment, planted_pairs, release, run_grouping  # noqa: F401  (fixture)
 from test_carlini_recovery import _oracle_global, smooth_images
 
-from hidebench.attacks.carlini import assignment as asg
-from hidebench.attacks.carlini import clustering as clu
-from hidebench.attacks.carlini import scalable_grouping as sg
 from hidebench.attacks.carlini.config import RegressionConfig
-from hidebench.attacks.carlini.grouping import evaluate_grouping
-from hidebench.attacks.carlini.mixing import co_membership, design, lambdas_from_labels, membership_matrix, sparse_design
+from hidebench.attacks.carlini.mixing import design, lambdas_from_labels, sparse_design
 from hidebench.attacks.carlini.regression import regress
+from hidebench.attacks.grouping import assignment as asg
+from hidebench.attacks.grouping import clustering as clu
+from hidebench.attacks.grouping import scalable as sg
+from hidebench.attacks.grouping.groups import evaluate_grouping
+from hidebench.attacks.grouping.membership import co_membership, membership_matrix
 from hidebench.defenses.instahide import EncryptionConfig, encrypt
 from hidebench.metrics import ssim
 from hidebench.types import HidebenchError
@@ -124,16 +125,17 @@ def test_scalable_path_forms_no_dense_similarity(release, monkeypatch):  # noqa:
     """With dense_max below E the grouping never builds the E x E similarity and the regression
     never the per-position n x n vote matrices; the Pearson attack still beats chance."""
     from hidebench.attacks.carlini import regression, stages
-    from hidebench.attacks.carlini.mixing import check_release
-    from hidebench.attacks.carlini.pipeline import run_pipeline
+    from hidebench.attacks.grouping import stages as grouping_stages
+    from hidebench.attacks.grouping.membership import check_release
     from hidebench.context import ExecutionContext
+    from hidebench.pipeline import run_pipeline
     from hidebench.threat import ReleaseThreatModel
 
     def refuse(*a, **k):
         raise AssertionError("dense path taken")
 
-    monkeypatch.setattr(stages, "release_similarity", refuse)
-    monkeypatch.setattr(stages, "find_groups", refuse)
+    monkeypatch.setattr(grouping_stages, "release_similarity", refuse)
+    monkeypatch.setattr(grouping_stages, "find_groups", refuse)
     monkeypatch.setattr(regression, "sync_pixel_signs", refuse)
     view, key, aux = release
     cfg = stages.CarliniConfig.from_dict({**SCALABLE, "similarity": {"method": "pearson"},
@@ -148,15 +150,15 @@ def test_scalable_path_forms_no_dense_similarity(release, monkeypatch):  # noqa:
     assert reg.stats["sync"]["solver"] == "lanczos"
     assert np.isfinite(run.outputs["decryption"].recovered).all()
     with pytest.raises(HidebenchError, match="rerank"):
-        run_grouping(view, {**SCALABLE, "similarity": {"rerank": 4}}, aux=AUX)
+        run_grouping(view, {**SCALABLE, "similarity": {"pair": {"rerank": 4}}}, aux=AUX)
 
 
 def test_default_reassignment_rounds_follow_the_path(release):  # noqa: F811  (fixture)
-    """reassignment.rounds -1 (the default): five rounds on the dense path, one on the scalable
+    """reassignment.rounds "auto" (the default): five rounds on the dense path, one on the scalable
     path, where a round costs time linear in E, none on a release below min_T; an explicit count
     is run on both paths and any T."""
     from hidebench.attacks.carlini import stages
-    from hidebench.attacks.carlini.mixing import check_release
+    from hidebench.attacks.grouping.membership import check_release
     from hidebench.context import ExecutionContext
     from hidebench.threat import ReleaseThreatModel
 

@@ -16,7 +16,7 @@ from hidebench.defenses.client import ClientExperiment
 from hidebench.defenses.federated import (
     client_update,
     make_batch,
-    make_model,
+    make_client_model,
     record_bn_stats,
     set_bn_mode,
     simulate_client,
@@ -38,21 +38,21 @@ def faces():
 
 @pytest.mark.parametrize("name", ["lenet", "convnet", "resnet18"])
 def test_models_take_32x32_and_are_seeded(name):
-    m1, m2 = make_model(name, 10, seed=3), make_model(name, 10, seed=3)
+    m1, m2 = make_client_model(name, 10, seed=3), make_client_model(name, 10, seed=3)
     x = torch.zeros((2, 3, 32, 32))
     assert m1(x).shape == (2, 10)
     assert all(torch.equal(a, b) for a, b in zip(m1.parameters(), m2.parameters()))
-    assert not torch.equal(next(make_model(name, 10, seed=4).parameters()), next(m1.parameters()))
+    assert not torch.equal(next(make_client_model(name, 10, seed=4).parameters()), next(m1.parameters()))
 
 
 def test_shared_gradient_is_what_the_client_computed(faces):
     """Against a plain backward pass: soft-label CE, BatchNorm in train mode, mixed InstaHide labels."""
     images, labels = faces
-    model = make_model("convnet", 2, seed=0, width=4)
+    model = make_client_model("convnet", 2, seed=0, width=4)
     cfg = ClientExperiment(defense="instahide", k=3, batch_size=4)
     batch = make_batch(images, labels, 2, cfg, seed=1)
     up = client_update(model, batch, cfg)
-    ref = make_model("convnet", 2, seed=0, width=4)
+    ref = make_client_model("convnet", 2, seed=0, width=4)
     ref.train()
     loss = -(torch.as_tensor(batch.soft_labels) * F.log_softmax(ref(to_tensor(batch.inputs)), -1)).sum(1).mean()
     loss.backward()
@@ -60,17 +60,17 @@ def test_shared_gradient_is_what_the_client_computed(faces):
         torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-6)
     assert up.n_samples == 4 and len(up.bn_stats) == 4
     # the shared model itself is untouched (no running-stat update, no weight change)
-    fresh = make_model("convnet", 2, seed=0, width=4)
+    fresh = make_client_model("convnet", 2, seed=0, width=4)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
 
 
 def test_fedavg_update_is_the_weight_difference_of_local_sgd(faces):
     images, labels = faces
-    model = make_model("lenet", 2, seed=0)
+    model = make_client_model("lenet", 2, seed=0)
     cfg = ClientExperiment(batch_size=2, update="fedavg", local_steps=3, local_lr=0.05)
     batch = make_batch(images, labels, 2, cfg)
     up = client_update(model, batch, cfg)
-    ref = make_model("lenet", 2, seed=0)
+    ref = make_client_model("lenet", 2, seed=0)
     w0 = [p.detach().clone() for p in ref.parameters()]
     opt = torch.optim.SGD(ref.parameters(), lr=0.05)
     for _ in range(3):
@@ -83,7 +83,7 @@ def test_fedavg_update_is_the_weight_difference_of_local_sgd(faces):
 
 def test_eval_mode_batchnorm_uses_running_statistics(faces):
     images, labels = faces
-    model = make_model("convnet", 2, seed=0, width=4)
+    model = make_client_model("convnet", 2, seed=0, width=4)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -122,7 +122,7 @@ def test_bad_input_gives_clear_errors(faces):
     with pytest.raises(HidebenchError, match="batch size 11 is larger"):
         make_batch(images, labels, 2, ClientExperiment(batch_size=11))
     with pytest.raises(HidebenchError, match="unknown model 'vgg'"):
-        make_model("vgg", 10)
+        make_client_model("vgg", 10)
     with pytest.raises(HidebenchError, match="client.defense must be one of .*got 'dp'"):
         ClientExperiment(defense="dp")
     with pytest.raises(HidebenchError, match="k must be"):

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from hidebench.attacks.base import ATTACKS, UpdateAttack, get_attack
-from hidebench.attacks.gradient.common import GradientMatcher, largest_remainder, recover_labels
+from hidebench.attacks.gradient.matching import GradientMatcher, largest_remainder, recover_labels
 from hidebench.context import ExecutionContext
 from hidebench.data import load_source
 from hidebench.defenses.client import ClientExperiment
-from hidebench.defenses.federated import client_update, make_batch, make_model
+from hidebench.defenses.federated import client_update, make_batch, make_client_model
 from hidebench.metrics import matched_set_metric
 from hidebench.threat import ReleaseThreatModel, UpdateThreatModel
 from hidebench.types import HidebenchError
@@ -33,7 +33,7 @@ def tiny():
 def _attack(tiny, attack, defense="none", k=4, B=1, threat=None, model=None, **cfg):
     """The client's update on the tiny images, as the threat model hands it to the attacker."""
     images, labels = tiny
-    model = model or make_model("lenet", 2, seed=0, image_size=S)
+    model = model or make_client_model("lenet", 2, seed=0, image_size=S)
     exp = ClientExperiment(defense=defense, k=k, batch_size=B)
     batch = make_batch(images, labels, 2, exp, seed=0)
     up = client_update(model, batch, exp)
@@ -74,10 +74,10 @@ def test_gradient_modules_import_no_torch():
 def test_inverting_gradients_picks_its_optimiser_by_model():
     """optimizer 'auto': L-BFGS (300 steps) without BatchNorm, Adam (2000 steps) with it."""
     ig = get_attack("inverting_gradients")
-    assert ig().plan(make_model("lenet", 2)) == {"optimizer": "lbfgs", "max_iterations": 300}
-    assert ig().plan(make_model("convnet", 2, width=4)) == {"optimizer": "adam", "max_iterations": 2000}
-    assert ig({"iterations": 7}).plan(make_model("lenet", 2)) == {"optimizer": "lbfgs", "max_iterations": 7}
-    assert ig({"optimizer": "adam"}).plan(make_model("lenet", 2))["optimizer"] == "adam"
+    assert ig().plan(make_client_model("lenet", 2)) == {"optimizer": "lbfgs", "max_iterations": 300}
+    assert ig().plan(make_client_model("convnet", 2, width=4)) == {"optimizer": "adam", "max_iterations": 2000}
+    assert ig({"iterations": 7}).plan(make_client_model("lenet", 2)) == {"optimizer": "lbfgs", "max_iterations": 7}
+    assert ig({"optimizer": "adam"}).plan(make_client_model("lenet", 2))["optimizer"] == "adam"
 
 
 def test_dlg_recovers_one_image_without_defense(tiny):
@@ -120,7 +120,7 @@ def test_instahide_changes_what_the_attacker_recovers(tiny, ig_plain):
 
 def test_label_recovery_is_exact_for_batch_size_one():
     rng = np.random.default_rng(0)
-    model = make_model("lenet", 10, seed=1, image_size=S)
+    model = make_client_model("lenet", 10, seed=1, image_size=S)
     cfg = ClientExperiment(batch_size=1)
     for y in range(10):
         x = rng.uniform(-1, 1, (1, S, S, 3)).astype(np.float32)
@@ -131,7 +131,7 @@ def test_label_recovery_is_exact_for_batch_size_one():
 
 def test_label_counts_for_a_batch_and_known_labels(tiny):
     images, labels = tiny
-    model = make_model("lenet", 2, seed=0, image_size=S)
+    model = make_client_model("lenet", 2, seed=0, image_size=S)
     cfg = ClientExperiment(batch_size=4)
     up = client_update(model, make_batch(images, labels, 2, cfg), cfg)
     rec, method = recover_labels(model, up, 2, 4, image_size=S)
@@ -158,7 +158,7 @@ def test_the_attack_sees_only_what_the_threat_model_grants(tiny):
                      iterations=1)
     assert res.recovered.shape == (3, S, S, 3) and res.labels.shape == (3, 2) and res.stats["batch_size_assumed"] == 3
     exp = ClientExperiment(batch_size=2)
-    convnet = make_model("convnet", 2, seed=0, width=4)
+    convnet = make_client_model("convnet", 2, seed=0, width=4)
     up = client_update(convnet, make_batch(np.repeat(np.repeat(images, 4, 1), 4, 2), labels, 2, exp), exp)
     for granted in (False, True):
         seen = UpdateThreatModel(knows_bn_stats=granted).attacker_update(up, n_classes=2)
@@ -174,7 +174,7 @@ def test_the_attack_sees_only_what_the_threat_model_grants(tiny):
 def test_func_and_loop_implementations_agree(name, distance, steps, bn):
     """Also with the BatchNorm-statistics prior (attacker granted the client's BN batch statistics)."""
     rng = np.random.default_rng(0)
-    model = make_model(name, 3, seed=0, width=4)
+    model = make_client_model(name, 3, seed=0, width=4)
     cfg = ClientExperiment(batch_size=2, update="fedavg" if steps > 1 else "gradient", local_steps=steps)
     up = client_update(model, make_batch(rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32), np.array([0, 2]), 3, cfg), cfg)
     X = torch.randn((3, 2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
@@ -194,9 +194,9 @@ def test_func_and_loop_implementations_agree(name, distance, steps, bn):
 
 
 def test_matcher_rejects_a_mismatched_update():
-    model = make_model("lenet", 2, seed=0)
+    model = make_client_model("lenet", 2, seed=0)
     cfg = ClientExperiment()
-    up = client_update(make_model("lenet", 3, seed=0), make_batch(np.zeros((1, 32, 32, 3), np.float32),
+    up = client_update(make_client_model("lenet", 3, seed=0), make_batch(np.zeros((1, 32, 32, 3), np.float32),
                                                                   np.array([0]), 3, cfg), cfg)
     with pytest.raises(HidebenchError, match="shared gradient for fc.weight has shape"):
         GradientMatcher(model, up)

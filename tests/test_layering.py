@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import networkx as nx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +67,26 @@ def test_module_respects_the_layers(path):
     own = _layer(_module(path))
     bad = sorted(m for m in _imports(path) if _layer(m) and _layer(m) not in ALLOWED[own])
     assert not bad, f"{rel} ({own}) imports {bad}"
+
+
+def test_no_import_cycles_even_inside_functions():
+    """The first-party import graph, with the imports inside function bodies, is acyclic
+    (a module importing its own parent package, as a registry does, is not an edge)."""
+    mods = {_module(p): p for p in _modules() if p.relative_to(ROOT).parts[0] != "benchmarks"}
+
+    def resolve(name):
+        while name and name not in mods:
+            name = name.rpartition(".")[0]
+        return name
+
+    g = nx.DiGraph()
+    for m, p in mods.items():
+        g.add_node(m)
+        for target in filter(None, map(resolve, _imports(p))):
+            if target != m and not m.startswith(target + "."):
+                g.add_edge(m, target)
+    cycles = sorted(sorted(c) for c in nx.strongly_connected_components(g) if len(c) > 1)
+    assert not cycles, f"import cycles: {cycles}"
 
 
 def test_installed_names_are_namespaced(tmp_path):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import ClassVar
 
 import numpy as np
 
@@ -40,14 +39,11 @@ class Carlini(ReleaseAttack):
     uses_oracles = ("pairs", "assignment", "lambdas")
     uses_models = True
     stages = STAGE_NAMES
-    # a quick run for the registry-wide contract test: every stage but the similarity training
-    tiny_config: ClassVar[dict] = {"similarity": {"method": "pearson"}, "reassignment": {"rounds": 1},
-                                   "regression": {"steps": 10, "adam_steps": 10}}
 
     def run(self, view: PublicView, oracle: Oracle, ctx: ExecutionContext) -> ReleaseResult:
-        from hidebench.attacks.carlini.mixing import check_release
-        from hidebench.attacks.carlini.pipeline import PipelineRun, run_pipeline
         from hidebench.attacks.carlini.stages import STAGES, AttackInputs, check_inputs
+        from hidebench.attacks.grouping.membership import check_release
+        from hidebench.pipeline import PipelineRun, run_pipeline
         from hidebench.progress import bar
 
         oracle = oracle if oracle is not None else Oracle(None, ())
@@ -97,11 +93,11 @@ class Carlini(ReleaseAttack):
     def _estimate_T(self, view: PublicView, part: dict, ctx: ExecutionContext, cache):
         """T for a release that states none (count.py): (the view with T, the estimate, the
         pipeline run that trained the similarity model for it). Ambiguous: one error line."""
-        from hidebench.attacks.carlini.count import estimate_T
-        from hidebench.attacks.carlini.mixing import check_release, describe_T_candidates
-        from hidebench.attacks.carlini.pipeline import PipelineRun, run_pipeline
-        from hidebench.attacks.carlini.similarity import encryption_embedder
         from hidebench.attacks.carlini.stages import STAGES, AttackInputs, check_inputs
+        from hidebench.attacks.grouping.count import estimate_T
+        from hidebench.attacks.grouping.membership import check_release, describe_T_candidates
+        from hidebench.attacks.grouping.similarity import encryption_embedder
+        from hidebench.pipeline import PipelineRun, run_pipeline
 
         inp = AttackInputs(view, self.config, ctx, 0, threat=self.threat, **part)
         first, embed_fn, granted = PipelineRun(), None, bool(inp.aux_spec)

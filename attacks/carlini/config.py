@@ -1,8 +1,8 @@
 """Configuration of the Carlini et al. attack (arXiv 2011.05315), one section per stage.
 
-    similarity    stage 1: which encryptions share a private image (Sec. 5.2)
-    clustering    stage 2: one core group of encryptions per private image (Sec. 5.3)
-    assignment    stage 3: every encryption gets its private-slot groups (Sec. 5.3)
+    similarity    stage 1: which encryptions share a private image (Sec. 5.2)   } the grouping's
+    clustering    stage 2: one core group of encryptions per private image       } sections
+    assignment    stage 3: every encryption gets its private-slot groups         } (grouping.config)
     regression    stage 4: the private images, up to one sign per pixel position (Sec. 5.3)
     sign_sync     stage 4: the relative signs of the private images per pixel position
     reassignment  stage 4: regression-driven reassignment rounds (EM-style)
@@ -18,152 +18,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from hidebench.config import Config, check_bool, check_choice, check_float, check_int
-from hidebench.resources import IMAGE_BYTES, check_memory
+from hidebench.attacks.decoders.config import DeepDecomposeConfig
+from hidebench.attacks.grouping.config import AssignmentConfig, ClusteringConfig, GroupingConfig, SimilarityConfig
+from hidebench.config import Config, check_auto, check_bool, check_choice, check_float, check_int
 from hidebench.types import HidebenchError
-
-
-@dataclass
-class SimilarityConfig(Config):
-    """Stage 1: a score for every pair of encryptions.
-
-    method: 'cnn' (an embedding CNN on |encryption|, trained on encryptions the attacker makes
-    itself from its aux data with the release's scheme; needs aux data) or 'pearson' (Pearson
-    correlation of |e|, no training).
-    CNN: `width` channels in its first block, `embed_dim` output size; `train_steps` Adam steps
-    of `batch_size` encryptions at peak learning rate `lr` (one-cycle schedule), multi-positive
-    contrastive loss (SupCon, Khosla et al. 2020) at `temperature`. Each training round encrypts
-    `train_images` aux images `train_T` times; a fresh round every `steps_per_round` steps.
-    The similarity is (1 - w) cos(CNN) + w Pearson: the CNN trains with w = `pearson_weight`
-    (it then learns a residual to Pearson); `blend` fixes w for scoring, -1 picks it from
-    {0, .25, .5, .75, 1} by precision@T on a held-out round of the attacker's own encryptions.
-    `query_expansion` k > 0: each embedding is averaged with its k nearest before scoring.
-    `rerank` > 0: each encryption's `rerank` best candidates are rescored by the paper's
-    pairwise 6-channel model (trained `pair_steps` steps), blended with weight `rerank_weight`.
-    `pool_draws` > 1: the attacker screens that many times the recipe's public-pool regions and
-    each training round takes a fresh recipe-sized subset (AttackerEncryptions), so the model
-    cannot learn its own few patches by heart, which matters more the longer it trains; 1 (the
-    default) lends one draw to every round.
-    `group_steps` > 0: the paper's second graph (group_model.py): a 6-channel model, trained
-    that many steps, scores an encryption against the template of a whole group; after the
-    assignment, each encryption's `group_candidates` best groups are rescored against the
-    assignment's templates (blend weight `group_weight`) and the assignment runs again,
-    `group_passes` times. InstaHide releases only; -1 (the default) means 1000 steps on the
-    dense path and none on the scalable path (carlini.dense_max), where its time is unmeasured.
-    """
-
-    section = "carlini.similarity"
-    method: str = "cnn"
-    width: int = 16
-    embed_dim: int = 64
-    train_steps: int = 600
-    batch_size: int = 256
-    lr: float = 3e-3
-    temperature: float = 0.1
-    train_images: int = 400
-    train_T: int = 10
-    steps_per_round: int = 50
-    pearson_weight: float = 0.0
-    blend: float = -1.0
-    query_expansion: int = 0
-    rerank: int = 0
-    rerank_weight: float = 0.5
-    pair_steps: int = 300
-    pool_draws: int = 1
-    group_steps: int = -1
-    group_candidates: int = 12
-    group_weight: float = 1.0
-    group_passes: int = 8
-
-    def validate(self):
-        s = self.section
-        check_choice(self.method, f"{s}.method", ("cnn", "pearson"))
-        for name in ("width", "embed_dim", "train_steps", "batch_size", "train_images", "train_T",
-                     "steps_per_round", "pair_steps", "pool_draws", "group_candidates", "group_passes"):
-            setattr(self, name, check_int(getattr(self, name), f"{s}.{name}", min=1))
-        for name in ("query_expansion", "rerank"):
-            setattr(self, name, check_int(getattr(self, name), f"{s}.{name}", min=0))
-        self.group_steps = check_int(self.group_steps, f"{s}.group_steps (-1: 1000, none on the scalable path)",
-                                     min=-1)
-        check_memory(self.batch_size * self.train_T * IMAGE_BYTES * 4 * self.width, f"{s}.batch_size={self.batch_size}")
-        check_memory(self.train_images * self.train_T * IMAGE_BYTES * 2, f"{s}.train_images x train_T")
-        check_float(self.lr, f"{s}.lr", min=0, min_open=True)
-        check_float(self.temperature, f"{s}.temperature", min=0, min_open=True)
-        check_float(self.pearson_weight, f"{s}.pearson_weight", min=0, max=1, max_open=True)
-        if self.blend != -1:
-            check_float(self.blend, f"{s}.blend (-1: chosen on held-out attacker data)", min=0, max=1)
-        check_float(self.rerank_weight, f"{s}.rerank_weight", min=0, max=1)
-        check_float(self.group_weight, f"{s}.group_weight", min=0, max=1)
-
-    def group_steps_for(self, scalable: bool) -> int:
-        """The group model's training steps: `group_steps`, or for -1 1000 (none when scalable)."""
-        return self.group_steps if self.group_steps >= 0 else (0 if scalable else 1000)
-
-
-@dataclass
-class ClusteringConfig(Config):
-    """Stage 2: one core group per private image. Sizes are fractions of T (encryptions per
-    private image), so they scale with the release.
-
-    method: 'spectral' (spectral clustering of the k-nearest-neighbour graph, `knn_frac`*T
-    neighbours) or 'greedy' (the paper's clique growth: cliques of `core_frac`*T members grown
-    over each seed's `candidates_frac`*T nearest with `linkage` 'min' or 'mean'; a clique is a
-    duplicate of an earlier one when its cross-similarity lies more than `max_overlap` of the way
-    from the background to the cliques' cohesion). Either way the groups number exactly E / T.
-    Spectral finds more distinct private images with a learned (noisy) similarity; greedy is the
-    better choice with a near-perfect one (oracle 'pairs'). On the scalable path
-    (carlini.dense_max) the cores come from k-means on the similarity embedding instead.
-    """
-
-    section = "carlini.clustering"
-    method: str = "spectral"
-    core_frac: float = 0.5
-    candidates_frac: float = 2.0
-    linkage: str = "mean"
-    max_overlap: float = 0.5
-    knn_frac: float = 1.0
-
-    def validate(self):
-        s = self.section
-        check_choice(self.method, f"{s}.method", ("spectral", "greedy"))
-        check_choice(self.linkage, f"{s}.linkage", ("min", "mean"))
-        for name in ("core_frac", "candidates_frac", "knn_frac"):
-            check_float(getattr(self, name), f"{s}.{name}", min=0, min_open=True)
-        check_float(self.max_overlap, f"{s}.max_overlap", min=0, max=1, max_open=True)
-
-
-@dataclass
-class AssignmentConfig(Config):
-    """Stage 3: every encryption gets n_private_slots groups.
-
-    method: 'flow' (min-cost flow over each encryption's `flow_candidates` best label-consistent
-    groups; a group takes n_private_slots*T + `capacity_slack` standard deviations of
-    encryptions before overflow costs; `class_slots`: a label naming n_private_slots classes
-    gets one group of each) or 'greedy' (the paper's: each group takes its `greedy_frac`*T best
-    encryptions, 1.6 * 50 = 80 in the paper). `row_norm`: z-score each encryption's group scores
-    (encryptions similar to everything no longer crowd the groups' capacity). `refine` passes
-    rebuild the group cores from the assignment and assign again. On the scalable path
-    (carlini.dense_max) prices on the groups enforce the flow's capacities instead.
-    """
-
-    section = "carlini.assignment"
-    method: str = "flow"
-    flow_candidates: int = 8
-    capacity_slack: float = 2.0
-    class_slots: bool = True
-    greedy_frac: float = 1.6
-    refine: int = 1
-    row_norm: bool = False
-
-    def validate(self):
-        s = self.section
-        check_choice(self.method, f"{s}.method", ("flow", "greedy"))
-        self.flow_candidates = check_int(self.flow_candidates, f"{s}.flow_candidates", min=1)
-        self.refine = check_int(self.refine, f"{s}.refine", min=0)
-        check_float(self.capacity_slack, f"{s}.capacity_slack", min=0, max=100, max_open=True)
-        check_float(self.greedy_frac, f"{s}.greedy_frac", min=0, min_open=True)
-        check_bool(self.class_slots, f"{s}.class_slots")
-        check_bool(self.row_norm, f"{s}.row_norm")
 
 
 @dataclass
@@ -227,29 +85,27 @@ class ReassignmentConfig(Config):
     pair of groups whose predicted intensity best matches it, among the `candidates` groups per
     labelled class whose image correlates best with it, then regresses again; `margin_weights`:
     rows whose best pair wins by a wide margin weigh more in the next regression.
-    rounds -1 (the default) means 5 on the dense path and 1 on the scalable path
-    (carlini.dense_max): a round's time grows linearly with E, and on the largest releases one
-    round is what fits the time budget issue 12 sets (README, Measured results); and none on
-    releases of fewer than `min_T` encryptions per private image, where an image's few
-    encryptions regress into too poor an image to re-choose memberships by: the rounds drift
-    from the second graph's grouping at T=10 and T=20 and improve it at T=50 (README).
+    rounds "auto" (the default): 5 on the dense path, 1 on the scalable path (carlini.dense_max:
+    a round's time grows linearly with E), and none on releases of fewer than `min_T`
+    encryptions per private image, where an image's few encryptions regress into too poor an
+    image to re-choose memberships by (docs/results.md, the reassignment measurements).
     """
 
     section = "carlini.reassignment"
-    rounds: int = -1
+    rounds: int | str = "auto"
     candidates: int = 12
     margin_weights: bool = True
     min_T: int = 30
 
     def validate(self):
-        self.rounds = check_int(self.rounds, f"{self.section}.rounds (-1: 5, or 1 on the scalable path)", min=-1)
+        check_auto(self.rounds, f"{self.section}.rounds", lambda v, n: check_int(v, n, min=0))
         self.candidates = check_int(self.candidates, f"{self.section}.candidates", min=2)
         self.min_T = check_int(self.min_T, f"{self.section}.min_T", min=1)
         check_bool(self.margin_weights, f"{self.section}.margin_weights")
 
     def rounds_for(self, scalable: bool, T: int) -> int:
-        """The rounds to run: `rounds`, or for -1 five (one on the scalable path; none below min_T)."""
-        if self.rounds >= 0:
+        """The rounds to run: `rounds`, or for "auto" five (one on the scalable path; none below min_T)."""
+        if self.rounds != "auto":
             return self.rounds
         return 0 if T < self.min_T else 1 if scalable else 5
 
@@ -296,7 +152,7 @@ class PriorConfig(Config):
     aux_votes: float = 30.0
     weight: float = 1.0
     global_weight: float = 4.0
-    decoder_config: dict = field(default_factory=dict)
+    decoder_config: DeepDecomposeConfig = field(default_factory=DeepDecomposeConfig)
 
     def validate(self):
         s = self.section
@@ -304,18 +160,9 @@ class PriorConfig(Config):
         check_float(self.aux_votes, f"{s}.aux_votes", min=0)
         check_float(self.weight, f"{s}.weight", min=0)
         check_float(self.global_weight, f"{s}.global_weight", min=0)
-        if not isinstance(self.decoder_config, dict):
-            raise HidebenchError(f"{s}.decoder_config must be a table of deep_decompose keys, got {self.decoder_config!r}")
-        if self.decoder_config and self.decoder != "deep_decompose":
+        if self.decoder != "deep_decompose" and self.decoder_config != DeepDecomposeConfig():
             raise HidebenchError(f"{s}.decoder_config configures the deep_decompose prior, but {s}.decoder is "
                                  f"{self.decoder!r}")
-        self.decoder_settings()
-
-    def decoder_settings(self):
-        """The decoder's config (a DeepDecomposeConfig), validated."""
-        from hidebench.attacks.decoders.config import DeepDecomposeConfig
-
-        return DeepDecomposeConfig.from_dict(self.decoder_config, where=f"{self.section}.decoder_config")
 
     def resolved(self, has_aux: bool) -> str:
         """The prior actually used: 'auto' resolved against whether aux data is granted."""
@@ -374,3 +221,9 @@ class CarliniConfig(Config):
     def section_dict(self, *names: str) -> dict:
         """The named sections as plain dicts (for stage cache keys)."""
         return {n: dataclasses.asdict(getattr(self, n)) for n in names}
+
+    def grouping(self) -> GroupingConfig:
+        """The grouping's config: this config's similarity, clustering and assignment sections
+        with its aux_max, eval_anchors and dense_max."""
+        return GroupingConfig(similarity=self.similarity, clustering=self.clustering, assignment=self.assignment,
+                              aux_max=self.aux_max, eval_anchors=self.eval_anchors, dense_max=self.dense_max)

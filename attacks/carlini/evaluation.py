@@ -1,6 +1,6 @@
 """Stage metrics of a Carlini attack run, computed with the key after the run (scorer side).
 
-The names are those the README and the benchmarks report: `grouping` (evaluate_grouping:
+The names are those the records and the benchmarks report: `grouping` (evaluate_grouping:
 pair_auc, precision_at_T, core_purity, assignment_accuracy, ...), `after_reassign`,
 `lambda_mae` (+ `_labels_only`, `_split`, `split_fraction`), `ssim_by_step`,
 `ssim_by_step_oracle_global_sign` and `relative_sign_accuracy`.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hidebench.attacks.carlini.grouping import Grouping, evaluate_grouping
+from hidebench.attacks.grouping.groups import Grouping, evaluate_grouping
 from hidebench.types import SecretKey
 
 
@@ -45,7 +45,7 @@ def evaluate_run(artifacts: dict, recovered: np.ndarray, key: SecretKey) -> dict
     Hungarian-matched SSIM of the private set after each recovery step: as the attacker would
     finish it (stage-5 signs), and with the true sign per position (what the step got right up
     to the one sign per position it cannot identify)."""
-    from hidebench.attacks.carlini.signs import fix_global_signs
+    from hidebench.attacks.carlini.global_signs import fix_global_signs
     from hidebench.metrics import matched_set_metric, ssim
 
     g: Grouping = artifacts["grouping"]

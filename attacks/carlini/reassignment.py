@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hidebench.attacks.carlini.mixing import label_support, public_weight
+from hidebench.attacks.carlini.mixing import public_weight
+from hidebench.attacks.grouping.membership import label_support
 
 
 def _unit_centred(a):

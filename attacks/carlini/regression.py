@@ -10,7 +10,7 @@ pixel), sharing one design (grouping + coefficients, mixing.design) across posit
 
 * magnitudes: E[e^2] = sum_i l_i^2 x_i^2 + cross terms + public energy. Without the cross terms
   e^2 is linear in (x_1^2..x_n^2, noise): one least-squares solve for all positions.
-* sign synchronisation (sign_sync.py): per position, a vote on whether two images that share an
+* sign synchronisation (relative_signs.py): per position, a vote on whether two images that share an
   encryption agree in sign, solved spectrally over the graph of images.
 * refinement: alternating minimisation (fix the sign of each predicted pixel, solve the linear
   least squares), then Adam on an amplitude loss with a fitted public-noise model, starting from
@@ -30,7 +30,7 @@ import numpy as np
 
 from hidebench.attacks.carlini.config import RegressionConfig, SignSyncConfig
 from hidebench.attacks.carlini.mixing import design, public_weight, sparse_design
-from hidebench.attacks.carlini.sign_sync import sync_pixel_signs, sync_pixel_signs_sparse
+from hidebench.attacks.carlini.relative_signs import sync_pixel_signs, sync_pixel_signs_sparse
 from hidebench.progress import bar
 from hidebench.types import HidebenchError
 
@@ -89,7 +89,7 @@ def regress(encryptions: np.ndarray, assignment: np.ndarray, lambdas: np.ndarray
     (E x s cluster ids) and coefficients (E x s). scheme 'mixup' (no sign mask) is linear.
     weights: per-encryption confidence in its assignment (weighted least squares; None: all 1).
     seed: the 'aligned' start's noise; device: a torch device (None: CPU). prior: n x H x W x C
-    estimates of the images (a learned decoder's) for the sign synchronisation (sign_sync.py).
+    estimates of the images (a learned decoder's) for the sign synchronisation (relative_signs.py).
     sparse: the scalable solvers for many images (sparse designs, sign synchronisation by Lanczos
     steps on the vote graph instead of a dense eigen-solve per position)."""
     import torch

@@ -1,9 +1,7 @@
-"""The Carlini et al. attack (arXiv 2011.05315) as declared stages, run by pipeline.py.
+"""The Carlini et al. attack (arXiv 2011.05315) as declared stages, run by hidebench.pipeline.
 
-    similarity_model  the similarity CNN, trained on the attacker's own encryptions of its aux
-                      data (similarity.method 'cnn', no 'pairs'/'assignment' oracle)
-    grouping          similarity -> clustering -> assignment (grouping.py), or the key's
-                      membership under oracle 'assignment'
+    similarity_model  } the grouping's stages (hidebench.attacks.grouping.stages): which
+    grouping          } private images each encryption mixes
     decoder_prior     optional (prior.decoder): each group's aux class mean, or a learned
                       decoder's images fused per group: a prior on the signs of the next two
                       stages (InstaHide only)
@@ -12,116 +10,44 @@
     signs             the sign per position left open (signs.py; InstaHide only)
     decryption        each encryption's heavier private image (a gather: not cached)
 
-Each stage is a function of `AttackInputs` (the release, the config, the granted oracle parts,
-the attacker's own data, the execution context) and of its upstream stages' outputs, and
-returns a small dataclass. Its cache key holds the config sections it reads, the release's
-digest, its seed and the oracle parts it consumes.
-
-Seeds: each stage draws from its own seed, `stage_seed(ctx.seed, name)` (numpy SeedSequence of
-the run's seed and the stage's name), so ctx.seed reaches every stage (the similarity training,
-the attacker's pool draw, clustering and the evaluation anchors, the regression's start) and no
-two stages share a random stream.
+Each stage is a function of `AttackInputs` (the grouping's inputs plus the carlini config and
+the 'lambdas' oracle part) and of its upstream stages' outputs, and returns a small dataclass.
+Its cache key holds the config sections it reads, the release's digest, its seed
+(hidebench.pipeline.stage_seed of the run's seed and the stage's name) and the oracle parts it
+consumes.
 """
 from __future__ import annotations
 
 import time
-import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from hidebench.attacks.aux_mean import class_means
 from hidebench.attacks.carlini.config import CarliniConfig
-from hidebench.attacks.carlini.group_model import group_rescorer
-from hidebench.attacks.carlini.grouping import Grouping, find_groups, oracle_grouping, true_similarity
-from hidebench.attacks.carlini.mixing import aligned_coefficients, label_support, lambdas_from_labels, membership_matrix
-from hidebench.attacks.carlini.pipeline import Stage, arrays_field, expect, json_field
+from hidebench.attacks.carlini.global_signs import aux_statistics, fix_global_signs
+from hidebench.attacks.carlini.mixing import aligned_coefficients, lambdas_from_labels
 from hidebench.attacks.carlini.reassignment import reassign
 from hidebench.attacks.carlini.regression import regress
-from hidebench.attacks.carlini.scalable_grouping import expand_queries, find_groups_scalable
-from hidebench.attacks.carlini.signs import aux_statistics, fix_global_signs
-from hidebench.attacks.carlini.similarity import SimilarityModel, release_embedding, release_similarity, train_similarity_model
-from hidebench.attacks.toolkit import attacker_pool, load_aux
+from hidebench.attacks.grouping.groups import Grouping
+from hidebench.attacks.grouping.stages import GROUPING_STAGES, GroupingInputs, check_grouping_inputs
 from hidebench.context import ExecutionContext
-from hidebench.stage_cache import arrays_digest
-from hidebench.threat import FROM_RECIPE, Coefficients, Membership, ReleaseThreatModel
-from hidebench.types import HidebenchError, ImageSet, PublicView
-
-# The similarity keys that shape the trained model (the others only change how it scores).
-MODEL_KEYS = ("width", "embed_dim", "train_steps", "batch_size", "lr", "temperature", "train_images", "train_T",
-              "steps_per_round", "pearson_weight", "blend", "pool_draws")
+from hidebench.pipeline import Stage, arrays_field, expect, json_field
+from hidebench.threat import Coefficients, Membership, ReleaseThreatModel
+from hidebench.types import HidebenchError, PublicView
 
 
-def stage_seed(seed: int, stage: str) -> int:
-    """The seed of one stage (or random stream) of a run with seed `seed`."""
-    return int(np.random.SeedSequence([seed, zlib.crc32(stage.encode())]).generate_state(1)[0])
+class AttackInputs(GroupingInputs):
+    """What the stages read: the grouping's inputs (GroupingInputs: the release, the grouping's
+    sections of `config`, the context, the threat model, the oracle parts pairs / assignment)
+    plus the whole carlini config and the 'lambdas' oracle part."""
 
-
-@dataclass
-class AttackInputs:
-    """What the stages read. threat: the resolved threat model (its aux source and public
-    pool); pairs / assignment / lambdas: the oracle parts granted (None otherwise). The aux
-    images and the attacker's pool are loaded on first use."""
-
-    view: PublicView
-    config: CarliniConfig
-    ctx: ExecutionContext
-    n_private: int
-    threat: ReleaseThreatModel = field(default_factory=lambda: ReleaseThreatModel(aux=None, public_pool=False))
-    pairs: Membership | None = None
-    assignment: Membership | None = None
-    lambdas: Coefficients | None = None
-    timings: dict = field(default_factory=dict)
-    _memo: dict = field(default_factory=dict, repr=False)
-
-    def _once(self, name, make):
-        if name not in self._memo:
-            self._memo[name] = make()
-        return self._memo[name]
-
-    def seed(self, stage: str) -> int:
-        return stage_seed(self.ctx.seed, stage)
-
-    @property
-    def device(self):
-        return self._once("device", self.ctx.torch_device)
-
-    @property
-    def view_digest(self) -> str:
-        v = self.view
-        return self._once("view_digest", lambda: arrays_digest({
-            "encryptions": v.encryptions, "labels": v.labels, "scheme": np.asarray([v.scheme, v.mode]),
-            "k_T": np.asarray([v.k, v.T or 0])}))
-
-    @property
-    def aux_spec(self) -> str | None:
-        return self.threat.aux
-
-    @property
-    def pool_config(self) -> dict | None:
-        return dict(self.threat.pool) if self.threat.public_pool and self.threat.pool else None
-
-    def aux(self) -> ImageSet | None:
-        """The granted aux images (at most config.aux_max), None when none are granted."""
-        if not self.aux_spec:
-            return None
-
-        def load():
-            t0 = time.perf_counter()
-            aux = load_aux(self.aux_spec, self.ctx, self.config.aux_max, needed_for="the carlini attack")
-            self.timings["load_aux_s"] = time.perf_counter() - t0
-            return aux
-
-        return self._once("aux", load)
-
-    def aux_digest(self) -> str | None:
-        aux = self.aux()
-        return None if aux is None else self._once("aux_digest", lambda: arrays_digest(
-            {"images": aux.images, "labels": aux.labels, "source": np.asarray(aux.source)}))
-
-    def pool(self):
-        return self._once("pool", lambda: attacker_pool(self.threat, self.ctx, self.seed("pool"),
-                                                        screens=self.config.similarity.pool_draws))
+    def __init__(self, view: PublicView, config: CarliniConfig, ctx: ExecutionContext, n_private: int, *,
+                 threat: ReleaseThreatModel | None = None, pairs: Membership | None = None,
+                 assignment: Membership | None = None, lambdas: Coefficients | None = None):
+        super().__init__(view, config.grouping(), ctx, n_private, threat=threat, pairs=pairs, assignment=assignment,
+                         attack="the carlini attack")
+        self.config, self.lambdas = config, lambdas
 
     @property
     def grey(self) -> bool:
@@ -140,119 +66,11 @@ class AttackInputs:
         return self.config.prior.resolved(bool(self.aux_spec))
 
     @property
-    def scalable(self) -> bool:
-        """The scalable path (config.dense_max): no E x E or per-position n x n matrices."""
-        return len(self.view) > self.config.dense_max
-
-    @property
-    def group_steps(self) -> int:
-        """Training steps of the second graph's group model (0: none)."""
-        return self.config.similarity.group_steps_for(self.scalable) if self.view.scheme == "instahide" else 0
-
-    @property
     def reassignment_rounds(self) -> int:
         """Reassignment runs on the attacker's own grouping of cross-dataset InstaHide (two slots)."""
         v = self.view
         own = self.assignment is None and v.scheme == "instahide" and v.n_private_slots == 2
         return self.config.reassignment.rounds_for(self.scalable, int(v.T)) if own else 0
-
-    def oracle_digest(self, part: str) -> str | None:
-        o = getattr(self, part)
-        if o is None:
-            return None
-        arrays = {k: np.asarray(v) for k, v in vars(o).items() if v is not None}
-        return arrays_digest(arrays)
-
-
-# ----------------------------------------------------------------------------- similarity_model
-
-def similarity_model_stage(inp: AttackInputs) -> SimilarityModel:
-    return train_similarity_model(inp.view, inp.aux(), inp.config.similarity, pool=inp.pool(),
-                                  group_steps=inp.group_steps, seed=inp.seed("similarity_model"), device=inp.device,
-                                  progress=inp.ctx.progress)
-
-
-def _similarity_model_key(inp: AttackInputs) -> dict:
-    s, v = inp.config.similarity, inp.view
-    key = {k: getattr(s, k) for k in MODEL_KEYS}
-    if s.rerank:
-        key["pair_steps"] = s.pair_steps
-    if inp.group_steps:
-        key["group"] = [inp.group_steps, v.T]
-    scheme = [v.k, v.mode, v.scheme, int(v.labels.shape[1])]
-    if (v.c1, v.c2) != (0.65, 0.3) or v.augment:     # keys of plain default-bound releases unchanged
-        scheme += [v.c1, v.c2, v.augment]
-    return {"similarity": key, "scheme": scheme,
-            "seed": inp.seed("similarity_model"), "aux": inp.aux_digest(), "pool": inp.pool_config,
-            "pool_seed": inp.seed("pool") if inp.pool_config else None}
-
-
-def _trains_model(inp: AttackInputs) -> bool:
-    return inp.config.similarity.method == "cnn" and inp.pairs is None and inp.assignment is None
-
-
-# ----------------------------------------------------------------------------- grouping
-
-def grouping_stage(inp: AttackInputs, similarity_model: SimilarityModel | None = None) -> Grouping:
-    if inp.assignment is not None:
-        return oracle_grouping(inp.assignment, inp.view)
-    seed = inp.seed("grouping")
-    rng = np.random.default_rng(seed)
-    if inp.scalable:
-        return _scalable_grouping(inp, similarity_model, seed, rng)
-    t0 = time.perf_counter()
-    if inp.pairs is not None:
-        method, S = "oracle_pairs", true_similarity(inp.pairs, rng)
-    else:
-        method = inp.config.similarity.method
-        S = release_similarity(inp.view, inp.config.similarity, similarity_model, device=inp.device)
-    timings = {"similarity_s": time.perf_counter() - t0}
-    g = find_groups(inp.view, inp.config, inp.n_private, S=S, seed=seed, anchor_rng=rng,
-                    rescore=_group_rescorer(inp, similarity_model))
-    g.stats = {"similarity": method, **g.stats}
-    g.timings = {**timings, **g.timings}
-    return g
-
-
-def _group_rescorer(inp: AttackInputs, similarity_model: SimilarityModel | None):
-    """The second graph's rescoring (group_model.py) when the similarity model has a group model."""
-    sim = inp.config.similarity
-    if similarity_model is None or not inp.group_steps:
-        return None
-    return group_rescorer(inp.view.encryptions, similarity_model.weights, width=sim.width,
-                          candidates=sim.group_candidates, weight=sim.group_weight, device=inp.device)
-
-
-def _scalable_grouping(inp: AttackInputs, similarity_model, seed: int, rng) -> Grouping:
-    """The grouping from the similarity embedding (scalable_grouping.py); under oracle 'pairs'
-    the embedding is the key's membership rows / sqrt(slots), whose dot products are > 0
-    exactly for encryptions sharing an image."""
-    view, cfg = inp.view, inp.config
-    t0 = time.perf_counter()
-    if inp.pairs is not None:
-        method = "oracle_pairs"
-        F = membership_matrix(inp.pairs.ids, inp.pairs.n_private, np.float32) / np.sqrt(view.n_private_slots)
-    else:
-        method = cfg.similarity.method
-        F = expand_queries(release_embedding(view, cfg.similarity, similarity_model, device=inp.device),
-                           cfg.similarity.query_expansion, label_support(view.labels))
-    timings = {"similarity_s": time.perf_counter() - t0}
-    g = find_groups_scalable(view, cfg, inp.n_private, F=F, seed=seed, anchor_rng=rng,
-                             rescore=_group_rescorer(inp, similarity_model))
-    g.stats = {"similarity": method, "path": "scalable", **g.stats}
-    g.timings = {**timings, **g.timings}
-    return g
-
-
-def _grouping_key(inp: AttackInputs) -> dict:
-    c = inp.config
-    if inp.assignment is not None:
-        return {"view": inp.view_digest, "oracle_assignment": inp.oracle_digest("assignment")}
-    key = {"view": inp.view_digest, **c.section_dict("similarity", "clustering", "assignment"),
-           "eval_anchors": c.eval_anchors, "seed": inp.seed("grouping"), "oracle_pairs": inp.oracle_digest("pairs")}
-    if inp.scalable:
-        key["path"] = "scalable"
-    return key
 
 
 # ----------------------------------------------------------------------------- decoder_prior
@@ -270,14 +88,13 @@ class DecoderPrior:
 def decoder_prior_stage(inp: AttackInputs, grouping: Grouping) -> DecoderPrior:
     if inp.prior == "aux_mean":
         return _aux_mean_prior(inp, grouping)
-    from hidebench.attacks.decoders.common import AttackerData, decompose, decomposer
+    from hidebench.attacks.decoders.decomposition import AttackerData, decompose, decomposer
     from hidebench.attacks.decoders.fusion import fuse_predictions
     from hidebench.attacks.decoders.training import decoder_input
 
-    cfg = inp.config.prior.decoder_settings()
+    cfg = inp.config.prior.decoder_config
     data = AttackerData(inp.view, inp.threat, inp.ctx, cfg.training.aux_max, "carlini prior")
-    trained = decomposer(inp.view, inp.view.scheme, data, cfg, inp.ctx, inp.device,
-                         seed=stage_seed(inp.ctx.seed, "deep_decompose"))
+    trained = decomposer(inp.view, inp.view.scheme, data, cfg, inp.ctx, inp.device, seed=inp.seed("deep_decompose"))
     preds = decompose(trained, decoder_input(inp.view.encryptions, inp.view.scheme), inp.view.labels, cfg,
                       inp.device, inp.ctx.progress)
     images, _ = fuse_predictions(preds, grouping.assignment, int(grouping.n_clusters))
@@ -302,7 +119,7 @@ def _decoder_prior_key(inp: AttackInputs) -> dict:
     if inp.prior == "aux_mean":
         return {"view": inp.view_digest, "prior": "aux_mean", "aux": inp.aux_digest()}
     return {"view": inp.view_digest, "prior": inp.config.section_dict("prior")["prior"], "aux": inp.aux_spec,
-            "pool": inp.pool_config, "seed": stage_seed(inp.ctx.seed, "deep_decompose")}
+            "pool": inp.pool_config, "seed": inp.seed("deep_decompose")}
 
 
 def _uses_prior(inp: AttackInputs) -> bool:
@@ -474,38 +291,6 @@ def decryption_stage(inp: AttackInputs, regression: Regression, signs: Signs | N
 # Each raises ValueError on a cached output that this release and config cannot use (a cache
 # folder may come from elsewhere): the entry is then recomputed instead of failing a later stage.
 
-def _check_similarity_model(m: SimilarityModel, inp: AttackInputs) -> None:
-    from hidebench.attacks.carlini.similarity import arrays_to_state, build_embedder, build_pair_model
-
-    s = inp.config.similarity
-    arrays_to_state(build_embedder(s.width, s.embed_dim), m.weights, "embed.")
-    if s.rerank:
-        arrays_to_state(build_pair_model(s.width), m.weights, "pair.")
-    if inp.group_steps:
-        arrays_to_state(build_pair_model(s.width), m.weights, "group.")
-    if not 0 <= float(m.blend) <= 1:
-        raise ValueError(f"blend {m.blend!r} outside [0, 1]")
-    expect(m.val_grid, "val_grid", (None,))
-    expect(m.val_precision, "val_precision", (len(m.val_grid),))
-
-
-def _check_grouping(g: Grouping, inp: AttackInputs) -> None:
-    E, slots = len(inp.view), inp.view.n_private_slots
-    n = g.n_clusters
-    if not isinstance(n, int) or not 1 <= n <= E * slots:
-        raise ValueError(f"n_clusters {n!r} outside [1, {E * slots}]")
-    expect(g.assignment, "assignment", (E, slots), kind="i", low=0, high=n)
-    expect(g.cluster_class, "cluster_class", (n,), kind="i", low=-1, high=inp.view.labels.shape[1])
-    ps = g.pair_sample
-    if ps:
-        expect(ps.get("anchors"), "pair_sample.anchors", (None,), kind="i", low=0, high=E)
-        expect(ps.get("scores"), "pair_sample.scores", (len(ps["anchors"]), E))
-        if "core_flat" in ps:
-            expect(ps["core_flat"], "pair_sample.core_flat", (None,), kind="i", low=0, high=E)
-            expect(ps.get("core_offsets"), "pair_sample.core_offsets", (None,), kind="i", low=0,
-                   high=len(ps["core_flat"]) + 1)
-
-
 def _check_images(images, name: str, n: int | None, channels: tuple[int, ...], inp: AttackInputs) -> None:
     H, W, C = inp.view.encryptions.shape[1:]
     expect(images, name, (n, H, W, None))
@@ -534,9 +319,7 @@ def _check_signs(s: Signs, inp: AttackInputs) -> None:
 
 
 STAGES = [
-    Stage("similarity_model", similarity_model_stage, SimilarityModel, _similarity_model_key, when=_trains_model,
-          check=_check_similarity_model),
-    Stage("grouping", grouping_stage, Grouping, _grouping_key, upstream=("similarity_model",), check=_check_grouping),
+    *GROUPING_STAGES,
     Stage("decoder_prior", decoder_prior_stage, DecoderPrior, _decoder_prior_key, upstream=("grouping",),
           when=_uses_prior, check=_check_decoder_prior),
     Stage("regression", regression_stage, Regression, _regression_key, upstream=("grouping", "decoder_prior"),
@@ -549,23 +332,13 @@ STAGES = [
 
 
 def check_inputs(inp: AttackInputs) -> None:
-    """Refuse, before any stage runs, inputs a stage would trip over: oracle parts that do not
-    match the release, an unresolved aux, a CNN similarity without aux data."""
-    E, slots = len(inp.view), inp.view.n_private_slots
-    for part in ("pairs", "assignment", "lambdas"):
-        o = getattr(inp, part)
-        if o is not None and np.asarray(o.ids).shape != (E, slots):
-            raise HidebenchError(f"the '{part}' oracle covers ids of shape {np.asarray(o.ids).shape}, "
-                                 f"the release {E} encryptions x {slots} private slots")
-    if inp.aux_spec == FROM_RECIPE:
-        raise HidebenchError("the threat model's aux is 'recipe': resolve it against the release's manifest "
-                             "(ReleaseThreatModel.resolve) before the attack runs")
-    if inp.scalable and inp.config.similarity.rerank and _trains_model(inp):
-        raise HidebenchError("similarity.rerank needs the E x E similarity: it runs on releases of at most "
-                             f"carlini.dense_max = {inp.config.dense_max} encryptions, this one has {E}")
-    if _trains_model(inp) and not inp.aux_spec:
-        raise HidebenchError("similarity.method 'cnn' trains on auxiliary images, but the threat model grants none: "
-                             "give aux data (e.g. --aux lfw[1::2]) or set similarity.method = 'pearson'")
+    """Refuse, before any stage runs, inputs a stage would trip over: the grouping's
+    (check_grouping_inputs), a 'lambdas' oracle that does not match the release, a prior without
+    aux data."""
+    check_grouping_inputs(inp)
+    if inp.lambdas is not None and np.asarray(inp.lambdas.ids).shape != (len(inp.view), inp.view.n_private_slots):
+        raise HidebenchError(f"the 'lambdas' oracle covers ids of shape {np.asarray(inp.lambdas.ids).shape}, "
+                             f"the release {len(inp.view)} encryptions x {inp.view.n_private_slots} private slots")
     if _uses_prior(inp) and not inp.aux_spec:
         raise HidebenchError(f"prior.decoder {inp.prior!r} is built from auxiliary images, but the "
                              "threat model grants none: give aux data or set prior.decoder = 'none'")

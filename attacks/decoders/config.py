@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hidebench.attacks.grouping.config import GroupingConfig
 from hidebench.config import Config, check_bool, check_choice, check_float, check_int
 from hidebench.resources import IMAGE_BYTES, check_memory
-from hidebench.types import HidebenchError
 
 FUSE = ("auto", "carlini", "pairs", "none")
 ORDERS = ("heaviest", "free")
@@ -77,8 +77,8 @@ class DeepDecomposeConfig(Config):
 
     fuse: how the recovered private set is made when the release states T. 'auto': the 'pairs'
     oracle's membership when granted, else Carlini's grouping stages; 'carlini'; 'pairs'
-    (oracle ablation); 'none': no recovered set. `grouping`: overrides of the carlini config
-    used for the grouping (e.g. {similarity = {train_steps = 300}}). `inference_batch`:
+    (oracle ablation); 'none': no recovered set. `grouping`: the grouping's config
+    (hidebench.attacks.grouping; e.g. {similarity = {embedder = {steps = 300}}}). `inference_batch`:
     encryptions per forward pass."""
 
     section = "deep_decompose"
@@ -88,7 +88,7 @@ class DeepDecomposeConfig(Config):
     net: NetConfig = field(default_factory=NetConfig)
     training: TrainConfig = field(default_factory=TrainConfig)
     fuse: str = "auto"
-    grouping: dict = field(default_factory=dict)
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
     inference_batch: int = 256
 
     def validate(self):
@@ -97,12 +97,6 @@ class DeepDecomposeConfig(Config):
         check_choice(self.order, f"{self.section}.order", ORDERS)
         check_choice(self.fuse, f"{self.section}.fuse", FUSE)
         check_int(self.inference_batch, f"{self.section}.inference_batch", min=1)
-        if not isinstance(self.grouping, dict):
-            raise HidebenchError(f"{self.section}.grouping must be a table of carlini config keys, got {self.grouping!r}")
-        if self.grouping:
-            from hidebench.attacks.carlini.config import CarliniConfig
-
-            CarliniConfig.from_dict(self.grouping, where=f"{self.section}.grouping")
 
     def model_dict(self) -> dict:
         """What shapes the trained network (its model-cache key)."""

@@ -11,14 +11,11 @@ each encryption alone; when T is known, the per-encryption predictions are fused
 from __future__ import annotations
 
 import time
-from typing import ClassVar
 
 import numpy as np
 
 from hidebench.attacks.base import ReleaseAttack, ReleaseResult, register
 from hidebench.attacks.decoders.config import DeepDecomposeConfig
-
-TINY_TRAINING = {"steps": 60, "batch_size": 16, "aux_max": 200, "patches": 128, "epoch_steps": 20}
 
 
 def model_stats(trained, infer_s: float, n: int) -> dict:
@@ -45,13 +42,11 @@ class DeepDecompose(ReleaseAttack):
     Config = DeepDecomposeConfig
     uses_oracles = ("pairs",)
     uses_models = True
-    tiny_config: ClassVar[dict] = {"net": {"width": 8, "depth": 2}, "training": TINY_TRAINING,
-                                   "grouping": {"similarity": {"method": "pearson"}}}
 
     def run(self, view, oracle, ctx):
-        from hidebench.attacks.carlini.stages import stage_seed
-        from hidebench.attacks.decoders.common import AttackerData, decompose, decomposer, recovered_set
+        from hidebench.attacks.decoders.decomposition import AttackerData, decompose, decomposer, recovered_set
         from hidebench.attacks.decoders.training import decoder_input
+        from hidebench.pipeline import stage_seed
 
         cfg, device = self.config, ctx.torch_device()
         data = AttackerData(view, self.threat, ctx, cfg.training.aux_max, self.name)

@@ -10,13 +10,12 @@ images. Both are trained on the attacker's own encryptions and cached.
 from __future__ import annotations
 
 import time
-from typing import ClassVar
 
 import numpy as np
 
 from hidebench.attacks.base import ReleaseAttack, ReleaseResult, register
 from hidebench.attacks.decoders.config import GanDemaskConfig
-from hidebench.attacks.decoders.deep_decompose import TINY_TRAINING, model_stats, output_ssim
+from hidebench.attacks.decoders.deep_decompose import model_stats, output_ssim
 from hidebench.types import HidebenchError
 
 # |mixture| below this is too faint for its sign to count in the sign accuracy
@@ -31,17 +30,13 @@ class GanDemask(ReleaseAttack):
     Config = GanDemaskConfig
     uses_oracles = ("pairs",)
     uses_models = True
-    tiny_config: ClassVar[dict] = {"generator": {"width": 8, "depth": 2}, "discriminator": {"width": 8},
-                                   "training": TINY_TRAINING,
-                                   "decompose": {"net": {"width": 8, "depth": 2}, "training": TINY_TRAINING,
-                                                 "grouping": {"similarity": {"method": "pearson"}}}}
 
     def run(self, view, oracle, ctx):
-        from hidebench.attacks.carlini.stages import stage_seed
-        from hidebench.attacks.decoders.common import AttackerData, decompose, decomposer, recovered_set
+        from hidebench.attacks.decoders.decomposition import AttackerData, decompose, decomposer, recovered_set
         from hidebench.attacks.decoders.mixes import MixSampler, scheme_of
         from hidebench.attacks.decoders.nets import PatchDiscriminator, UNet
         from hidebench.attacks.decoders.training import cached_model, predict, train_demasker
+        from hidebench.pipeline import stage_seed
 
         if view.scheme != "instahide":
             raise HidebenchError("gan_demask removes InstaHide's sign mask; this release is Mixup "
@@ -70,7 +65,8 @@ class GanDemask(ReleaseAttack):
                           desc="gan_demask inference", progress=ctx.progress).transpose(0, 2, 3, 1).clip(-1, 1)
         preds = decompose(dec, mixture, view.labels, cfg.decompose, device, ctx.progress)
         infer_s = time.perf_counter() - t0
-        decryption, recovered, fstats, ftimings = recovered_set(preds, view, cfg.decompose, oracle, self.threat, ctx)
+        decryption, recovered, fstats, ftimings = recovered_set(preds, view, cfg.decompose, oracle, self.threat, ctx,
+                                                                attack=self.name)
         stats = {"demasker": model_stats(gen, infer_s, len(view)), "decomposer": model_stats(dec, infer_s, len(view)),
                  **fstats}
         return ReleaseResult(decryption=decryption, recovered=recovered, stats=stats,

@@ -3,7 +3,7 @@
 The attacker knows the public scheme (k, mode, c1, c2, InstaHide or Mixup), so it can encrypt
 images from the private distribution itself, with coefficients drawn by the scheme's own
 rejection rule (hidebench.defenses.instahide.sample_lambdas) and public patches from its own pool draw
-(or stand-ins, hidebench.attacks.toolkit). Every batch is a fresh draw, so the truth of every training
+(or stand-ins, hidebench.attacks.attacker_data). Every batch is a fresh draw, so the truth of every training
 example is known and no example repeats. Mixing runs in torch on the training device.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hidebench.attacks.toolkit import augmented, pink_noise
+from hidebench.attacks.attacker_data import augmented, pink_noise
 from hidebench.defenses.instahide import sample_lambdas
 from hidebench.scheme import EncryptionConfig
 from hidebench.types import HidebenchError, ImageSet, PublicView

@@ -12,7 +12,7 @@ UpdateThreatModel builds and the shared model:
 * batch size: the granted one, else the threat model's assumed_batch_size.
 * BatchNorm statistics: a prior on the dummy batch (Yin et al. 2021) only when granted.
 
-This module imports no torch; `run` loads the torch machinery (hidebench.attacks.gradient.common) itself.
+This module imports no torch; `run` loads the torch machinery (hidebench.attacks.gradient.matching) itself.
 """
 from __future__ import annotations
 
@@ -21,14 +21,11 @@ import time
 import numpy as np
 
 from hidebench.attacks.base import UpdateAttack, UpdateResult
+from hidebench.attacks.gradient.options import IMPLS, LABEL_MODES
 from hidebench.config import check_choice, check_float, check_int
 from hidebench.context import ExecutionContext
 from hidebench.threat import AttackerUpdate
 from hidebench.types import HidebenchError
-
-DISTANCES = ("l2", "cosine", "cosine_layerwise")
-IMPLS = ("auto", "func", "loop")
-LABEL_MODES = ("auto", "known", "recover", "optimise")
 
 
 def check_common(cfg) -> None:
@@ -69,7 +66,7 @@ class GradientAttack(UpdateAttack):
         its labels from the attacker's view of a shared update."""
         import torch
 
-        from hidebench.attacks.gradient.common import GradientMatcher, resolve_labels
+        from hidebench.attacks.gradient.matching import GradientMatcher, resolve_labels
         from hidebench.defenses.federated import to_numpy_images
 
         c = self.config

@@ -7,7 +7,6 @@ label_mode 'recover' the labels are fixed from the gradient instead (iDLG, Zhao 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from hidebench.attacks.base import register
 from hidebench.attacks.gradient.base import GradientAttack, check_common
@@ -56,7 +55,6 @@ class DLG(GradientAttack):
     name = "dlg"
     Config = DLGConfig
     distance = "l2"
-    tiny_config: ClassVar[dict] = {"iterations": 40}     # a quick run for the registry-wide contract test
 
     def plan(self, model) -> dict:
         return {"optimizer": "lbfgs", "max_iterations": self.config.iterations}

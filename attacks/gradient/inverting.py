@@ -17,10 +17,10 @@ result's stats ('optimizer', 'max_iterations').
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from hidebench.attacks.base import register
-from hidebench.attacks.gradient.base import DISTANCES, GradientAttack, check_common
+from hidebench.attacks.gradient.base import GradientAttack, check_common
+from hidebench.attacks.gradient.options import DISTANCES
 from hidebench.config import Config, check_bool, check_choice, check_float, check_int
 
 OPTIMIZERS = ("auto", "adam", "lbfgs")
@@ -75,7 +75,6 @@ class InvertingGradients(GradientAttack):
 
     name = "inverting_gradients"
     Config = InvertingConfig
-    tiny_config: ClassVar[dict] = {"iterations": 20}     # a quick run for the registry-wide contract test
 
     def plan(self, model) -> dict:
         """The optimiser for this model ('auto' resolved) and its step budget."""
@@ -111,7 +110,7 @@ class InvertingGradients(GradientAttack):
         return x, ([x] if fixed is not None else [x, logits]), labels
 
     def _objective(self, matcher, x, labels):
-        from hidebench.attacks.gradient.common import total_variation
+        from hidebench.attacks.gradient.matching import total_variation
 
         return matcher.loss(x, labels()) + self.config.tv * total_variation(x).mean(-1)
 

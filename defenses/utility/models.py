@@ -33,15 +33,17 @@ class ConvNet(nn.Module):
 
 
 def resnet18_32(n_classes: int) -> nn.Module:
+    """torchvision's ResNet-18 adapted to 32x32 input (3x3 stride-1 stem, no max pool), as the
+    InstaHide authors train it; also the federated client's 'resnet18'."""
     from torchvision.models import resnet18
 
-    net = resnet18(num_classes=n_classes)
+    net = resnet18(weights=None, num_classes=n_classes)
     net.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     return net
 
 
-def make_model(name: str, n_classes: int, width: int = 32) -> nn.Module:
+def make_classifier(name: str, n_classes: int, width: int = 32) -> nn.Module:
     if name == "convnet":
         return ConvNet(n_classes, width=width)
     if name == "resnet18":

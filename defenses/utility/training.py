@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from hidebench.challenge_io import write_bytes
 from hidebench.defenses.utility.batches import check_batching, encrypted_test_sets, one_epoch
 from hidebench.defenses.utility.config import UtilityConfig
-from hidebench.defenses.utility.models import make_model
+from hidebench.defenses.utility.models import make_classifier
 from hidebench.progress import bar
 from hidebench.scheme import EncryptionConfig
 from hidebench.types import HidebenchError, ImageSet
@@ -136,7 +136,7 @@ def train_classifier(train: ImageSet, test: ImageSet, scheme: EncryptionConfig |
         raise HidebenchError("cross-dataset training needs public patches (a pool)")
     steps_per_epoch = len(train) // batch_size
     torch.manual_seed(seed)
-    model = make_model(cfg.model, n_classes, cfg.width).to(device)
+    model = make_classifier(cfg.model, n_classes, cfg.width).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.momentum > 0)
     curves = {k: [] for k in CURVES}

@@ -193,7 +193,7 @@ def _cmd_attack(args) -> int:
 
     cls = args.attack_cls
     out = Path(args.out)
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, args.set, attack=cls.name)
     ctx = _context(args, out)
     if cls.family == "release":
         from hidebench.app.harness import run_release_attack
@@ -235,6 +235,7 @@ def _threat_flags() -> dict[str, tuple[str, object]]:
 
 def _add_attack_parsers(sub) -> None:
     from hidebench.attacks.base import ATTACKS, get_attack
+    from hidebench.stock import preset_names
 
     get_attack("identity")      # registers the built-in attacks (their modules import no torch)
     at = sub.add_parser("attack", help="run a registered attack (see `hidebench list`)",
@@ -262,7 +263,9 @@ def _add_attack_parsers(sub) -> None:
                                help=f"stages to recompute even when cached: {', '.join(cls.stages)}")
         else:
             _add_client_flags(p)
-        p.add_argument("--config", metavar="FILE", help="JSON or TOML file with the attack's config")
+        presets = preset_names(name)
+        p.add_argument("--config", metavar="FILE", help="JSON or TOML file with the attack's config"
+                       + (f", or a preset: {', '.join(presets)} (challenge_data/presets/{name}/)" if presets else ""))
         p.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="config value, SECTION.KEY=VALUE for nested sections (repeatable)")
         p.add_argument("--seed", type=int, default=0, help="attack seed (default 0)")

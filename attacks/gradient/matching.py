@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from hidebench.attacks.gradient.base import DISTANCES, IMPLS, LABEL_MODES
+from hidebench.attacks.gradient.options import DISTANCES, IMPLS, LABEL_MODES
 from hidebench.defenses.federated import local_update, set_bn_mode, soft_cross_entropy
 from hidebench.types import HidebenchError
 

@@ -2,7 +2,7 @@
 that the regression leaves open.
 
 InstaHide multiplies every pixel of an encryption by a random sign; after the per-position
-synchronisation (sign_sync.py) the recovered image set is right up to one sign per position
+synchronisation (relative_signs.py) the recovered image set is right up to one sign per position
 shared by all images (e -> -e leaves everything invariant). ``fix_global_signs`` picks it with
 a smoothness prior: neighbouring positions (in space and across colour channels) are correlated
 over the image set, an Ising model on the 32 x 32 x 3 grid, solved spectrally then by greedy

@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from hidebench.attacks.carlini.assignment import _candidates
-from hidebench.attacks.carlini.mixing import membership_matrix
-from hidebench.attacks.carlini.similarity import abs_features, arrays_to_state, blend_candidates, build_pair_model, fit
-from hidebench.attacks.toolkit import AttackerEncryptions
+from hidebench.attacks.attacker_data import AttackerEncryptions
+from hidebench.attacks.grouping.assignment import _candidates
+from hidebench.attacks.grouping.membership import membership_matrix
+from hidebench.attacks.grouping.nets import abs_features, arrays_to_state, blend_candidates, build_pair_model, fit
 
 # Images per training round (each in T encryptions, T the release's): groups as large as the
 # release's, rounds small enough to encrypt every steps_per_round steps.
 ROUND_IMAGES = 100
 
-# Largest share of wrong members in a training template (the release's groups are this impure
-# and worse: assignment accuracy 0.5-0.8, README).
+# Largest share of wrong members in a training template: the release's groups are impure (their
+# assignment accuracy is well below 1), so the model must score against impure templates.
 MAX_CONTAMINATION = 0.6
 
 

@@ -1,4 +1,5 @@
-"""A small runner for attacks written as declared stages, each cached on disk.
+"""A small runner for attacks written as declared stages, each cached on disk (the grouping's
+stages, carlini's, fdn's).
 
 A `Stage` names a function `run(inputs, **upstream_outputs) -> output`, the output's dataclass,
 the upstream stages it consumes and a `key(inputs)` dict: the config and inputs it reads.
@@ -16,16 +17,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from hidebench.challenge_io import json_default
 from hidebench.context import peak_rss_mb
 
 ARRAYS = {"store": "arrays"}
 JSON = {"store": "json"}
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """The seed of one stage (or random stream) of a run with seed `seed`: each stage draws from
+    its own stream (numpy SeedSequence of the run's seed and the stage's name), so the run's seed
+    reaches every stage and no two stages share a random stream."""
+    return int(np.random.SeedSequence([seed, zlib.crc32(stage.encode())]).generate_state(1)[0])
 
 
 def arrays_field(**kw):
@@ -42,14 +52,6 @@ def json_field(default=dataclasses.MISSING, **kw):
     return field(metadata=JSON, **kw)
 
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
 def to_arrays(obj) -> dict[str, np.ndarray]:
     """A stage output dataclass as a flat dict of arrays (see module docstring)."""
     out = {}
@@ -57,7 +59,7 @@ def to_arrays(obj) -> dict[str, np.ndarray]:
         v = getattr(obj, f.name)
         store = f.metadata.get("store", "array")
         if store == "json":
-            out[f.name] = np.asarray(json.dumps(v, default=_json_default))
+            out[f.name] = np.asarray(json.dumps(v, default=json_default))
         elif store == "arrays":
             out.update({f"{f.name}.{k}": np.asarray(a) for k, a in v.items()})
         elif v is not None:

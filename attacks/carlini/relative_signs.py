@@ -7,7 +7,7 @@ identifiable: |e| is larger when x_a and x_b agree in sign. Each encryption is a
 x_a * x_b (its e^2 minus the fitted magnitudes, = 2 l_a l_b x_a x_b + noise), and the signs
 follow from Z2 synchronisation over the graph of private images, per position: the top
 eigenvector of the vote matrix (Singer's spectral relaxation), then greedy max-cut sweeps.
-One sign per position, shared by all images, stays open (signs.py).
+One sign per position, shared by all images, stays open (global_signs.py).
 """
 from __future__ import annotations
 

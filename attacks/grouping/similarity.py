@@ -21,80 +21,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hidebench.attacks.carlini.clustering import top_neighbours
-from hidebench.attacks.carlini.config import SimilarityConfig
-from hidebench.attacks.carlini.mixing import membership_matrix
-from hidebench.attacks.carlini.pipeline import arrays_field, json_field
-from hidebench.attacks.toolkit import AttackerEncryptions
+from hidebench.attacks.attacker_data import AttackerEncryptions
+from hidebench.attacks.grouping.clustering import top_neighbours
+from hidebench.attacks.grouping.config import SimilarityConfig
+from hidebench.attacks.grouping.group_model import ROUND_IMAGES, train_group_model
+from hidebench.attacks.grouping.membership import membership_matrix
+from hidebench.attacks.grouping.nets import (
+    abs_features,
+    arrays_to_state,
+    blend_candidates,
+    build_embedder,
+    build_pair_model,
+    embed,
+    fit,
+    state_to_arrays,
+)
+from hidebench.pipeline import arrays_field, json_field
 from hidebench.types import ImageSet, PublicView
 
 # ----------------------------------------------------------------------------- features
-
-def abs_features(enc: np.ndarray) -> np.ndarray:
-    """|e| as float32 NCHW, standardised per image (the net sees relative magnitudes only)."""
-    a = np.abs(np.asarray(enc, dtype=np.float32)).transpose(0, 3, 1, 2)
-    mu = a.mean(axis=(1, 2, 3), keepdims=True)
-    sd = a.std(axis=(1, 2, 3), keepdims=True)
-    return np.ascontiguousarray((a - mu) / np.maximum(sd, 1e-6), dtype=np.float32)
-
 
 def pearson_embedding(enc: np.ndarray) -> np.ndarray:
     """Rows z with z_i . z_j = Pearson correlation of |e_i| and |e_j| (the no-training baseline)."""
     a = np.abs(np.asarray(enc, dtype=np.float32)).reshape(len(enc), -1)
     a = a - a.mean(axis=1, keepdims=True)
     return (a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8)).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- models
-
-def _conv_trunk(in_ch: int, width: int):
-    import torch.nn as nn
-
-    def block(i, o):
-        return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
-
-    w = width
-    return nn.Sequential(*block(in_ch, w), *block(w, w), nn.MaxPool2d(2),          # 16x16
-                         *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),  # 8x8
-                         *block(2 * w, 4 * w), nn.MaxPool2d(2),                    # 4x4
-                         nn.Flatten())
-
-
-def build_embedder(width: int, dim: int):
-    """|e| (3 x 32 x 32) -> unit vector of size dim."""
-    import torch.nn as nn
-    import torch.nn.functional as F
-
-    class Embedder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.trunk = _conv_trunk(3, width)
-            self.head = nn.Linear(4 * width * 16, dim)
-
-        def forward(self, x):
-            return F.normalize(self.head(self.trunk(x)), dim=1)
-
-    return Embedder()
-
-
-def build_pair_model(width: int):
-    """[|e_i|, |e_j|] (6 x 32 x 32) -> logit that they share a private image (the paper's form)."""
-    import torch.nn as nn
-
-    return nn.Sequential(_conv_trunk(6, width), nn.Linear(4 * width * 16, 64), nn.ReLU(inplace=True),
-                         nn.Linear(64, 1))
-
-
-def state_to_arrays(model, prefix: str) -> dict:
-    return {f"{prefix}{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-
-
-def arrays_to_state(model, arrays: dict, prefix: str):
-    import torch
-
-    state = {k[len(prefix):]: torch.from_numpy(np.asarray(v)) for k, v in arrays.items() if k.startswith(prefix)}
-    model.load_state_dict(state)
-    return model
 
 
 # ----------------------------------------------------------------------------- training
@@ -137,28 +88,6 @@ def _batch_rows(rng, member: np.ndarray, batch: int, groups: int) -> np.ndarray:
     g = rng.choice(member.shape[1], size=min(groups, member.shape[1]), replace=False)
     rows = np.flatnonzero(member[:, g].any(axis=1))
     return rng.choice(rows, size=min(batch, len(rows)), replace=False)
-
-
-def fit(model, loss_at, *, steps: int, lr: float, desc: str, progress: bool = False) -> list[float]:
-    """Adam at peak learning rate `lr` on a one-cycle schedule for `steps` steps of
-    loss_at(step) (a scalar tensor); the model left in eval mode. Returns the loss history."""
-    import torch
-
-    from hidebench.progress import bar
-
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    losses = []
-    model.train()
-    for step in bar(range(steps), enabled=progress, desc=desc, leave=False):
-        loss = loss_at(step)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-    model.eval()
-    return losses
 
 
 def train_embedder(data: AttackerEncryptions, *, width: int, dim: int, steps: int, batch: int, lr: float,
@@ -220,16 +149,6 @@ def train_pair_model(data: AttackerEncryptions, *, width: int, steps: int, batch
 
 
 # ----------------------------------------------------------------------------- inference
-
-def embed(model, feats: np.ndarray, device, batch: int = 512) -> np.ndarray:
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(feats), batch):
-            out.append(model(torch.from_numpy(feats[i: i + batch]).to(device)).cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
-
 
 def pair_scores(model, feats: np.ndarray, rows: np.ndarray, cand: np.ndarray, device, batch: int = 512) -> np.ndarray:
     """Pairwise-model logits for (rows[i], cand[i, j]); symmetrised by scoring both orders."""
@@ -294,21 +213,6 @@ def similarity_matrix(z: np.ndarray) -> np.ndarray:
     return s
 
 
-def blend_candidates(scores: np.ndarray, logits: np.ndarray, cand: np.ndarray, weight: float) -> np.ndarray:
-    """`scores` with its entries (row e, column cand[e, j]) blended with a model's logits
-    (E x m), other entries untouched. The blend is on a common scale: both are z-scored over the
-    candidate entries and the result is mapped back to the scale of the scores' candidate entries."""
-    out = scores.copy()
-    rows = np.repeat(np.arange(len(scores)), cand.shape[1])
-    cols = cand.reshape(-1)
-    s0 = scores[rows, cols]
-    p = logits.reshape(-1)
-    zs = (s0 - s0.mean()) / max(s0.std(), 1e-8)
-    zp = (p - p.mean()) / max(p.std(), 1e-8)
-    out[rows, cols] = ((1 - weight) * zs + weight * zp) * s0.std() + s0.mean()
-    return out
-
-
 def rerank(S: np.ndarray, pair_logits: np.ndarray, cand: np.ndarray, weight: float) -> np.ndarray:
     """Blend pairwise logits into the top candidates of S (`blend_candidates`), kept symmetric."""
     out = blend_candidates(S, pair_logits, cand, weight)
@@ -347,18 +251,18 @@ class SimilarityModel:
 
 def train_similarity_model(view: PublicView, aux: ImageSet, cfg: SimilarityConfig, *, pool=None, seed: int = 0,
                            group_steps: int = 0, device=None, progress: bool = False) -> SimilarityModel:
-    """Train the embedding CNN (and, with cfg.rerank, the pairwise model; with group_steps > 0,
-    the group model for that many steps: the stage resolves cfg.group_steps) on the attacker's
+    """Train the embedding CNN (and, with cfg.pair.rerank, the pairwise model; with group_steps > 0,
+    the group model for that many steps: the stage resolves cfg.group.steps) on the attacker's
     own encryptions of its aux images with the release's scheme; choose the Pearson blend on a
     held-out round. `pool`: the attacker's public pool (None: stand-in patches)."""
     import torch
 
     device = device or torch.device("cpu")
-    rounds = max(1, cfg.train_steps // cfg.steps_per_round)
-    data = AttackerEncryptions(view, aux, n_images=cfg.train_images, T=cfg.train_T, pool=pool, seed=seed)
-    model, losses = train_embedder(data, width=cfg.width, dim=cfg.embed_dim, steps=cfg.train_steps,
-                                   batch=cfg.batch_size, lr=cfg.lr, temperature=cfg.temperature, rounds=rounds,
-                                   device=device, seed=seed, pearson_weight=cfg.pearson_weight, progress=progress)
+    e, r = cfg.embedder, cfg.rounds
+    data = AttackerEncryptions(view, aux, n_images=r.images, T=r.T, pool=pool, seed=seed)
+    model, losses = train_embedder(data, width=cfg.width, dim=e.dim, steps=e.steps, batch=cfg.batch_size, lr=cfg.lr,
+                                   temperature=e.temperature, rounds=max(1, e.steps // r.steps), device=device,
+                                   seed=seed, pearson_weight=e.pearson_weight, progress=progress)
     out = SimilarityModel(weights=state_to_arrays(model, "embed."), loss_embed=np.asarray(losses, dtype=np.float32))
     # Held-out attacker round (fresh coefficients, signs, patches): pick the Pearson blend.
     xv, mv = draw_round(data)
@@ -369,22 +273,19 @@ def train_similarity_model(view: PublicView, aux: ImageSet, cfg: SimilarityConfi
     pv = pv / np.maximum(np.linalg.norm(pv, axis=1, keepdims=True), 1e-6)
     t_val = max(1, int(round(mv.sum(0).mean())) // 2)
     w, val = choose_blend(zv, pv, mv, t_val)
-    out.blend = float(np.float32(w if cfg.blend < 0 else cfg.blend))
+    out.blend = float(np.float32(w if cfg.blend == "auto" else cfg.blend))
     out.val_grid = np.array(sorted(val), dtype=np.float32)
     out.val_precision = np.array([val[k] for k in sorted(val)], dtype=np.float32)
-    if cfg.rerank:
-        pm, pl = train_pair_model(data, width=cfg.width, steps=cfg.pair_steps, batch=cfg.batch_size // 2, lr=cfg.lr,
-                                  rounds=max(1, cfg.pair_steps // cfg.steps_per_round), device=device, seed=seed,
+    if cfg.pair.rerank:
+        pm, pl = train_pair_model(data, width=cfg.width, steps=cfg.pair.steps, batch=cfg.batch_size // 2, lr=cfg.lr,
+                                  rounds=max(1, cfg.pair.steps // r.steps), device=device, seed=seed,
                                   progress=progress)
         out.weights.update(state_to_arrays(pm, "pair."))
         out.loss_pair = np.asarray(pl, dtype=np.float32)
     if group_steps:
-        from hidebench.attacks.carlini.group_model import ROUND_IMAGES, train_group_model
-
-        rounds = AttackerEncryptions(view, aux, n_images=ROUND_IMAGES, T=view.T or cfg.train_T, pool=pool,
-                                     seed=seed + 2)
+        rounds = AttackerEncryptions(view, aux, n_images=ROUND_IMAGES, T=view.T or r.T, pool=pool, seed=seed + 2)
         gm, gl = train_group_model(rounds, width=cfg.width, steps=group_steps, batch=cfg.batch_size // 2,
-                                   lr=cfg.lr, steps_per_round=cfg.steps_per_round, device=device, seed=seed,
+                                   lr=cfg.lr, steps_per_round=r.steps, device=device, seed=seed,
                                    progress=progress)
         out.weights.update(state_to_arrays(gm, "group."))
         out.loss_group = np.asarray(gl, dtype=np.float32)
@@ -400,7 +301,7 @@ def encryption_embedder(cfg: SimilarityConfig, model: SimilarityModel | None = N
     import torch
 
     device = device or torch.device("cpu")
-    net = arrays_to_state(build_embedder(cfg.width, cfg.embed_dim), model.weights, "embed.").to(device).eval()
+    net = arrays_to_state(build_embedder(cfg.width, cfg.embedder.dim), model.weights, "embed.").to(device).eval()
     return lambda enc: blend_embedding(embed(net, abs_features(enc), device), pearson_embedding(enc), float(model.blend))
 
 
@@ -416,12 +317,12 @@ def release_similarity(view: PublicView, cfg: SimilarityConfig, model: Similarit
     products, optionally query-expanded and reranked by the pairwise model (E * rerank pairwise
     evaluations)."""
     S = similarity_matrix(query_expansion(release_embedding(view, cfg, model, device=device), cfg.query_expansion))
-    if model is not None and cfg.rerank:
+    if model is not None and cfg.pair.rerank:
         import torch
 
         device = device or torch.device("cpu")
-        cand = top_neighbours(S, cfg.rerank)
+        cand = top_neighbours(S, cfg.pair.rerank)
         pm = arrays_to_state(build_pair_model(cfg.width), model.weights, "pair.").to(device).eval()
         S = rerank(S, pair_scores(pm, abs_features(view.encryptions), np.arange(len(S)), cand, device), cand,
-                   cfg.rerank_weight)
+                   cfg.pair.weight)
     return S

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hidebench.attacks.carlini.mixing import class_image_counts, class_slot_counts, label_support, plausible_T
-from hidebench.attacks.toolkit import AttackerEncryptions
+from hidebench.attacks.attacker_data import AttackerEncryptions
+from hidebench.attacks.grouping.membership import class_image_counts, class_slot_counts, label_support, plausible_T
 from hidebench.types import ImageSet, PublicView
 
 

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from hidebench.attacks.carlini.assignment import _candidates
-from hidebench.attacks.carlini.clustering import cluster_class
-from hidebench.attacks.carlini.config import CarliniConfig
-from hidebench.attacks.carlini.grouping import Grouping, group_release
+from hidebench.attacks.grouping.assignment import _candidates
+from hidebench.attacks.grouping.clustering import cluster_class
+from hidebench.attacks.grouping.config import GroupingConfig
+from hidebench.attacks.grouping.groups import Grouping, group_release
 from hidebench.progress import bar
 from hidebench.types import HidebenchError, PublicView
 
@@ -179,7 +179,7 @@ def price_assign(scores: np.ndarray, allowed: np.ndarray, *, slots: int, capacit
                  "price_max": float(price.max())}
 
 
-def find_groups_scalable(view: PublicView, cfg: CarliniConfig, n: int, *, F: np.ndarray, seed: int = 0,
+def find_groups_scalable(view: PublicView, cfg: GroupingConfig, n: int, *, F: np.ndarray, seed: int = 0,
                          anchor_rng: np.random.Generator | None = None, rescore=None) -> Grouping:
     """Stages 2-3 on the embedding F (stage 1), with the dense path's output (`Grouping`);
     rescore: see `grouping.assign_groups`."""

@@ -9,11 +9,12 @@ import time
 
 import numpy as np
 
+from hidebench.attacks.attacker_data import attacker_pool, load_aux
 from hidebench.attacks.decoders.config import DeepDecomposeConfig
 from hidebench.attacks.decoders.mixes import MixSampler, check_aux, patch_bank, scheme_of
 from hidebench.attacks.decoders.nets import UNet
 from hidebench.attacks.decoders.training import Trained, cached_model, predict, train_decomposer
-from hidebench.attacks.toolkit import attacker_pool, load_aux
+from hidebench.attacks.grouping.config import GroupingConfig
 from hidebench.stage_cache import arrays_digest
 from hidebench.threat import Oracle
 from hidebench.types import HidebenchError, ImageSet, PublicView
@@ -86,26 +87,26 @@ def decompose(trained: Trained, inputs: np.ndarray, labels: np.ndarray, cfg: Dee
     return out.reshape(E, cfg.n_out, C, *inputs.shape[1:3]).transpose(0, 1, 3, 4, 2)
 
 
-def groups(view: PublicView, fuse: str, oracle: Oracle, threat, ctx, overrides: dict) -> tuple[np.ndarray, int, dict]:
-    """(E x slots group ids, number of groups, timings) from the 'pairs' oracle or Carlini's
-    grouping stages (cached in ctx's stage cache like the carlini attack's own)."""
+def groups(view: PublicView, fuse: str, oracle: Oracle, threat, ctx, grouping: GroupingConfig,
+           attack: str) -> tuple[np.ndarray, int, dict]:
+    """(E x slots group ids, number of groups, timings) from the 'pairs' oracle or the grouping's
+    stages (hidebench.attacks.grouping; cached in ctx's stage cache, shared with carlini's)."""
     if fuse == "pairs":
         m = oracle.get("pairs", len(view))
         return np.asarray(m.ids), int(m.n_private), {}
-    from hidebench.attacks.carlini.config import CarliniConfig
-    from hidebench.attacks.carlini.mixing import check_release
-    from hidebench.attacks.carlini.pipeline import run_pipeline
-    from hidebench.attacks.carlini.stages import STAGES, AttackInputs, check_inputs
+    from hidebench.attacks.grouping.membership import check_release
+    from hidebench.attacks.grouping.stages import GROUPING_STAGES, GroupingInputs, check_grouping_inputs
+    from hidebench.pipeline import run_pipeline
 
-    n = check_release(view)
-    inp = AttackInputs(view, CarliniConfig.from_dict(overrides, where="grouping"), ctx, n, threat=threat)
-    check_inputs(inp)
-    run = run_pipeline([s for s in STAGES if s.name in ("similarity_model", "grouping")], inp, ctx.stage_cache())
+    inp = GroupingInputs(view, grouping, ctx, check_release(view), threat=threat, attack=f"the {attack} attack")
+    check_grouping_inputs(inp)
+    run = run_pipeline(GROUPING_STAGES, inp, ctx.stage_cache())
     g = run.outputs["grouping"]
     return np.asarray(g.assignment), int(g.n_clusters), {f"grouping.{k}": v for k, v in run.timings.items()}
 
 
-def recovered_set(preds: np.ndarray, view: PublicView, cfg: DeepDecomposeConfig, oracle: Oracle, threat, ctx):
+def recovered_set(preds: np.ndarray, view: PublicView, cfg: DeepDecomposeConfig, oracle: Oracle, threat, ctx,
+                  attack: str = "deep_decompose"):
     """(decryption, recovered or None, stats, timings): per encryption its heaviest prediction,
     replaced by its group's fused estimate when a grouping is available."""
     from hidebench.attacks.decoders.fusion import fuse_predictions
@@ -114,7 +115,7 @@ def recovered_set(preds: np.ndarray, view: PublicView, cfg: DeepDecomposeConfig,
     decryption = np.clip(preds[:, 0], -1, 1).astype(np.float32)
     if fuse == "none":
         return decryption, None, {"fuse": "none", "decryption": "per_encryption"}, {}
-    A, n, timings = groups(view, fuse, oracle, threat, ctx, cfg.grouping)
+    A, n, timings = groups(view, fuse, oracle, threat, ctx, cfg.grouping, attack)
     t0 = time.perf_counter()
     fused, matched = fuse_predictions(preds, A, n)
     timings["fusion_s"] = time.perf_counter() - t0

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hidebench.attacks.carlini import assignment as asg
-from hidebench.attacks.carlini import clustering as clu
-from hidebench.attacks.carlini.config import AssignmentConfig, CarliniConfig, ClusteringConfig
-from hidebench.attacks.carlini.mixing import co_membership, label_support, membership_matrix
-from hidebench.attacks.carlini.pipeline import arrays_field, json_field
+from hidebench.attacks.grouping import assignment as asg
+from hidebench.attacks.grouping import clustering as clu
+from hidebench.attacks.grouping.config import AssignmentConfig, ClusteringConfig, GroupingConfig
+from hidebench.attacks.grouping.membership import co_membership, label_support, membership_matrix
 from hidebench.context import peak_rss_mb
+from hidebench.pipeline import arrays_field, json_field
 from hidebench.threat import Membership
 from hidebench.types import HidebenchError, PublicView, SecretKey
 
@@ -81,7 +81,7 @@ def find_cores(S: np.ndarray, support: np.ndarray, n: int, T: int, cfg: Clusteri
 def assign_groups(scores_of, labels: np.ndarray, cores: list[np.ndarray], T: int, slots: int,
                   cfg: AssignmentConfig, *, core_size: int, flow=asg.flow_assign, rescore=None,
                   passes: int = 1) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Stage 3: every encryption gets `slots` groups (after cfg.refine passes that rebuild the
+    """Stage 3: every encryption gets `slots` groups (after cfg.core_rebuilds passes that rebuild the
     groups from the assignment). scores_of(groups): the E x groups scores (the dense path:
     `cluster_scores` on S); flow: the capacity-constrained assignment behind method 'flow'
     (`flow_assign`, or the scalable path's `price_assign`, same arguments); rescore(assignment,
@@ -99,14 +99,14 @@ def assign_groups(scores_of, labels: np.ndarray, cores: list[np.ndarray], T: int
                         slot_class=sc, classes=classes)
         return asg.greedy_assign(scores, allowed, slots=slots, per_group=max(1, int(round(cfg.greedy_frac * T))))
 
-    for it in range(cfg.refine + 1):
+    for it in range(cfg.core_rebuilds + 1):
         classes = np.array([clu.cluster_class(g, support, labels) for g in groups], dtype=np.int64)
         scores = scores_of(groups)
         if cfg.row_norm:
             scores = asg.row_standardise(scores)
         allowed = asg.allowed_matrix(support, classes)
         assign, astats = assign_once(scores, allowed, classes)
-        if it < cfg.refine:
+        if it < cfg.core_rebuilds:
             groups = asg.assignment_clusters(assign, scores, n, core=max(core_size, T))
             groups = [g if len(g) >= 2 else cores[c] for c, g in enumerate(groups)]
     changed = []
@@ -116,7 +116,7 @@ def assign_groups(scores_of, labels: np.ndarray, cores: list[np.ndarray], T: int
         changed.append(float((np.sort(new, 1) != np.sort(assign, 1)).any(1).mean()))
         assign = new
     sizes = np.bincount(assign.ravel(), minlength=n)
-    stats = {"assignment": cfg.method, "capacity": cap, "refine": cfg.refine,
+    stats = {"assignment": cfg.method, "capacity": cap, "core_rebuilds": cfg.core_rebuilds,
              **{f"assignment_{k}": v for k, v in astats.items()},
              "group_sizes_min_max": [int(sizes.min()), int(sizes.max())]}
     if changed:
@@ -126,7 +126,7 @@ def assign_groups(scores_of, labels: np.ndarray, cores: list[np.ndarray], T: int
 
 # ----------------------------------------------------------------------------- stages 1-3
 
-def find_groups(view: PublicView, cfg: CarliniConfig, n: int, *, S: np.ndarray, seed: int = 0,
+def find_groups(view: PublicView, cfg: GroupingConfig, n: int, *, S: np.ndarray, seed: int = 0,
                 anchor_rng: np.random.Generator | None = None, rescore=None) -> Grouping:
     """Stages 2-3 on a similarity S (stage 1): the attacker's grouping of the release into n
     groups. `anchor_rng` draws the eval_anchors encryptions whose similarity rows `evaluate`
@@ -137,7 +137,7 @@ def find_groups(view: PublicView, cfg: CarliniConfig, n: int, *, S: np.ndarray, 
                          seed=seed, anchor_rng=anchor_rng, rescore=rescore)
 
 
-def group_release(view: PublicView, cfg: CarliniConfig, n: int, *, cores_of, scores_of, rows_of,
+def group_release(view: PublicView, cfg: GroupingConfig, n: int, *, cores_of, scores_of, rows_of,
                   flow=asg.flow_assign, seed: int = 0, anchor_rng: np.random.Generator | None = None,
                   rescore=None) -> Grouping:
     """Stages 2-3 around a similarity given as functions, timed, with the pair sample for
@@ -154,7 +154,7 @@ def group_release(view: PublicView, cfg: CarliniConfig, n: int, *, cores_of, sco
     t0 = time.perf_counter()
     assign, classes, astats = assign_groups(scores_of, view.labels, [g.copy() for g in cores], T, slots,
                                             cfg.assignment, core_size=stats["core_size"], flow=flow,
-                                            rescore=rescore, passes=cfg.similarity.group_passes)
+                                            rescore=rescore, passes=cfg.similarity.group.passes)
     timings["assignment_s"] = time.perf_counter() - t0
     timings["assignment_peak_rss_mb"] = peak_rss_mb()
     stats.update(astats)

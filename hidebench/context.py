@@ -117,6 +117,24 @@ def torch_device(name: str = "auto"):
     return torch.device(name)
 
 
+def machine_description() -> str:
+    """The machine a run ran on, for its record: CPU model and cores (and the GPU, when torch
+    is loaded and sees one)."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    out = f"{cpu}, {os.cpu_count()} cores"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        out += f", {torch.cuda.get_device_name(0)}"
+    return out
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

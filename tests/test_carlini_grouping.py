@@ -260,3 +260,29 @@ def test_flow_one_group_per_labelled_class():
     assert stats["rows_one_group_per_class"] == E // 2
     np.testing.assert_array_equal(classes[out[: E // 2]], np.tile([0, 1], (E // 2, 1)))
     np.testing.assert_array_equal(np.sort(out[E // 2:], 1), np.tile([0, 1], (E - E // 2, 1)))
+
+
+def test_self_training_option(release, tmp_path):
+    """similarity.self_training fine-tunes the CNN on the release's own grouping and groups
+    again: each round's statistics are recorded, the grouping keeps the contract, and the
+    confident members are the ones nearest their group's mean."""
+    from hidebench.attacks.grouping.self_training import changed_fraction, confident_members
+
+    view, key, aux = release
+    cfg = {"similarity": {"width": 4, "batch_size": 64, "blend": 0.5, "embedder": {"steps": 10, "dim": 16},
+                          "rounds": {"images": 40, "T": 4, "steps": 10}, "group": {"steps": 0},
+                          "self_training": {"rounds": 2, "steps": 6, "attacker_rounds": 2, "min_change": 0.0}}}
+    g, run = run_grouping(view, cfg, aux=AUX, cache_dir=tmp_path)
+    _check_assignment(g, view)
+    hist = g.stats["self_training"]
+    assert len(hist) == 2 and all(0 <= h["changed_fraction"] <= 1 and h["confident_members"] > 0 for h in hist)
+    # relabelling the groups changes nothing
+    perm = np.random.default_rng(0).permutation(g.n_clusters)
+    assert changed_fraction(g.assignment, perm[g.assignment], g.n_clusters) == 0.0
+    # two groups of three on the unit circle, each with one outlier: the outliers are dropped
+    z = np.array([[1, 0], [0.99, 0.14], [0, 1], [-1, 0], [-0.99, -0.14], [0, -1]], np.float32)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    A = np.array([[0, 1], [0, 1], [0, 1], [1, 0], [1, 0], [1, 0]])
+    conf = confident_members(z, A[:, :1], 2, keep=0.6)
+    assert conf[:, 0].tolist() == [True, True, False, False, False, False]
+    assert conf[:, 1].tolist() == [False, False, False, True, True, False]

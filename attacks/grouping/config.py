@@ -103,6 +103,35 @@ class GroupModelConfig(Config):
 
 
 @dataclass
+class SelfTrainingConfig(Config):
+    """Self-training on the release (self_training.py): `rounds` rounds (0: off), each
+    fine-tuning the embedding CNN `steps` Adam steps at learning rate `lr` on the `keep` most
+    central share of every group's members (pseudo-labelled by the grouping) and on the
+    attacker's own encryptions (`attacker_rounds` fresh rounds a round), the release's batches
+    weighing `release_weight`; then the grouping runs again. Stops early once fewer than
+    `min_change` of the encryptions change groups. Dense path, similarity.method 'cnn' only."""
+
+    section = "similarity.self_training"
+    rounds: int = 0
+    steps: int = 200
+    lr: float = 1e-3
+    keep: float = 0.5
+    release_weight: float = 0.5
+    attacker_rounds: int = 4
+    min_change: float = 0.01
+
+    def validate(self):
+        s = self.section
+        self.rounds = check_int(self.rounds, f"{s}.rounds", min=0)
+        self.steps = check_int(self.steps, f"{s}.steps", min=1)
+        self.attacker_rounds = check_int(self.attacker_rounds, f"{s}.attacker_rounds", min=1)
+        check_float(self.lr, f"{s}.lr", min=0, min_open=True)
+        check_float(self.keep, f"{s}.keep", min=0, max=1, min_open=True)
+        check_float(self.release_weight, f"{s}.release_weight", min=0, max=1)
+        check_float(self.min_change, f"{s}.min_change", min=0, max=1)
+
+
+@dataclass
 class SimilarityConfig(Config):
     """Step 1: a score for every pair of encryptions.
 
@@ -113,6 +142,7 @@ class SimilarityConfig(Config):
     sub-sections. The score is (1 - w) cos(CNN) + w Pearson with w = `blend`, "auto": chosen from
     {0, .25, .5, .75, 1} by precision@T on a held-out round of the attacker's own encryptions.
     `query_expansion` k > 0: each embedding is averaged with its k nearest before scoring.
+    `self_training`: fine-tune the CNN on the release's own grouping, then group again.
     """
 
     section = "similarity"
@@ -126,6 +156,7 @@ class SimilarityConfig(Config):
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
     pair: PairConfig = field(default_factory=PairConfig)
     group: GroupModelConfig = field(default_factory=GroupModelConfig)
+    self_training: SelfTrainingConfig = field(default_factory=SelfTrainingConfig)
 
     def validate(self):
         s = self.section

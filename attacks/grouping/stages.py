@@ -179,7 +179,40 @@ def grouping_stage(inp: GroupingInputs, similarity_model: SimilarityModel | None
     g = find_groups(inp.view, inp.grouping, inp.n_private, S=S, seed=seed, anchor_rng=rng,
                     rescore=_group_rescorer(inp, similarity_model))
     g.stats = {"similarity": method, **g.stats}
+    if inp.grouping.similarity.self_training.rounds and similarity_model is not None and inp.pairs is None:
+        t1 = time.perf_counter()
+        g = _self_trained(inp, similarity_model, g)
+        timings["self_training_s"] = time.perf_counter() - t1
     g.timings = {**timings, **g.timings}
+    return g
+
+
+def _self_trained(inp: GroupingInputs, model: SimilarityModel, g: Grouping) -> Grouping:
+    """Rounds of self-training on the release (self_training.py): fine-tune on the grouping's
+    confident members, regroup; the rounds' statistics in stats['self_training']."""
+    from hidebench.attacks.attacker_data import AttackerEncryptions
+    from hidebench.attacks.grouping.self_training import changed_fraction, self_train_round
+
+    s, view, seed = inp.grouping.similarity, inp.view, inp.seed("grouping")
+    attacker = AttackerEncryptions(view, inp.aux(), n_images=s.rounds.images, T=s.rounds.T, pool=inp.pool(),
+                                   seed=inp.seed("self_training"))
+    history = []
+    for r in range(s.self_training.rounds):
+        model, stats = self_train_round(view.encryptions, g.assignment, g.n_clusters, model, width=s.width,
+                                        dim=s.embedder.dim, temperature=s.embedder.temperature,
+                                        batch=s.batch_size, cfg=s.self_training, attacker=attacker,
+                                        seed=inp.seed(f"self_training/{r}"), device=inp.device,
+                                        progress=inp.ctx.progress)
+        S = release_similarity(view, s, model, device=inp.device)
+        new = find_groups(view, inp.grouping, inp.n_private, S=S, seed=seed, anchor_rng=np.random.default_rng(seed),
+                          rescore=_group_rescorer(inp, model))
+        changed = changed_fraction(g.assignment, new.assignment, g.n_clusters)
+        history.append({**stats, "changed_fraction": round(changed, 4)})
+        new.stats = {**g.stats, **new.stats}
+        g = new
+        if changed < s.self_training.min_change:
+            break
+    g.stats["self_training"] = history
     return g
 
 

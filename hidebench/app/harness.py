@@ -22,7 +22,7 @@ from hidebench.challenge_io import (
     load_public,
     read_manifest,
 )
-from hidebench.context import ExecutionContext, peak_rss_mb
+from hidebench.context import ExecutionContext, machine_description, peak_rss_mb
 from hidebench.data import source_size
 from hidebench.metrics import challenge_metric, matched_set_metric
 from hidebench.record import RunRecord
@@ -109,7 +109,8 @@ def run_release_attack(name: str, challenge_dir, out_dir, *, config=None, threat
 
 
 def resolved_context(ctx: ExecutionContext) -> dict:
-    d = ctx.to_dict()
+    """The context as run: device resolved, and the machine."""
+    d = {**ctx.to_dict(), "machine": machine_description()}
     if d["device"] == "auto":
         try:
             d["device"] = str(ctx.torch_device())

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hidebench.challenge_io import check_out_dir, library_versions
-from hidebench.context import ExecutionContext, peak_rss_mb
+from hidebench.context import ExecutionContext, machine_description, peak_rss_mb
 from hidebench.recipes import Recipe
 from hidebench.record import RunRecord
 from hidebench.types import HidebenchError
@@ -87,7 +87,7 @@ def run_utility(recipe: Recipe, out_dir, cfg, *, vanilla: bool = False, ctx: Exe
         stats={"curves": res.curves, "resumed_from_epoch": res.resumed_from_epoch, "chance": 1 / len(train.classes),
                "batch_size": res.batch_size},
         source={"recipe": recipe.to_dict(with_seed=False), "pool": setting["pool"]},
-        context={**ctx.to_dict(), "device": str(ctx.torch_device())},
+        context={**ctx.to_dict(), "device": str(ctx.torch_device()), "machine": machine_description()},
         versions={**library_versions(), "torch": torch.__version__})
     rec.write(Path(out) / "record.json")
     return rec

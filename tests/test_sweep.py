@@ -157,16 +157,16 @@ def test_stock_sweeps_parse_and_enumerate(monkeypatch, capsys):
     quick = load_sweep("faces-quick")
     assert quick.recipe == "faces" and quick.n_runs == quick.n_cells * len(quick.seeds) * len(quick.attacks)
     scaling = make_plan(load_sweep("instahide2020-scaling"), strict=False)      # no data root: not sized
-    runs = scaling["runs"]
-    assert sorted({r["setting"]["n_priv"] for r in runs}) == [25, 50, 100, 200]
-    assert {(r["setting"]["T"], r["setting"]["k"]) for r in runs} == {(50, 6)}
-    assert sorted({r["attack"] for r in runs}) == ["carlini", "identity"] and len(runs) == 8
+    runs = scaling.runs
+    assert sorted({r.setting.n_priv for r in runs}) == [25, 50, 100, 200]
+    assert {(r.setting.T, r.setting.k) for r in runs} == {(50, 6)}
+    assert sorted({r.attack for r in runs}) == ["carlini", "identity"] and len(runs) == 8
     large = load_sweep("instahide2020-scaling-large")
     assert [a["config"]["dense_max"] for a in large.attacks] == [0]           # every size on the scalable path
-    runs = make_plan(large, strict=False)["runs"]
-    assert sorted(r["setting"]["n_priv"] for r in runs) == [25, 50, 100, 200, 500, 1000]
-    kt = make_plan(load_sweep("instahide2020-kT"), strict=False)["runs"]
-    assert len({(r["setting"]["k"], r["setting"]["T"]) for r in kt}) == 9
+    runs = make_plan(large, strict=False).runs
+    assert sorted(r.setting.n_priv for r in runs) == [25, 50, 100, 200, 500, 1000]
+    kt = make_plan(load_sweep("instahide2020-kT"), strict=False).runs
+    assert len({(r.setting.k, r.setting.T) for r in kt}) == 9
     assert main(["sweep", "instahide2020-scaling", "--list"]) == 0
     out = capsys.readouterr().out
     assert "4 cells x 1 seed x 2 attacks = 8 runs" in out and "n_priv=200, T=50, k=6" in out

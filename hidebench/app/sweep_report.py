@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from hidebench.app.report import write_files
-from hidebench.app.sweep import METRICS, grid_order, read_manifest, results_table
+from hidebench.app.sweep_results import METRICS, SweepManifest, read_sweep_manifest, results_table
 from hidebench.challenge_io import check_out_dir
 from hidebench.types import HidebenchError
 
@@ -134,10 +134,10 @@ def scaling_fits(done) -> list[dict]:
 
 # ----------------------------------------------------------------------------- figures
 
-def _swept(manifest, done) -> list[str]:
+def _swept(manifest: SweepManifest, done) -> list[str]:
     """The grid keys that take two or more values among the finished runs (n_priv, T, k first)."""
-    grid = manifest["sweep"]["grid"]
-    keys = [k for k in grid_order(manifest) if len(grid[k]) > 1 and k in done and done[k].astype(str).nunique() > 1]
+    grid = manifest.sweep["grid"]
+    keys = [k for k in manifest.grid_keys if len(grid[k]) > 1 and k in done and done[k].astype(str).nunique() > 1]
     return sorted(keys, key=lambda k: (SWEPT_ORDER.index(k) if k in SWEPT_ORDER else len(SWEPT_ORDER), keys.index(k)))
 
 
@@ -292,7 +292,7 @@ def frontier(done, util, extra: list[str]) -> list[dict]:
         enc = u.get("test_accuracy_encrypted")
         rows.append({"defense": _defense_text(u, keys), "vanilla": vanilla, "accuracy": float(u["test_accuracy_clean"]),
                      "accuracy_encrypted": float(enc) if enc is not None and enc == enc else float("nan"),
-                     "best_Max_SSIM": b[0], "best_attack": b[1], "epochs": u["T"], "time_s": float(u["time_s"]),
+                     "best_Max_SSIM": b[0], "best_attack": b[1], "epochs": u["epochs"], "time_s": float(u["time_s"]),
                      "run_id": u["run_id"]})
     return rows
 
@@ -480,7 +480,7 @@ def build_sweep_report(sweep_dir, out_dir, *, max_galleries: int = 48) -> tuple[
     from hidebench import __version__
 
     sweep = Path(sweep_dir)
-    manifest = read_manifest(sweep)
+    manifest = read_sweep_manifest(sweep)
     out = check_out_dir(out_dir)
     if out.resolve() == sweep.resolve():
         raise HidebenchError(f"--out {out} is the sweep folder itself; give a report folder, e.g. {sweep / 'report'}")
@@ -488,15 +488,15 @@ def build_sweep_report(sweep_dir, out_dir, *, max_galleries: int = 48) -> tuple[
     done = df[df["status"] == "done"].copy()
     util = done[done["attack"] == "utility"]
     done = done[done["attack"] != "utility"]
-    labels = [a["label"] for a in manifest["sweep"]["attack"]]
+    labels = [a["label"] for a in manifest.sweep["attack"]]
     labels = [lab for lab in labels if lab in set(done["label"])]
     swept = _swept(manifest, done)
-    extra = [k for k in grid_order(manifest) if k not in ("scheme", "mode", "k", "T", "n_priv")]
+    extra = [k for k in manifest.grid_keys if k not in ("scheme", "mode", "k", "T", "n_priv")]
     files: dict[str, bytes] = {"results.csv": df.to_csv(index=False).encode()}
-    page: dict = {"title": f"hidebench sweep report: {manifest['sweep']['name']}", "sweep": manifest["sweep"],
-                  "source": manifest.get("source", {}).get("path"), "generated": time.strftime("%Y-%m-%d %H:%M"),
+    page: dict = {"title": f"hidebench sweep report: {manifest.sweep['name']}", "sweep": manifest.sweep,
+                  "source": manifest.document.get("source", {}).get("path"), "generated": time.strftime("%Y-%m-%d %H:%M"),
                   "version": __version__, "swept": swept,
-                  "grid": [(k, manifest["sweep"]["grid"][k]) for k in grid_order(manifest)], "notes": [], "quality": [],
+                  "grid": [(k, manifest.sweep["grid"][k]) for k in manifest.grid_keys], "notes": [], "quality": [],
                   "scaling": [], "memory_note": "",
                   "galleries": [], "board": [], "anchors": ANCHORS, "anchor_source": ANCHOR_SOURCE,
                   "anchor_setting": ", ".join(f"{k}={v}" for k, v in ANCHOR_SETTING.items()) + f", {ANCHOR_PRIVATE}",
@@ -505,7 +505,7 @@ def build_sweep_report(sweep_dir, out_dir, *, max_galleries: int = 48) -> tuple[
                   "attacks": [{"label": a["label"], "name": a["name"], "seed": a["seed"],
                                "config": json.dumps(a["given"]["config"]) if a["given"]["config"] else "defaults",
                                "threat": json.dumps(a["given"]["threat"]) if a["given"]["threat"] else "defaults"}
-                              for a in manifest["sweep"]["attack"]]}
+                              for a in manifest.sweep["attack"]]}
     page["missing"] = _missing(df)
     page["n_runs"], page["n_done"] = len(df), len(done)
 
@@ -547,8 +547,8 @@ def build_sweep_report(sweep_dir, out_dir, *, max_galleries: int = 48) -> tuple[
         g = g.sort_values("Max_SSIM")
         picked.append((labels.index(lab), cell, g.iloc[(len(g) - 1) // 2]))
     cell_order = {}
-    for r in manifest["runs"]:
-        cell_order.setdefault(r["cell_id"], len(cell_order))
+    for r in manifest.attack_runs:
+        cell_order.setdefault(r.cell_id, len(cell_order))
     picked.sort(key=lambda t: (t[0], cell_order.get(t[1], len(cell_order)), t[1]))
     for i, (_, cell, row) in enumerate(picked[:max_galleries]):
         title = f"{row['label']} | {cell} | seed {row['seed']} | Max_SSIM {row['Max_SSIM']:.3f}"
@@ -581,7 +581,7 @@ def build_sweep_report(sweep_dir, out_dir, *, max_galleries: int = 48) -> tuple[
 
     # utility: accuracy per defense setting and the privacy/utility frontier
     page["utility"] = frontier(done, util, extra) if not util.empty else []
-    page["utility_config"] = json.dumps((manifest["sweep"].get("utility") or {}).get("config"))
+    page["utility_config"] = json.dumps((manifest.sweep.get("utility") or {}).get("config"))
     if page["utility"]:
         files["frontier.png"] = frontier_figure(page["utility"])
         files["frontier.csv"] = pd.DataFrame(page["utility"]).to_csv(index=False).encode()

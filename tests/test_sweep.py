@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hidebench.app.anchors import load_anchors
 from hidebench.app.cli import main
 from hidebench.app.sweep import (
     RESULTS,
@@ -28,7 +29,7 @@ from hidebench.app.sweep import (
     run_sweep,
     write_results,
 )
-from hidebench.app.sweep_report import ANCHORS, build_sweep_report, fit_loglog, leaderboard
+from hidebench.app.sweep_report import build_sweep_report, fit_loglog, leaderboard
 from hidebench.attacks.base import ATTACKS
 from hidebench.context import ExecutionContext
 from hidebench.record import load_record
@@ -467,7 +468,19 @@ def test_leaderboard_puts_published_anchors_beside_the_challenge_setting():
     assert [r["rank"] for r in at100] == [1, 2, 3] and at100[1]["seeds"] == 2
     assert at100[1]["Max_SSIM"] == pytest.approx(0.81)
     assert not any(r.get("published") for r in board if "n_priv=50" in r["setting"])
-    assert ANCHORS[0]["Max_SSIM"] == 0.90 and ANCHORS[1]["Max_SSIM"] == 0.79
+    anchors = load_anchors()
+    assert anchors[0].metrics["Max_SSIM"] == 0.90 and anchors[1].metrics["Max_SSIM"] == 0.79
+
+
+def test_anchors_are_data_files_one_per_entry(tmp_path):
+    anchors = load_anchors()
+    assert [a.label for a in anchors] == ["Carlini et al. ver.1 (published)", "Carlini et al. ver.2 (published)"]
+    challenge = {"scheme": "instahide", "mode": "cross", "k": 6, "T": 50, "n_priv": 100, "private_source": "cifar10:test"}
+    assert all(a.matches(challenge) and not a.matches({**challenge, "T": 20}) for a in anchors)
+    assert all("arXiv:2011.05315" in a.citation and a.source["url"].startswith("https://") for a in anchors)
+    (tmp_path / "bad.json").write_text('{"label": "x", "metrics": {}}')
+    with pytest.raises(HidebenchError, match=r"bad\.json lacks .*paper"):
+        load_anchors(tmp_path)
 
 
 def test_fit_loglog_recovers_exponent_with_interval():

@@ -412,6 +412,7 @@ def test_sweep_report(carlini_sweep, tmp_path, capsys):
             "scaling_memory.png", *(f"quality_{m}.png" for m in ("Max_SSIM", "Mean_SSIM", "Min_L2", "Mean_L2"))} <= files
     assert len([n for n in files if n.startswith("gallery_")]) == 4                     # 2 attacks x 2 settings
     assert len([n for n in files if n.startswith("privateset_")]) == 2                  # carlini recovers a set
+    assert not any(n.startswith("phase_") for n in files)                               # T is not swept
     fits = pd.read_csv(tmp_path / "R" / "scaling_fits.csv")
     carlini = fits[(fits["label"] == "carlini") & (fits["quantity"] == "time")]
     assert {"total", "grouping", "regression", "grouping.clustering", "regression.sign_sync",
@@ -454,6 +455,34 @@ def test_sweep_with_utility_trains_once_per_defense_and_draws_the_frontier(tmp_p
     assert "privacy/utility frontier" in (tmp_path / "R" / "index.html").read_text()
     again = run_sweep(f, out, workers=0, threads=1, ctx=CTX, progress=False, echo=None)
     assert again.reused == 7 and not again.executed
+
+
+def test_report_draws_the_phase_diagram_when_n_priv_and_T_vary(tmp_path):
+    """A sweep over n_priv x T (x k): the report has a heat map of Max_SSIM per attack, a panel per
+    k, and its table, the mean over seeds of every (k, n_priv, T) cell."""
+    f = _write(tmp_path / "phase.toml", """
+        recipe = "faces"
+        seeds = [1, 2]
+        [grid]
+        n_priv = [4, 6]
+        T = [2, 3]
+        k = [4, 6]
+        pool_screen = [12]
+        [[attack]]
+        name = "identity"
+        """)
+    out = tmp_path / "S"
+    assert run_sweep(f, out, workers=0, threads=1, ctx=CTX, progress=False, echo=None).done == 16
+    report, missing = build_sweep_report(out, tmp_path / "R")
+    assert missing == ""
+    png = tmp_path / "R" / "phase_Max_SSIM_identity.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.name in report.read_text()
+    phase = pd.read_csv(tmp_path / "R" / "phase_Max_SSIM.csv")
+    assert len(phase) == 8 and (phase["seeds"] == 2).all() and set(phase["label"]) == {"identity"}
+    df = pd.read_csv(out / RESULTS)
+    want = df.groupby(["k", "n_priv", "T"])["Max_SSIM"].mean()
+    got = phase.set_index(["k", "n_priv", "T"])["Max_SSIM"]
+    pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False)
 
 
 def test_leaderboard_puts_published_anchors_beside_the_challenge_setting():

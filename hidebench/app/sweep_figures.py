@@ -1,6 +1,7 @@
 """The figures of a sweep's report, each drawn from the results table (or a run's arrays) and
-returned as PNG bytes: quality against the swept parameters, time and memory scaling, the
-privacy/utility frontier, and the reconstruction galleries. Nothing here reads a sweep folder or writes a file.
+returned as PNG bytes: quality against the swept parameters, the phase diagram (Max_SSIM over
+n_priv x T per k), time and memory scaling, the privacy/utility frontier, and the
+reconstruction galleries. Nothing here reads a sweep folder or writes a file.
 """
 from __future__ import annotations
 
@@ -23,10 +24,13 @@ def _plt():
     return plt
 
 
-def _png(fig) -> bytes:
+def _png(fig, tight: bool = True) -> bytes:
+    """The figure as PNG bytes (tight: lay it out with tight_layout first, for figures not
+    created with a layout engine)."""
     plt = _plt()
     buf = io.BytesIO()
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
@@ -122,6 +126,34 @@ def quality_bars(done, metric: str, labels: list[str]) -> bytes:
     ax.set_xticks(range(len(labels)), labels, fontsize=8)
     ax.set_ylabel(metric)
     return _png(fig)
+
+
+def phase_figure(table, label: str, metric: str = "Max_SSIM") -> bytes:
+    """The phase diagram of one attack: a heat map of `metric` over n_priv (rows) x T (columns),
+    one panel per k, each cell annotated with its value; `table` is phase_table's rows of that
+    attack (mean over seeds). Cells not run are left blank."""
+    plt = _plt()
+    ks = sorted(table["k"].unique().tolist())
+    fig, axes = plt.subplots(1, len(ks), figsize=(0.75 * table["T"].nunique() * len(ks) + 1.8 * len(ks) + 0.6,
+                                                  0.45 * table["n_priv"].nunique() + 1.9), squeeze=False,
+                             layout="constrained")
+    image = None
+    for ax, k in zip(axes[0], ks):
+        g = table[table["k"] == k].pivot_table(index="n_priv", columns="T", values=metric, aggfunc="mean")
+        g = g.reindex(index=sorted(table["n_priv"].unique()), columns=sorted(table["T"].unique()))
+        values = g.to_numpy(float)
+        image = ax.imshow(np.ma.masked_invalid(values), origin="lower", cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        for (i, j), v in np.ndenumerate(values):
+            if v == v:
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="k" if v > 0.6 else "w")
+        ax.set_xticks(range(len(g.columns)), [f"{t:g}" for t in g.columns], fontsize=7)
+        ax.set_yticks(range(len(g.index)), [f"{n:g}" for n in g.index], fontsize=7)
+        ax.set_xlabel("T (encryptions per private image)", fontsize=8)
+        ax.set_ylabel("n_priv", fontsize=8)
+        ax.set_title(f"k={k}", fontsize=9)
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.9).ax.tick_params(labelsize=7)
+    fig.suptitle(f"{label}: {metric} over n_priv x T (mean over seeds)", fontsize=9)
+    return _png(fig, tight=False)
 
 
 def scaling_figure(done, labels: list[str], quantity: str, fits: list[dict]) -> bytes:

@@ -9,15 +9,17 @@ lists what is missing (runs not run yet, started but not finished, failed with t
 infeasible cells with the reason).
 
 Sections: quality (Max_SSIM, and Mean_SSIM / Min_L2 / Mean_L2 on demand, against each swept
-parameter, mean over seeds with the seeds' range), scaling (wall time and peak memory against the
-number of encryptions on log-log axes, per attack and per stage, with the fitted exponent and its
-95% confidence interval), reconstructions (private | encryption | decryption for the best,
-median and worst encryption, and the Hungarian-matched private-set grid), leaderboard (attacks
-by Max_SSIM per setting, with the threat model and oracles of every row, the test accuracy of
-the setting when the sweep trained on it, and the published figures (hidebench.app.anchors)
-beside ours where the setting is the one they were measured on), utility (with a `[utility]`
-section: test accuracy per defense setting and the privacy/utility frontier, accuracy against the
-best attack's Max_SSIM). The figures are drawn by hidebench.app.sweep_figures.
+parameter, mean over seeds with the seeds' range), the phase diagram (when a sweep varies both
+n_priv and T: per attack, a heat map of Max_SSIM over n_priv x T with a panel per k, mean over
+seeds), scaling (wall time and peak memory against the number of encryptions on log-log axes, per
+attack and per stage, with the fitted exponent and its 95% confidence interval), reconstructions
+(private | encryption | decryption for the best, median and worst encryption, and the
+Hungarian-matched private-set grid), leaderboard (attacks by Max_SSIM per setting, with the
+threat model and oracles of every row, the test accuracy of the setting when the sweep trained on
+it, and the published figures (hidebench.app.anchors) beside ours where the setting is the one
+they were measured on), utility (with a `[utility]` section: test accuracy per defense setting
+and the privacy/utility frontier, accuracy against the best attack's Max_SSIM). The figures are
+drawn by hidebench.app.sweep_figures.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from hidebench.app.report import fit_loglog, fit_text, write_files
 from hidebench.app.sweep_figures import (
     frontier_figure,
     gallery_figure,
+    phase_figure,
     quality_bars,
     quality_figure,
     scaling_figure,
@@ -44,6 +47,7 @@ from hidebench.types import HidebenchError
 SWEPT_ORDER = ("n_priv", "T", "k")
 # Grid keys that change the defense (and so its utility run), beside scheme, mode and k.
 DEFENSE_KEYS = ("c1", "c2", "pool_source", "min_keypoints", "pool_screen")
+PHASE_METRIC = "Max_SSIM"
 
 
 # ----------------------------------------------------------------------------- tables
@@ -70,6 +74,14 @@ def _swept(manifest: SweepManifest, done) -> list[str]:
     grid = manifest.sweep["grid"]
     keys = [k for k in manifest.grid_keys if len(grid[k]) > 1 and k in done and done[k].astype(str).nunique() > 1]
     return sorted(keys, key=lambda k: (SWEPT_ORDER.index(k) if k in SWEPT_ORDER else len(SWEPT_ORDER), keys.index(k)))
+
+
+def phase_table(done, metric: str = PHASE_METRIC):
+    """`metric` per attack label, k, n_priv and T: the mean over seeds of each seed's mean (over
+    whatever else varies), with the number of seeds."""
+    per_seed = done.groupby(["label", "k", "n_priv", "T", "seed"], sort=True)[metric].mean().reset_index()
+    return (per_seed.groupby(["label", "k", "n_priv", "T"], sort=True)
+            .agg(**{metric: (metric, "mean"), "seeds": ("seed", "nunique")}).reset_index())
 
 
 def _defense_keys(extra: list[str]) -> list[str]:
@@ -203,6 +215,7 @@ def build_sweep_report(sweep_dir, out_dir, *, max_galleries: int = 48) -> tuple[
     files: dict[str, bytes] = {"results.csv": df.to_csv(index=False).encode()}
     page = _overview(manifest, df, done, anchors)
     page.update(_quality_section(done, page["swept"], labels, files, page["notes"]))
+    page.update(_phase_section(done, labels, files))
     page.update(_scaling_section(done, labels, files))
     page.update(_gallery_section(sweep, manifest, done, labels, files, page["notes"], max_galleries))
     page.update(_leaderboard_section(done, extra, util, anchors, files))
@@ -216,7 +229,8 @@ def build_sweep_report(sweep_dir, out_dir, *, max_galleries: int = 48) -> tuple[
 
     write_files(out, files)
     for stale in out.glob("*.png"):        # figures of an earlier report of this folder that are gone now
-        if stale.name not in files and stale.name.startswith(("gallery_", "privateset_", "quality_", "scaling_")):
+        if stale.name not in files and stale.name.startswith(("gallery_", "privateset_", "quality_", "scaling_",
+                                                              "phase_")):
             stale.unlink()
     return out / "index.html", page["missing"]["text"]
 
@@ -255,6 +269,22 @@ def _quality_section(done, swept: list[str], labels: list[str], files: dict, not
             files[f"quality_{metric}.png"] = png
             quality.append({"metric": metric, "png": f"quality_{metric}.png"})
     return {"quality": quality}
+
+
+def _phase_section(done, labels: list[str], files: dict) -> dict:
+    """The phase diagram of every attack whose finished runs vary both n_priv and T."""
+    drawn = [lab for lab in labels
+             if done.loc[done["label"] == lab, "n_priv"].nunique() > 1 and done.loc[done["label"] == lab, "T"].nunique() > 1]
+    if not drawn:
+        return {"phase": []}
+    table = phase_table(done[done["label"].isin(drawn)])
+    phase = []
+    for lab in drawn:
+        name = f"phase_{PHASE_METRIC}_{lab}.png"
+        files[name] = phase_figure(table[table["label"] == lab], lab, PHASE_METRIC)
+        phase.append({"label": lab, "png": name})
+    files[f"phase_{PHASE_METRIC}.csv"] = table.to_csv(index=False).encode()
+    return {"phase": phase, "phase_csv": f"phase_{PHASE_METRIC}.csv"}
 
 
 def _scaling_section(done, labels: list[str], files: dict) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hidebench.types import HidebenchError, PublicView, SecretKey, private_slots
+from hidebench.types import HidebenchError, PublicView, SecretKey, one_line, private_slots
 
 PUBLIC_FILES = ("encryption.npy", "label.npy")
 KEY_FILES = ("private.npy", "private_label.npy", "selection.npy", "lambda.npy", "sign.npy", "seed")
@@ -245,7 +245,7 @@ def read_json_object(p: Path, what: str) -> dict:
     try:
         m = json.loads(p.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HidebenchError(f"{what} {p} is not valid JSON: {_one_line(e)}") from e
+        raise HidebenchError(f"{what} {p} is not valid JSON: {one_line(e)}") from e
     if not isinstance(m, dict):
         raise HidebenchError(f"{what} {p} must hold a JSON object, got {type(m).__name__}")
     return m
@@ -370,11 +370,7 @@ def load_npy(path, what: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise HidebenchError(f"{what}: {path} is not a readable .npy file ({_one_line(e)})") from e
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
+        raise HidebenchError(f"{what}: {path} is not a readable .npy file ({one_line(e)})") from e
 
 
 def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None, scheme: str | None = None,

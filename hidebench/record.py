@@ -81,6 +81,32 @@ def load_record(path) -> RunRecord:
     return RunRecord(**{k: v for k, v in d.items() if k in names})
 
 
+def record_row(rec: RunRecord) -> dict:
+    """A record as one table row, for every table of records (a report of run folders, a sweep's
+    results): attack, family, oracles, seed, the setting (SETTING_KEYS, and `epochs` for a
+    training run), every scalar metric under its dotted path (challenge.Max_SSIM), every timing
+    as time.NAME (time.total_s), and peak_memory_mb."""
+    row = {"attack": rec.attack, "family": rec.family, "oracles": ",".join(rec.oracles) or "none", "seed": rec.seed,
+           **{k: rec.setting.get(k) for k in SETTING_KEYS}}
+    if rec.setting.get("epochs") is not None:
+        row["epochs"] = rec.setting["epochs"]
+    row.update(_flatten(rec.metrics))
+    row.update(_flatten(rec.timings, "time."))
+    row["peak_memory_mb"] = rec.peak_memory_mb
+    return row
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """Nested tables as dotted keys; values that are not scalars (lists, arrays) left out."""
+    flat = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float, str, bool)) or v is None:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
 # The JSON type of every record field (a record may come from elsewhere: report reads any folder).
 FIELD_TYPES = {"attack": str, "family": str, "config": dict, "threat_model": dict, "oracles": list, "seed": int,
                "setting": dict, "metrics": dict, "timings": dict, "peak_memory_mb": (int, float, type(None)),

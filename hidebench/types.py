@@ -21,6 +21,16 @@ class HidebenchError(ValueError):
     """A user-facing error: bad input, missing data, infeasible parameters."""
 
 
+def one_line(e: BaseException, *, with_type: bool = False) -> str:
+    """An exception's message on one line (its type's name when it has none). with_type: name the
+    type too unless it is a HidebenchError, for errors raised by arbitrary code (a worker's run),
+    whose message alone may not say what went wrong ('KeyError: 3')."""
+    msg = " ".join(str(e).split())
+    if with_type and not isinstance(e, HidebenchError):
+        return f"{type(e).__name__}: {msg}".rstrip(": ")
+    return msg or type(e).__name__
+
+
 _SIMPLE_TYPES = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hidebench.app.harness import run_release_attack
-from hidebench.app.report import build_report, fit_exponent, records_table
+from hidebench.app.report import build_report, fit_loglog, records_table
 from hidebench.attacks.base import ATTACKS, get_attack
 from hidebench.attacks.identity import baseline_decryption, rescaled_abs
 from hidebench.context import ExecutionContext
@@ -94,4 +94,4 @@ def test_run_records_and_report(small_dirs):
 
 def test_fit_exponent_recovers_power_law():
     n = np.array([25, 50, 100, 200])
-    assert fit_exponent(n, 3.0 * n ** 2.5) == pytest.approx(2.5)
+    assert fit_loglog(n, 3.0 * n ** 2.5)["exponent"] == pytest.approx(2.5)

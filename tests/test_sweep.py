@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hidebench.app.anchors import load_anchors
 from hidebench.app.cli import main
 from hidebench.app.sweep import (
     RESULTS,
@@ -28,7 +29,7 @@ from hidebench.app.sweep import (
     run_sweep,
     write_results,
 )
-from hidebench.app.sweep_report import ANCHORS, build_sweep_report, fit_loglog, leaderboard
+from hidebench.app.sweep_report import build_sweep_report, fit_loglog, leaderboard
 from hidebench.attacks.base import ATTACKS
 from hidebench.context import ExecutionContext
 from hidebench.record import load_record
@@ -157,16 +158,16 @@ def test_stock_sweeps_parse_and_enumerate(monkeypatch, capsys):
     quick = load_sweep("faces-quick")
     assert quick.recipe == "faces" and quick.n_runs == quick.n_cells * len(quick.seeds) * len(quick.attacks)
     scaling = make_plan(load_sweep("instahide2020-scaling"), strict=False)      # no data root: not sized
-    runs = scaling["runs"]
-    assert sorted({r["setting"]["n_priv"] for r in runs}) == [25, 50, 100, 200]
-    assert {(r["setting"]["T"], r["setting"]["k"]) for r in runs} == {(50, 6)}
-    assert sorted({r["attack"] for r in runs}) == ["carlini", "identity"] and len(runs) == 8
+    runs = scaling.runs
+    assert sorted({r.setting.n_priv for r in runs}) == [25, 50, 100, 200]
+    assert {(r.setting.T, r.setting.k) for r in runs} == {(50, 6)}
+    assert sorted({r.attack for r in runs}) == ["carlini", "identity"] and len(runs) == 8
     large = load_sweep("instahide2020-scaling-large")
     assert [a["config"]["dense_max"] for a in large.attacks] == [0]           # every size on the scalable path
-    runs = make_plan(large, strict=False)["runs"]
-    assert sorted(r["setting"]["n_priv"] for r in runs) == [25, 50, 100, 200, 500, 1000]
-    kt = make_plan(load_sweep("instahide2020-kT"), strict=False)["runs"]
-    assert len({(r["setting"]["k"], r["setting"]["T"]) for r in kt}) == 9
+    runs = make_plan(large, strict=False).runs
+    assert sorted(r.setting.n_priv for r in runs) == [25, 50, 100, 200, 500, 1000]
+    kt = make_plan(load_sweep("instahide2020-kT"), strict=False).runs
+    assert len({(r.setting.k, r.setting.T) for r in kt}) == 9
     assert main(["sweep", "instahide2020-scaling", "--list"]) == 0
     out = capsys.readouterr().out
     assert "4 cells x 1 seed x 2 attacks = 8 runs" in out and "n_priv=200, T=50, k=6" in out
@@ -411,6 +412,7 @@ def test_sweep_report(carlini_sweep, tmp_path, capsys):
             "scaling_memory.png", *(f"quality_{m}.png" for m in ("Max_SSIM", "Mean_SSIM", "Min_L2", "Mean_L2"))} <= files
     assert len([n for n in files if n.startswith("gallery_")]) == 4                     # 2 attacks x 2 settings
     assert len([n for n in files if n.startswith("privateset_")]) == 2                  # carlini recovers a set
+    assert not any(n.startswith("phase_") for n in files)                               # T is not swept
     fits = pd.read_csv(tmp_path / "R" / "scaling_fits.csv")
     carlini = fits[(fits["label"] == "carlini") & (fits["quantity"] == "time")]
     assert {"total", "grouping", "regression", "grouping.clustering", "regression.sign_sync",
@@ -455,6 +457,34 @@ def test_sweep_with_utility_trains_once_per_defense_and_draws_the_frontier(tmp_p
     assert again.reused == 7 and not again.executed
 
 
+def test_report_draws_the_phase_diagram_when_n_priv_and_T_vary(tmp_path):
+    """A sweep over n_priv x T (x k): the report has a heat map of Max_SSIM per attack, a panel per
+    k, and its table, the mean over seeds of every (k, n_priv, T) cell."""
+    f = _write(tmp_path / "phase.toml", """
+        recipe = "faces"
+        seeds = [1, 2]
+        [grid]
+        n_priv = [4, 6]
+        T = [2, 3]
+        k = [4, 6]
+        pool_screen = [12]
+        [[attack]]
+        name = "identity"
+        """)
+    out = tmp_path / "S"
+    assert run_sweep(f, out, workers=0, threads=1, ctx=CTX, progress=False, echo=None).done == 16
+    report, missing = build_sweep_report(out, tmp_path / "R")
+    assert missing == ""
+    png = tmp_path / "R" / "phase_Max_SSIM_identity.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.name in report.read_text()
+    phase = pd.read_csv(tmp_path / "R" / "phase_Max_SSIM.csv")
+    assert len(phase) == 8 and (phase["seeds"] == 2).all() and set(phase["label"]) == {"identity"}
+    df = pd.read_csv(out / RESULTS)
+    want = df.groupby(["k", "n_priv", "T"])["Max_SSIM"].mean()
+    got = phase.set_index(["k", "n_priv", "T"])["Max_SSIM"]
+    pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False)
+
+
 def test_leaderboard_puts_published_anchors_beside_the_challenge_setting():
     rows = [{"label": "carlini", "attack": "carlini", "seed": s, "scheme": "instahide", "mode": "cross", "k": 6, "T": 50,
              "n_priv": n, "private_source": "cifar10:test", "Max_SSIM": v, "Mean_SSIM": 0.4, "Min_L2": 0.06,
@@ -467,7 +497,19 @@ def test_leaderboard_puts_published_anchors_beside_the_challenge_setting():
     assert [r["rank"] for r in at100] == [1, 2, 3] and at100[1]["seeds"] == 2
     assert at100[1]["Max_SSIM"] == pytest.approx(0.81)
     assert not any(r.get("published") for r in board if "n_priv=50" in r["setting"])
-    assert ANCHORS[0]["Max_SSIM"] == 0.90 and ANCHORS[1]["Max_SSIM"] == 0.79
+    anchors = load_anchors()
+    assert anchors[0].metrics["Max_SSIM"] == 0.90 and anchors[1].metrics["Max_SSIM"] == 0.79
+
+
+def test_anchors_are_data_files_one_per_entry(tmp_path):
+    anchors = load_anchors()
+    assert [a.label for a in anchors] == ["Carlini et al. ver.1 (published)", "Carlini et al. ver.2 (published)"]
+    challenge = {"scheme": "instahide", "mode": "cross", "k": 6, "T": 50, "n_priv": 100, "private_source": "cifar10:test"}
+    assert all(a.matches(challenge) and not a.matches({**challenge, "T": 20}) for a in anchors)
+    assert all("arXiv:2011.05315" in a.citation and a.source["url"].startswith("https://") for a in anchors)
+    (tmp_path / "bad.json").write_text('{"label": "x", "metrics": {}}')
+    with pytest.raises(HidebenchError, match=r"bad\.json lacks .*paper"):
+        load_anchors(tmp_path)
 
 
 def test_fit_loglog_recovers_exponent_with_interval():

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from hidebench import __version__
-from hidebench.types import HidebenchError
+from hidebench.types import HidebenchError, one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -671,19 +671,15 @@ def _add_utility_parser(sub) -> None:
     u.set_defaults(func=_cmd_utility)
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except HidebenchError as e:
-        print(f"hidebench: error: {_one_line(e)}", file=sys.stderr)
+        print(f"hidebench: error: {one_line(e)}", file=sys.stderr)
         return 2
     except OSError as e:      # the file system refused (permissions, a file where a folder should be, a full disk)
-        print(f"hidebench: error: {_one_line(e)}", file=sys.stderr)
+        print(f"hidebench: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hidebench: interrupted", file=sys.stderr)

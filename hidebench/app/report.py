@@ -2,7 +2,8 @@
 
 Results are data; this module only reads them. A scaling plot (total time against the number
 of private images, log-log) is drawn with one fitted exponent per attack and oracle setting
-that was run at two or more sizes.
+that was run at two or more sizes. The log-log fit (`fit_loglog`, with its confidence interval)
+is the one the sweep report uses too.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from hidebench.challenge_io import check_out_dir, write_bytes
-from hidebench.record import SETTING_KEYS, load_record
+from hidebench.record import load_record, record_row
 from hidebench.types import HidebenchError
 
 
@@ -32,42 +33,46 @@ def find_records(paths) -> list[Path]:
     return out
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    flat = {}
-    for k, v in d.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, dict):
-            flat.update(_flatten(v, name + "."))
-        elif isinstance(v, (int, float, str, bool)) or v is None:
-            flat[name] = v
-    return flat
-
-
 def records_table(paths) -> pd.DataFrame:
-    """One row per run record, both attack families alike: attack, family, oracles, seed, the
-    setting (scheme, mode, k, T, n_priv, n_encryptions, batch_size), every scalar metric, timing
-    and the peak memory. A metric a family does not report is empty in the other's rows."""
-    rows = []
-    for path in find_records(paths):
-        rec = load_record(path)
-        row = {"run": str(path.parent), "attack": rec.attack, "family": rec.family,
-               "oracles": ",".join(rec.oracles) or "none", "seed": rec.seed,
-               **{k: rec.setting.get(k) for k in SETTING_KEYS}}
-        row.update(_flatten(rec.metrics))
-        row.update(_flatten(rec.timings, "time."))
-        row["peak_memory_mb"] = rec.peak_memory_mb
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """One row per run record (record_row), both attack families alike, with its folder (`run`):
+    attack, family, oracles, seed, the setting, every scalar metric, timing and the peak memory.
+    A metric a family does not report is empty in the other's rows."""
+    return pd.DataFrame([{"run": str(path.parent), **record_row(load_record(path))} for path in find_records(paths)])
 
 
-def fit_exponent(n: np.ndarray, seconds: np.ndarray) -> float:
-    """Slope of log(seconds) against log(n): the empirical scaling exponent."""
-    return float(np.polyfit(np.log(n), np.log(seconds), 1)[0])
+def fit_loglog(x, y, level: float = 0.95) -> dict | None:
+    """Least-squares slope of log y on log x (the scaling exponent) with its confidence interval
+    (Student t, n - 2 degrees of freedom; None with fewer than 3 points). None if x takes fewer
+    than two distinct values. Points that are not positive and finite are left out."""
+    from scipy import stats
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    x, y = x[ok], y[ok]
+    if len(np.unique(x)) < 2:
+        return None
+    r = stats.linregress(np.log(x), np.log(y))
+    dof = len(x) - 2
+    ci = None
+    if dof >= 1 and np.isfinite(r.stderr):
+        half = float(stats.t.ppf(0.5 + level / 2, dof) * r.stderr)
+        ci = (float(r.slope) - half, float(r.slope) + half)
+    return {"exponent": float(r.slope), "intercept": float(r.intercept), "ci": ci, "n": int(len(x)),
+            "sizes": int(len(np.unique(x)))}
+
+
+def fit_text(f: dict | None) -> str:
+    """A fit as 'exponent [CI]'."""
+    if f is None:
+        return "n/a"
+    ci = f"[{f['ci'][0]:.2f}, {f['ci'][1]:.2f}]" if f["ci"] else "(no CI: 2 points)"
+    return f"{f['exponent']:.2f} {ci}"
 
 
 def scaling_fits(df: pd.DataFrame) -> list[dict]:
-    """One scaling exponent per (attack, oracles) group that was run at >= 2 distinct sizes:
-    different attacks (or oracle settings) cost different amounts and never share one fit."""
+    """One scaling fit of total time against n_priv (fit_loglog: exponent, interval) per
+    (attack, oracles) group that was run at >= 2 distinct sizes: different attacks (or oracle
+    settings) cost different amounts and never share one fit."""
     if "n_priv" not in df or "time.total_s" not in df:
         return []
     d = df.copy()
@@ -79,9 +84,8 @@ def scaling_fits(df: pd.DataFrame) -> list[dict]:
         if g["n_priv"].nunique() < 2:
             continue
         g = g.sort_values("n_priv")
-        fits.append({"attack": attack, "oracles": oracles, "n_priv": g["n_priv"].to_numpy(float),
-                     "seconds": g["time.total_s"].to_numpy(float),
-                     "exponent": fit_exponent(g["n_priv"].to_numpy(float), g["time.total_s"].to_numpy(float))})
+        n, seconds = g["n_priv"].to_numpy(float), g["time.total_s"].to_numpy(float)
+        fits.append({"attack": attack, "oracles": oracles, "n_priv": n, "seconds": seconds, **fit_loglog(n, seconds)})
     return fits
 
 
@@ -149,7 +153,8 @@ def build_report(paths, out_dir) -> Path:
         ax.legend(fontsize=7)
         files["scaling.png"] = png(fig)
         html.append("<ul>" + "".join(f"<li>{f['attack']} / {f['oracles']}: time ~ n_priv^{f['exponent']:.2f} "
-                                     f"({len(f['n_priv'])} runs)</li>" for f in fits) + '</ul><img src="scaling.png">')
+                                     f"({len(f['n_priv'])} runs; exponent, 95% CI: {fit_text(f)})</li>" for f in fits)
+                    + '</ul><img src="scaling.png">')
     files["report.html"] = "\n".join(html).encode()
 
     write_files(out, files)

@@ -78,9 +78,9 @@ def run_utility(recipe: Recipe, out_dir, cfg, *, vanilla: bool = False, ctx: Exe
     rec = RunRecord(
         attack="utility", family="utility", config={**cfg.to_dict(), "vanilla": vanilla}, threat_model={}, oracles=[],
         seed=ctx.seed,
-        setting={"scheme": setting["scheme"], "mode": setting["mode"], "k": setting["k"], "T": cfg.epochs,
-                 "c1": setting["c1"], "c2": setting["c2"], "model": cfg.model, "train": setting["train"],
-                 "test": setting["test"], "n_train": len(train), "n_test": len(test)},
+        setting={"scheme": setting["scheme"], "mode": setting["mode"], "k": setting["k"], "T": None,
+                 "epochs": cfg.epochs, "c1": setting["c1"], "c2": setting["c2"], "model": cfg.model,
+                 "train": setting["train"], "test": setting["test"], "n_train": len(train), "n_test": len(test)},
         metrics={"test_accuracy_clean": res.test_accuracy_clean, "test_accuracy_encrypted": res.test_accuracy_encrypted},
         timings={"load_s": load_s, **res.timings, "total_s": time.perf_counter() - t0},
         peak_memory_mb=peak_rss_mb(),
@@ -97,6 +97,6 @@ def summary_line(rec: RunRecord) -> str:
     m, s = rec.metrics, rec.setting
     what = "vanilla" if s["scheme"] == "none" else f"{s['scheme']} {s['mode']} k={s['k']}"
     enc = m["test_accuracy_encrypted"]
-    return (f"{what}, {s['model']}, {s['T']} epochs on {s['train']} ({s['n_train']} images): test accuracy clean "
+    return (f"{what}, {s['model']}, {s['epochs']} epochs on {s['train']} ({s['n_train']} images): test accuracy clean "
             f"{m['test_accuracy_clean']:.4f}" + (f", encrypted (K={rec.config['K']}) {enc:.4f}" if enc is not None else "")
             + f"; {rec.timings['total_s']:.0f} s")

@@ -48,7 +48,7 @@ class Anchor:
 
 
 def anchors_dir() -> Path:
-    from hidebench.recipes import challenge_data
+    from hidebench.stock import challenge_data
 
     return Path(str(challenge_data() / "anchors"))
 

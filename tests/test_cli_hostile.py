@@ -555,6 +555,8 @@ CASES = [
          lambda tmp, ch, dec: ((tmp / "S").mkdir(), (tmp / "S" / "sweep.json").write_text(
              json.dumps({"format": "hidebench-sweep/1", "sweep": {"name": "x"}, "runs": [{"run_id": 5}]}))),
          sub=True, out="out", precreate=False, match="damaged"),
+    Case("sweep-device-cuda-7", ["sweep", "faces-quick", "--out", "{tmp}/out", "--device", "cuda:7"], sub=True,
+         out="out", precreate=False, match="cuda:7"),
     Case("sweep-workers-huge", ["sweep", "faces-quick", "--out", "{tmp}/out", "--workers", "100000"], sub=True,
          out="out", precreate=False, match="--workers"),
 

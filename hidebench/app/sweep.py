@@ -136,6 +136,7 @@ def run_sweep(sweep, out_dir, *, workers: int = 1, threads: int | None = None, b
     threads = _check_execution(backend, address, workers, threads)
     out = check_sweep_dir(out_dir).resolve()
     ctx = ctx or ExecutionContext.from_env()
+    ctx.check_device()                   # a missing CUDA device fails here, not in every run
     plan = make_plan(sw, out, data_root=ctx.data_root, strict=True)
     summary = SweepSummary(out=out, name=sw.name, backend=backend, workers=workers, threads=threads,
                            total=len(plan.runs),

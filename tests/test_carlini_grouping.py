@@ -23,10 +23,10 @@ N_PRIV, T = 24, 8
 AUX = "lfw[1::2]"
 
 
-def run_grouping(view, cfg=None, *, aux=None, seed=0, cache_dir=None, pairs_key=None):
+def run_grouping(view, cfg=None, *, aux=None, seed=0, cache_dir=None, pairs_key=None, model_dir=None):
     """The attack's first stages (similarity model, grouping) through the stage runner; returns
     (Grouping, PipelineRun)."""
-    ctx = ExecutionContext(device="cpu", progress=False, seed=seed, cache_dir=cache_dir)
+    ctx = ExecutionContext(device="cpu", progress=False, seed=seed, cache_dir=cache_dir, model_dir=model_dir)
     pairs = Oracle(pairs_key, ("pairs",)).get("pairs", len(view)) if pairs_key is not None else None
     inp = AttackInputs(view, CarliniConfig.from_dict(cfg), ctx, check_release(view),
                        threat=ReleaseThreatModel(aux=aux, public_pool=False), pairs=pairs)
@@ -286,3 +286,32 @@ def test_self_training_option(release, tmp_path):
     conf = confident_members(z, A[:, :1], 2, keep=0.6)
     assert conf[:, 0].tolist() == [True, True, False, False, False, False]
     assert conf[:, 1].tolist() == [False, False, False, True, True, False]
+
+
+def test_similarity_model_is_reused_across_releases_from_the_model_cache(release, tmp_path):
+    """The trained similarity depends on the scheme, T, aux data, config and seed, not on the
+    release's encryptions: a second release of the same scheme loads it from the model cache
+    (no training) and gets the same weights."""
+    from hidebench.attacks.grouping.similarity import SimilarityModel
+    from hidebench.model_cache import ModelCache
+
+    view, key, aux = release
+    cfg = {"similarity": {"width": 4, "batch_size": 64, "blend": 0.5, "embedder": {"steps": 10, "dim": 16},
+                          "rounds": {"images": 40, "T": 4, "steps": 10}, "group": {"steps": 0}}}
+    _, first = run_grouping(view, cfg, aux=AUX, cache_dir=tmp_path / "a", model_dir=tmp_path / "models")
+    other = PublicView(view.encryptions[::-1].copy(), view.labels[::-1].copy(), view.k, view.mode, view.scheme,
+                       T=view.T)
+    calls = []
+    import hidebench.attacks.grouping.stages as st
+
+    original = st.train_similarity_model
+    st.train_similarity_model = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        _, second = run_grouping(other, cfg, aux=AUX, cache_dir=tmp_path / "b", model_dir=tmp_path / "models")
+    finally:
+        st.train_similarity_model = original
+    assert not calls, "the similarity model was trained again"
+    assert [e["name"] for e in ModelCache(tmp_path / "models").entries()] == ["similarity"]
+    a, b = first.outputs["similarity_model"], second.outputs["similarity_model"]
+    assert isinstance(b, SimilarityModel) and b.blend == a.blend
+    assert all(np.array_equal(a.weights[k], b.weights[k]) for k in a.weights)

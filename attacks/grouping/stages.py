@@ -119,9 +119,37 @@ class GroupingInputs:
 # ----------------------------------------------------------------------------- similarity_model
 
 def similarity_model_stage(inp: GroupingInputs) -> SimilarityModel:
-    return train_similarity_model(inp.view, inp.aux(), inp.grouping.similarity, pool=inp.pool(),
-                                  group_steps=inp.group_steps, seed=inp.seed("similarity_model"), device=inp.device,
-                                  progress=inp.ctx.progress)
+    """The trained similarity model: from the model cache when a model of the same spec (scheme,
+    T for the group model, aux data, pool, config, seed: nothing of the release's encryptions)
+    was trained before, on this machine or another (e.g. a GPU), else trained and stored there,
+    so every release of that scheme reuses it."""
+    import torch
+
+    from hidebench.pipeline import from_arrays, to_arrays
+
+    spec = _similarity_model_key(inp)
+    cache = inp.ctx.model_cache()
+    hit = cache.load("similarity", spec)
+    if hit is not None:
+        state, manifest = hit
+        try:
+            arrays = {k: v.numpy() for k, v in state.items()}
+            arrays.update({k: np.asarray(v) for k, v in manifest.get("json_fields", {}).items()})
+            model = from_arrays(SimilarityModel, arrays)
+            _check_similarity_model(model, inp)
+            return model
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            cache.log(f"hidebench: cached similarity model does not fit ({' '.join(str(e).split())[:160]}); retraining")
+    t0 = time.perf_counter()
+    model = train_similarity_model(inp.view, inp.aux(), inp.grouping.similarity, pool=inp.pool(),
+                                   group_steps=inp.group_steps, seed=inp.seed("similarity_model"), device=inp.device,
+                                   progress=inp.ctx.progress)
+    train_s = time.perf_counter() - t0
+    arrays = to_arrays(model)
+    tensors = {k: torch.from_numpy(np.array(v, order="C")) for k, v in arrays.items() if v.dtype.kind in "fiub"}
+    cache.store("similarity", spec, tensors, {"train_s": train_s, "device": str(inp.device),
+                                              "json_fields": {k: str(v) for k, v in arrays.items() if k not in tensors}})
+    return model
 
 
 def _similarity_model_key(inp: GroupingInputs) -> dict:

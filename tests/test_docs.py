@@ -28,3 +28,22 @@ def test_notebook_executes(notebook, tmp_path):
     client.execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_results_and_readme_figures_are_rendered_from_the_committed_records():
+    """docs/results.md and the README's table of attacks are what benchmarks/render_results.py
+    renders from benchmarks/records/: a figure and its record cannot disagree."""
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "render_results.py"), "--check"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_readme_is_a_front_door():
+    """At most ~300 lines, the two commands first, and every measured figure links to the
+    rendered results."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 300
+    assert text.index("pip install . && hidebench demo") < text.index('pip install ".[test]" && pytest') < 2000
+    table = text[text.index("<!-- results:attacks -->"): text.index("<!-- /results:attacks -->")]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert rows and all("](docs/results.md#" in line for line in rows)

@@ -112,8 +112,8 @@ class RayBackend:
                 if address:
                     ray.init(address=address, **quiet)
                 else:
-                    # worker_niceness 0: Ray starts its workers at niceness 15, so any other job on the
-                    # machine starves them (importing torch took 65 s instead of 3.5 s beside two jobs)
+                    # worker_niceness 0: Ray starts its workers at niceness 15, where any other job on
+                    # the machine starves them
                     ray.init(address="local", num_cpus=max(workers, 1) * threads, include_dashboard=False,
                              object_store_memory=200 * 2 ** 20, _system_config={"worker_niceness": 0}, **quiet)
             except Exception as e:

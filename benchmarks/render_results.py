@@ -61,7 +61,8 @@ def _fmt(v) -> str:
 def _setting(rec) -> str:
     s = rec.setting
     if rec.family == "update":
-        return f"{s.get('defense')} k={s.get('k')} {s.get('mode') or ''}, batch {s.get('batch_size')}, {s.get('data')}"
+        defense = "no defense" if s.get("defense") in (None, "none") else f"{s['defense']} k={s.get('k')} {s.get('mode')}"
+        return f"{defense}, batch {s.get('batch_size')}, {s.get('data')}"
     parts = [s.get("recipe") or "", f"{s.get('scheme')} k={s.get('k')} {s.get('mode')}"]
     if s.get("n_priv"):
         parts.append(f"n_priv={s['n_priv']} T={s['T']}")

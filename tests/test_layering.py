@@ -117,3 +117,13 @@ def test_ruff_is_clean():
     r = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], capture_output=True, text=True,
                        cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-1000:]
+
+
+def test_every_package_folder_is_installed():
+    """pyproject lists packages by name (the folders are remapped); a folder left out installs
+    without it and every import of it fails outside the checkout."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {_module(init) for top in PACKAGES for init in (ROOT / top).rglob("__init__.py")}
+    assert folders == listed, f"in pyproject but not a folder: {sorted(listed - folders)}; " \
+                              f"a folder missing from pyproject: {sorted(folders - listed)}"

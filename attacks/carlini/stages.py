@@ -26,10 +26,11 @@ import numpy as np
 from hidebench.attacks.aux_mean import class_means
 from hidebench.attacks.carlini.config import CarliniConfig
 from hidebench.attacks.carlini.global_signs import aux_statistics, fix_global_signs
-from hidebench.attacks.carlini.mixing import aligned_coefficients, lambdas_from_labels
+from hidebench.attacks.carlini.mixing import aligned_coefficients
 from hidebench.attacks.carlini.reassignment import reassign
 from hidebench.attacks.carlini.regression import regress
 from hidebench.attacks.grouping.groups import Grouping
+from hidebench.attacks.grouping.membership import lambdas_from_labels
 from hidebench.attacks.grouping.stages import GROUPING_STAGES, GroupingInputs, check_grouping_inputs
 from hidebench.context import ExecutionContext
 from hidebench.pipeline import Stage, arrays_field, expect, json_field

@@ -42,6 +42,14 @@ def fusion_result(view: PublicView, run, inp, n: int, oracle: Oracle) -> Release
                          artifacts={"grouping": grouping, "fused": fusion.images, "T": int(view.T)})
 
 
+def evaluate_fusion_result(result: ReleaseResult, key: SecretKey) -> dict:
+    """The metrics of a `fusion_result` with the key (evaluation.evaluate_fusion)."""
+    from hidebench.attacks.fdn.evaluation import evaluate_fusion
+
+    a = result.artifacts
+    return evaluate_fusion(a["grouping"], a["fused"], key, a["T"])
+
+
 @register
 class Fdn(ReleaseAttack):
     """Luo et al. 2022: comparative network -> groups -> fusion-denoising network -> decryption."""
@@ -75,7 +83,4 @@ class Fdn(ReleaseAttack):
     def evaluate(self, result: ReleaseResult, key: SecretKey) -> dict:
         """The grouping's metrics (pair AUC of the comparative network, purity, assignment
         accuracy) and the fusion's SSIM per group, by group size and purity (evaluation.py)."""
-        from hidebench.attacks.fdn.evaluation import evaluate_fusion
-
-        a = result.artifacts
-        return evaluate_fusion(a["grouping"], a["fused"], key, a["T"])
+        return evaluate_fusion_result(result, key)

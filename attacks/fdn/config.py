@@ -16,8 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hidebench.attacks.grouping.config import GroupingConfig, RoundsConfig, SimilarityConfig
-from hidebench.config import Config, check_float, check_int
+from hidebench.config import Config, check_auto, check_bool, check_float, check_int
 from hidebench.resources import IMAGE_BYTES, check_memory
+from hidebench.types import HidebenchError
 
 # Members a simulated group holds at most (size_max x T beyond it is refused).
 MAX_GROUP = 1024
@@ -25,21 +26,32 @@ MAX_GROUP = 1024
 
 @dataclass
 class FusionNetConfig(Config):
-    """The fusion-denoising network (nets.FusionNet): each member's [|e| / l, l] (l its
-    coefficient) through a shared encoder of two 3 x 3 convolutions with `features` channels,
-    the mean and the maximum over the members, then a U-Net of `width` channels and `depth`
-    levels conditioned on the group's class, to the private image."""
+    """The fusion-denoising network (nets.FusionNet): each member's |e| / l (l its coefficient),
+    l and its label row's other private weight through a shared encoder of two 3 x 3
+    convolutions with `features` channels, the mean and the maximum over the members, then a
+    U-Net of `width` channels and `depth` levels conditioned on the group's class, to the
+    private image. `register`: each member shifted back by its image's shift as a head of
+    `register_width` channels predicts it from the crop's pad strips; "auto": on augmented
+    releases (the only ones whose members are shifted)."""
 
     section = "fusion.net"
     features: int = 16
     width: int = 24
     depth: int = 3
+    register: bool | str = "auto"
+    register_width: int = 16
 
     def validate(self):
         s = self.section
         self.features = check_int(self.features, f"{s}.features", min=1, max=256)
         self.width = check_int(self.width, f"{s}.width", min=4, max=256)
         self.depth = check_int(self.depth, f"{s}.depth", min=1, max=4)
+        check_auto(self.register, f"{s}.register", check_bool)
+        self.register_width = check_int(self.register_width, f"{s}.register_width", min=1, max=256)
+
+    def registers(self, augmented: bool) -> bool:
+        """Whether the network registers its members: `register`, "auto" resolved."""
+        return bool(augmented) if self.register == "auto" else self.register
 
 
 @dataclass
@@ -57,7 +69,7 @@ class SimulatedGroupsConfig(Config):
     round_steps: int = 20
     size_min: float = 0.5
     size_max: float = 2.5
-    wrong_max: float = 0.6
+    wrong_max: float = 0.7
 
     def validate(self):
         s = self.section
@@ -77,13 +89,15 @@ class SimulatedGroupsConfig(Config):
 class FusionTrainConfig(Config):
     """Adam for `steps` steps of `batch_size` simulated groups, learning rate `lr` on a cosine
     schedule, loss L1 + `ssim_weight` (1 - SSIM) against the un-augmented aux image (what the
-    metric scores against); at most `aux_max` aux images; one curve point per `epoch_steps`."""
+    metric scores against), plus `shift_weight` times the registration's cross-entropy against
+    the members' known shifts; at most `aux_max` aux images; one curve point per `epoch_steps`."""
 
     section = "fusion.training"
     steps: int = 1200
     batch_size: int = 8
     lr: float = 2e-3
     ssim_weight: float = 1.0
+    shift_weight: float = 0.2
     aux_max: int = 20000
     epoch_steps: int = 50
 
@@ -93,6 +107,7 @@ class FusionTrainConfig(Config):
         self.batch_size = check_int(self.batch_size, f"{s}.batch_size", min=1, max=4096)
         check_float(self.lr, f"{s}.lr", min=0, min_open=True)
         check_float(self.ssim_weight, f"{s}.ssim_weight", min=0)
+        check_float(self.shift_weight, f"{s}.shift_weight", min=0)
         self.aux_max = check_int(self.aux_max, f"{s}.aux_max", min=3)
         self.epoch_steps = check_int(self.epoch_steps, f"{s}.epoch_steps", min=1)
 
@@ -114,12 +129,11 @@ class FusionConfig(Config):
     def check_release(self, T: int) -> None:
         """Refuse simulated groups a release's T makes too large to train on."""
         _, hi = self.groups.sizes(T)
+        if hi > MAX_GROUP:
+            raise HidebenchError(f"fusion.groups.size_max x T = {self.groups.size_max:g} x {T} = {hi} members a "
+                                 f"group; at most {MAX_GROUP}")
         check_memory(hi * self.training.batch_size * IMAGE_BYTES * 8 * self.net.features,
                      f"fusion.training.batch_size={self.training.batch_size} groups of up to {hi} members")
-        if hi > MAX_GROUP:
-            from hidebench.types import HidebenchError
-
-            raise HidebenchError(f"fusion.groups.size_max x T = {hi} members a group; at most {MAX_GROUP}")
 
     def model_dict(self) -> dict:
         """What shapes the trained network (its model-cache key)."""

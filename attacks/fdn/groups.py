@@ -24,16 +24,24 @@ from hidebench.attacks.attacker_data import AttackerEncryptions
 from hidebench.attacks.fdn.config import SimulatedGroupsConfig
 from hidebench.attacks.grouping.membership import label_support, lambdas_from_labels
 
+# A member's shift where nobody knows it (the release's members; simulated members of other images).
+UNKNOWN_SHIFT = -100
+
 
 @dataclass
 class PackedGroups:
-    """rows: the members (indices into some encryptions), coef: their coefficients, group: the
-    index of each member's group in 0..n_groups-1; classes: each group's class (-1 unknown)."""
+    """rows: the members (indices into some encryptions), coef: their coefficients, other: the
+    rest of their label row's private weight (the partner images'), group: the index of each
+    member's group in 0..n_groups-1; classes: each group's class (-1 unknown); shifts: N x 2
+    (dy, dx) of the group's image in each member where known (simulated groups), else
+    UNKNOWN_SHIFT."""
 
     rows: np.ndarray
     coef: np.ndarray
+    other: np.ndarray
     group: np.ndarray
     classes: np.ndarray
+    shifts: np.ndarray | None = None
 
     @property
     def n_groups(self) -> int:
@@ -46,10 +54,10 @@ class PackedGroups:
         """The given groups only, renumbered 0..len(groups)-1 in that order."""
         new = np.full(self.n_groups, -1, dtype=np.int64)
         new[groups] = np.arange(len(groups))
-        keep = new[self.group] >= 0
-        order = np.argsort(new[self.group[keep]], kind="stable")
-        return PackedGroups(self.rows[keep][order], self.coef[keep][order], new[self.group[keep]][order],
-                            np.asarray(self.classes)[groups])
+        keep = np.flatnonzero(new[self.group] >= 0)
+        keep = keep[np.argsort(new[self.group[keep]], kind="stable")]
+        return PackedGroups(self.rows[keep], self.coef[keep], self.other[keep], new[self.group[keep]],
+                            np.asarray(self.classes)[groups], None if self.shifts is None else self.shifts[keep])
 
 
 def release_groups(labels: np.ndarray, assignment: np.ndarray, cluster_class: np.ndarray,
@@ -61,8 +69,14 @@ def release_groups(labels: np.ndarray, assignment: np.ndarray, cluster_class: np
     rows = np.repeat(np.arange(len(A)), A.shape[1])
     group = A.ravel()
     order = np.argsort(group, kind="stable")
-    return PackedGroups(rows[order], lam.ravel()[order].astype(np.float32), group[order],
+    coef = lam.ravel()[order].astype(np.float32)
+    return PackedGroups(rows[order], coef, other_weight(labels, rows[order], coef), group[order],
                         np.asarray(cluster_class, dtype=np.int64)[:n_groups])
+
+
+def other_weight(labels: np.ndarray, rows: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """The private weight of each member's label row beyond its own coefficient."""
+    return np.clip(np.asarray(labels, dtype=np.float32)[rows].sum(1) - coef, 0, 1).astype(np.float32)
 
 
 @dataclass
@@ -93,10 +107,12 @@ class GroupSampler:
         ids = key.private_of()
         img_class = np.asarray(data.aux.labels)[idx]
         coef, _ = lambdas_from_labels(view.labels, ids, img_class)        # as the attacker reads them
+        shift = (key.augmentation[:, :, :2].astype(np.float32) if key.augmentation is not None
+                 else np.zeros(ids.shape + (2,), np.float32))
         holders = [[] for _ in idx]
         for j in range(ids.shape[1]):
             for r, i in enumerate(ids[:, j]):
-                holders[i].append((r, coef[r, j]))
+                holders[i].append((r, coef[r, j], *shift[r, j]))
         support = label_support(view.labels)
         in_class = ((np.asarray(img_class)[ids][:, :, None] == np.arange(view.labels.shape[1])).sum(1))  # N x classes
         self.round = {"abs": np.abs(view.encryptions), "labels": view.labels, "ids": ids, "targets": key.private,
@@ -124,7 +140,7 @@ class GroupSampler:
         self.draws += 1
         r, rng = self.round, self.rng
         images = rng.choice(len(r["targets"]), size=B, replace=B > len(r["targets"]))
-        rows, coefs, group = [], [], []
+        rows, coefs, shifts, group = [], [], [], []
         for b, i in enumerate(images):
             held = r["holders"][i]
             n = int(rng.integers(self.lo, self.hi + 1))
@@ -134,8 +150,9 @@ class GroupSampler:
             w_rows, w_coef = self._wrong_members(i, n_wrong)
             rows += [pick[:, 0].astype(np.int64), w_rows]
             coefs += [pick[:, 1].astype(np.float32), w_coef]
+            shifts += [pick[:, 2:4].astype(np.int64), np.full((n_wrong, 2), UNKNOWN_SHIFT, dtype=np.int64)]
             group.append(np.full(n_right + n_wrong, b, dtype=np.int64))
-        rows = np.concatenate(rows)
-        packed = PackedGroups(np.arange(len(rows)), np.concatenate(coefs), np.concatenate(group),
-                              np.asarray(r["classes"])[images])
+        rows, coef = np.concatenate(rows), np.concatenate(coefs)
+        packed = PackedGroups(np.arange(len(rows)), coef, other_weight(r["labels"], rows, coef), np.concatenate(group),
+                              np.asarray(r["classes"])[images], np.concatenate(shifts))
         return SimulatedBatch(r["abs"][rows], packed, r["targets"][images])

@@ -123,6 +123,7 @@ def test_run_records_grouping_and_fusion_figures_and_reuses_the_model(faces, tmp
     a = run_release_attack("fdn", faces, tmp_path / "a", config=TINY, ctx=ctx)
     st = a.metrics["stages"]
     assert 0 <= st["grouping"]["pair_auc"] <= 1 and 0 <= st["grouping"]["assignment_accuracy"] <= 1
+    assert 0 <= st["similarity_network"]["pair_auc"] <= 1 and "precision_at_T" in st["similarity_network"]
     assert st["fusion"]["ssim_by_size"] and st["fusion"]["ssim_by_purity"]
     assert sum(b["groups"] for b in st["fusion"]["ssim_by_size"].values()) == 10
     assert a.stats["fusion"]["model"] and not a.stats["fusion"]["cached"] and a.stats["fusion"]["curves"]["loss"]

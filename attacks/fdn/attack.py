@@ -42,12 +42,30 @@ def fusion_result(view: PublicView, run, inp, n: int, oracle: Oracle) -> Release
                          artifacts={"grouping": grouping, "fused": fusion.images, "T": int(view.T)})
 
 
+def network_rows(view: PublicView, inp, run) -> tuple[np.ndarray, np.ndarray] | None:
+    """The similarity network's own scores (no Pearson blend, no query expansion) of the
+    grouping's evaluation anchors against every encryption, for its pair AUC in `evaluate`;
+    None when no network was trained (Pearson, oracles)."""
+    import dataclasses
+
+    from hidebench.attacks.grouping.similarity import release_embedding
+
+    model, ps = run.outputs.get("similarity_model"), run.outputs["grouping"].pair_sample
+    if model is None or "anchors" not in ps:
+        return None
+    z = release_embedding(view, inp.grouping.similarity, dataclasses.replace(model, blend=0.0), device=inp.device)
+    anchors = np.asarray(ps["anchors"])
+    rows = z[anchors] @ z.T
+    rows[np.arange(len(anchors)), anchors] = -2.0
+    return anchors, rows
+
+
 def evaluate_fusion_result(result: ReleaseResult, key: SecretKey) -> dict:
     """The metrics of a `fusion_result` with the key (evaluation.evaluate_fusion)."""
     from hidebench.attacks.fdn.evaluation import evaluate_fusion
 
     a = result.artifacts
-    return evaluate_fusion(a["grouping"], a["fused"], key, a["T"])
+    return evaluate_fusion(a["grouping"], a["fused"], key, a["T"], network=a.get("network_rows"))
 
 
 @register
@@ -78,7 +96,9 @@ class Fdn(ReleaseAttack):
             run = run_pipeline(STAGES, inp, ctx.stage_cache(), on_stage=lambda name: progress.update(1))
         finally:
             progress.close()
-        return fusion_result(view, run, inp, n, oracle)
+        result = fusion_result(view, run, inp, n, oracle)
+        result.artifacts["network_rows"] = network_rows(view, inp, run)
+        return result
 
     def evaluate(self, result: ReleaseResult, key: SecretKey) -> dict:
         """The grouping's metrics (pair AUC of the comparative network, purity, assignment

@@ -1,7 +1,9 @@
 """Stage metrics of a fusion run, computed with the key after the run (scorer side).
 
 `grouping`: hidebench.attacks.grouping.groups.evaluate_grouping (pair AUC of the similarity,
-precision@T, core and group purity, assignment accuracy, ...). `fusion`: the SSIM of each
+precision@T, core and group purity, assignment accuracy, ...). `similarity_network`: the pair
+AUC and precision@T of the trained similarity network alone (the comparative network, without
+the Pearson blend the grouping may add). `fusion`: the SSIM of each
 group's fused image against the private image the group is matched to (the grouping's
 Hungarian matching), overall, by group size (bins in units of T) and by group purity (the share
 of a group's members that hold its matched image): what the fusion network makes of groups as
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hidebench.attacks.grouping.groups import Grouping, evaluate_grouping
+from hidebench.attacks.grouping.groups import Grouping, evaluate_grouping, pair_metrics
 from hidebench.attacks.grouping.membership import membership_matrix
 from hidebench.types import SecretKey
 
@@ -28,8 +30,10 @@ def _binned(values: np.ndarray, by: np.ndarray, edges, fmt) -> dict:
     return out
 
 
-def evaluate_fusion(grouping: Grouping, images: np.ndarray, key: SecretKey, T: int) -> dict:
-    """{'grouping': ..., 'fusion': {ssim, ssim_by_size, ssim_by_purity}} (module docstring)."""
+def evaluate_fusion(grouping: Grouping, images: np.ndarray, key: SecretKey, T: int,
+                    network: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """{'grouping': ..., 'fusion': {ssim, ssim_by_size, ssim_by_purity, mean_purity}} and, given
+    the network's own rows (anchors, anchors x E scores), 'similarity_network' (module docstring)."""
     from hidebench.metrics import ssim
 
     g = evaluate_grouping(grouping, key)
@@ -47,4 +51,7 @@ def evaluate_fusion(grouping: Grouping, images: np.ndarray, key: SecretKey, T: i
                                       lambda lo, hi: f"{lo:g}T-{hi:g}T" if np.isfinite(hi) else f">={lo:g}T"),
               "ssim_by_purity": _binned(s, purity, PURITY_BINS, lambda lo, hi: f"{lo:g}-{min(hi, 1):g}"),
               "mean_purity": float(purity.mean())}
-    return {"grouping": g, "fusion": fusion}
+    out = {"grouping": g, "fusion": fusion}
+    if network is not None:
+        out["similarity_network"] = pair_metrics(network[0], network[1], M, T)
+    return out

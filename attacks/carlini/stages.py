@@ -65,7 +65,7 @@ class AttackInputs(GroupingInputs):
             aux = self.aux()
             return aux is not None and bool(np.abs(aux.images - aux.images[..., :1]).max() < 2 / 255)
 
-        return self._once("grey", decide)
+        return self.once("grey", decide)
 
     @property
     def prior(self) -> str:

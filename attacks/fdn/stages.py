@@ -54,7 +54,7 @@ def fusion_aux(inp: GroupingInputs) -> ImageSet:
         inp.timings["load_fusion_aux_s"] = time.perf_counter() - t0
         return aux
 
-    return inp._once("fusion_aux", load)
+    return inp.once("fusion_aux", load)
 
 
 def _data_spec(inp: GroupingInputs) -> dict:

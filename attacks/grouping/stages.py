@@ -51,7 +51,9 @@ class GroupingInputs:
         self.timings: dict = {}
         self._memo: dict = {}
 
-    def _once(self, name, make):
+    def once(self, name: str, make):
+        """make(), computed on the first call for `name` and kept (what a run loads once: the aux
+        images, the pool, digests)."""
         if name not in self._memo:
             self._memo[name] = make()
         return self._memo[name]
@@ -61,12 +63,12 @@ class GroupingInputs:
 
     @property
     def device(self):
-        return self._once("device", self.ctx.torch_device)
+        return self.once("device", self.ctx.torch_device)
 
     @property
     def view_digest(self) -> str:
         v = self.view
-        return self._once("view_digest", lambda: arrays_digest({
+        return self.once("view_digest", lambda: arrays_digest({
             "encryptions": v.encryptions, "labels": v.labels, "scheme": np.asarray([v.scheme, v.mode]),
             "k_T": np.asarray([v.k, v.T or 0])}))
 
@@ -89,15 +91,15 @@ class GroupingInputs:
             self.timings["load_aux_s"] = time.perf_counter() - t0
             return aux
 
-        return self._once("aux", load)
+        return self.once("aux", load)
 
     def aux_digest(self) -> str | None:
         aux = self.aux()
-        return None if aux is None else self._once("aux_digest", lambda: arrays_digest(
+        return None if aux is None else self.once("aux_digest", lambda: arrays_digest(
             {"images": aux.images, "labels": aux.labels, "source": np.asarray(aux.source)}))
 
     def pool(self):
-        return self._once("pool", lambda: attacker_pool(self.threat, self.ctx, self.seed("pool"),
+        return self.once("pool", lambda: attacker_pool(self.threat, self.ctx, self.seed("pool"),
                                                         screens=self.grouping.similarity.rounds.pool_draws))
 
     @property

@@ -19,6 +19,7 @@ Baseline: Pearson correlation of |e| vectors (no training).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -234,7 +235,7 @@ class SimilarityModel:
     embedding CNN or the comparative network, as similarity.method says; the
     pairwise reranker's 'pair.*' and the group model's 'group.*' too when trained), the Pearson
     blend weight to score with, and the training record (loss histories, precision@T of each
-    blend weight on held-out attacker encryptions)."""
+    blend weight on held-out attacker encryptions, seconds each network trained)."""
 
     weights: dict = arrays_field()
     blend: float = json_field(0.0)
@@ -243,11 +244,12 @@ class SimilarityModel:
     loss_group: np.ndarray | None = None
     val_grid: np.ndarray | None = None
     val_precision: np.ndarray | None = None
+    train_s: dict = json_field()
 
     def summary(self) -> dict:
         first_last = {f"{name}_loss_first_last": [round(float(h[: 20].mean()), 4), round(float(h[-20:].mean()), 4)]
                       for name, h in (("embed", self.loss_embed), ("group", self.loss_group)) if h is not None}
-        return {**first_last,
+        return {**first_last, "train_s": {k: round(float(v), 1) for k, v in self.train_s.items()},
                 "blend_pearson_weight": float(self.blend),
                 "attacker_val_precision": {f"{float(k):g}": round(float(v), 4)
                                            for k, v in zip(self.val_grid, self.val_precision)}}
@@ -269,11 +271,13 @@ def train_similarity_model(view: PublicView, aux: ImageSet, cfg: SimilarityConfi
         steps, temperature, pw, what = cfg.comparative.steps, cfg.comparative.temperature, 0.0, "comparative network"
     else:
         steps, temperature, pw, what = e.steps, e.temperature, e.pearson_weight, "embedder"
+    t0 = time.perf_counter()
     model, losses = train_embedder(data, lambda: build_similarity_net(cfg), steps=steps, batch=cfg.batch_size,
                                    lr=cfg.lr, temperature=temperature, rounds=max(1, steps // r.steps), device=device,
                                    seed=seed, pearson_weight=pw, progress=progress,
                                    desc=f"similarity: training {what}")
-    out = SimilarityModel(weights=state_to_arrays(model, "embed."), loss_embed=np.asarray(losses, dtype=np.float32))
+    out = SimilarityModel(weights=state_to_arrays(model, "embed."), loss_embed=np.asarray(losses, dtype=np.float32),
+                          train_s={cfg.method: time.perf_counter() - t0})
     # Held-out attacker round (fresh coefficients, signs, patches): pick the Pearson blend.
     xv, mv = draw_round(data)
     keep = np.random.default_rng(seed).permutation(len(xv))[: 2000]
@@ -287,18 +291,22 @@ def train_similarity_model(view: PublicView, aux: ImageSet, cfg: SimilarityConfi
     out.val_grid = np.array(sorted(val), dtype=np.float32)
     out.val_precision = np.array([val[k] for k in sorted(val)], dtype=np.float32)
     if cfg.pair.rerank:
+        t0 = time.perf_counter()
         pm, pl = train_pair_model(data, width=cfg.width, steps=cfg.pair.steps, batch=cfg.batch_size // 2, lr=cfg.lr,
                                   rounds=max(1, cfg.pair.steps // r.steps), device=device, seed=seed,
                                   progress=progress)
         out.weights.update(state_to_arrays(pm, "pair."))
         out.loss_pair = np.asarray(pl, dtype=np.float32)
+        out.train_s["pair"] = time.perf_counter() - t0
     if group_steps:
+        t0 = time.perf_counter()
         rounds = AttackerEncryptions(view, aux, n_images=ROUND_IMAGES, T=view.T or r.T, pool=pool, seed=seed + 2)
         gm, gl = train_group_model(rounds, width=cfg.width, steps=group_steps, batch=cfg.batch_size // 2,
                                    lr=cfg.lr, steps_per_round=r.steps, device=device, seed=seed,
                                    progress=progress)
         out.weights.update(state_to_arrays(gm, "group."))
         out.loss_group = np.asarray(gl, dtype=np.float32)
+        out.train_s["group"] = time.perf_counter() - t0
     return out
 
 

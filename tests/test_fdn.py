@@ -127,7 +127,7 @@ def test_run_records_grouping_and_fusion_figures_and_reuses_the_model(faces, tmp
     assert st["fusion"]["ssim_by_size"] and st["fusion"]["ssim_by_purity"]
     assert sum(b["groups"] for b in st["fusion"]["ssim_by_size"].values()) == 10
     assert a.stats["fusion"]["model"] and not a.stats["fusion"]["cached"] and a.stats["fusion"]["curves"]["loss"]
-    assert a.stats["similarity_model"]["embed_loss_first_last"]
+    assert a.stats["similarity_model"]["embed_loss_first_last"] and a.stats["similarity_model"]["train_s"]["comparative"] > 0
     assert np.load(tmp_path / "a" / "recovered.npy").shape == (10, 32, 32, 3)
     # a new run folder (no stage cache): the fusion network comes from the model cache
     b = run_release_attack("fdn", faces, tmp_path / "b", config=TINY, ctx=ctx)

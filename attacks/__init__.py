@@ -7,5 +7,6 @@ from hidebench.attacks import aux_mean, gradient, identity  # noqa: F401  (regis
 from hidebench.attacks.base import ATTACKS, ReleaseAttack, UpdateAttack, get_attack, register
 from hidebench.attacks.carlini import attack as _carlini  # noqa: F401  (registers carlini)
 from hidebench.attacks.decoders import deep_decompose as _decoders  # noqa: F401  (registers deep_decompose, gan_demask)
+from hidebench.attacks.fdn import attack as _fdn  # noqa: F401  (registers fdn)
 
 __all__ = ["ATTACKS", "ReleaseAttack", "UpdateAttack", "get_attack", "register"]

@@ -41,7 +41,7 @@ class Carlini(ReleaseAttack):
     stages = STAGE_NAMES
 
     def run(self, view: PublicView, oracle: Oracle, ctx: ExecutionContext) -> ReleaseResult:
-        from hidebench.attacks.carlini.stages import STAGES, AttackInputs, check_inputs
+        from hidebench.attacks.carlini.stages import AttackInputs, check_inputs, stages_for
         from hidebench.attacks.grouping.membership import check_release
         from hidebench.pipeline import PipelineRun, run_pipeline
         from hidebench.progress import bar
@@ -56,11 +56,19 @@ class Carlini(ReleaseAttack):
             n = check_release(view)
         inp = AttackInputs(view, self.config, ctx, n, threat=self.threat, **part)
         check_inputs(inp)
-        progress = bar(total=len(STAGES), desc="carlini", enabled=ctx.progress)
+        stages = stages_for(self.config)
+        progress = bar(total=len(stages), desc="carlini", enabled=ctx.progress)
         try:
-            run = run_pipeline(STAGES, inp, cache, on_stage=lambda name: progress.update(1), done=first)
+            run = run_pipeline(stages, inp, cache, on_stage=lambda name: progress.update(1), done=first)
         finally:
             progress.close()
+        if self.config.recovery == "fusion":
+            from hidebench.attacks.fdn.attack import fusion_result
+
+            result = fusion_result(view, run, inp, n, oracle)
+            if estimate is not None:
+                result.stats["T_estimate"] = estimate.stats()
+            return result
         out = run.outputs
         grouping, regression, final = out["grouping"], out["regression"], out["decryption"]
 
@@ -126,11 +134,16 @@ class Carlini(ReleaseAttack):
         """Stage metrics with the key: grouping (pair AUC, precision@T, purity, recall,
         assignment accuracy, before and after the reassignment rounds), coefficient error, and
         the Hungarian-matched SSIM of the private set after each recovery step, with oracle
-        references (the true sign per position)."""
+        references (the true sign per position); with recovery 'fusion', fdn's metrics (the
+        grouping's and the fusion's SSIM per group)."""
         from hidebench.attacks.carlini.evaluation import evaluate_run
 
         if "grouping" not in result.artifacts:
             return {}
+        if "fused" in result.artifacts:
+            from hidebench.attacks.fdn.attack import evaluate_fusion_result
+
+            return evaluate_fusion_result(result, key)
         return evaluate_run(result.artifacts, result.recovered, key)
 
 

@@ -8,6 +8,8 @@
     reassignment  stage 4: regression-driven reassignment rounds (EM-style)
     signs         stage 5: the one sign per position left open
     prior         stages 4-5: a learned decoder's estimate of the images as a sign prior (optional)
+    fusion        with recovery 'fusion': Luo et al.'s fusion-denoising network in place of
+                  stages 4-5 (hidebench.attacks.fdn's FusionConfig)
 
 Every default is a plain value: none depends on the hardware, so a config and a seed give the
 same attack on every machine of one device type (larger models and longer training by config).
@@ -19,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from hidebench.attacks.decoders.config import DeepDecomposeConfig
+from hidebench.attacks.fdn.config import FusionConfig
 from hidebench.attacks.grouping.config import AssignmentConfig, ClusteringConfig, GroupingConfig, SimilarityConfig
 from hidebench.config import Config, check_auto, check_bool, check_choice, check_float, check_int
 from hidebench.types import HidebenchError
@@ -173,7 +176,10 @@ class PriorConfig(Config):
 
 SECTIONS = {"similarity": SimilarityConfig, "clustering": ClusteringConfig, "assignment": AssignmentConfig,
             "regression": RegressionConfig, "sign_sync": SignSyncConfig, "reassignment": ReassignmentConfig,
-            "signs": SignConfig, "prior": PriorConfig}
+            "signs": SignConfig, "prior": PriorConfig, "fusion": FusionConfig}
+
+# How the private images are recovered from the grouping.
+RECOVERIES = ("regression", "fusion")
 
 
 @dataclass
@@ -190,6 +196,10 @@ class CarliniConfig(Config):
     n x n matrix per pixel position): the grouping works from the similarity embedding
     (scalable_grouping.py: k-means cores, prices in place of the flow) and the regression
     from sparse designs with Lanczos sign synchronisation. 0: always.
+    recovery: 'regression' (the paper's stages 4-5: per-pixel regression, then signs) or
+    'fusion' (the fusion-denoising network of Luo et al., AAAI 2022, on each group of the
+    grouping, section `fusion`; hidebench.attacks.fdn): the two attacks then share the grouping
+    and the fusion code.
     """
 
     section = "carlini"
@@ -201,6 +211,8 @@ class CarliniConfig(Config):
     reassignment: ReassignmentConfig = field(default_factory=ReassignmentConfig)
     signs: SignConfig = field(default_factory=SignConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
+    recovery: str = "regression"
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     aux_max: int = 4000
     colour: str = "auto"
     eval_anchors: int = 500
@@ -215,6 +227,10 @@ class CarliniConfig(Config):
                 raise HidebenchError(f"carlini.{name} must be a table of {name} keys, got {value!r}")
         self.aux_max = check_int(self.aux_max, "carlini.aux_max", min=1)
         check_choice(self.colour, "carlini.colour", ("auto", "grey", "rgb"))
+        check_choice(self.recovery, "carlini.recovery", RECOVERIES)
+        if self.recovery != "fusion" and self.fusion != FusionConfig():
+            raise HidebenchError(f"carlini.fusion configures the fusion network of recovery = 'fusion', but "
+                                 f"carlini.recovery is {self.recovery!r}")
         self.eval_anchors = check_int(self.eval_anchors, "carlini.eval_anchors", min=1)
         self.dense_max = check_int(self.dense_max, "carlini.dense_max", min=0)
 

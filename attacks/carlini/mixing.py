@@ -7,8 +7,8 @@ pixel at random:
 
 * ``design``: the E x (n + 1) linear design (coefficients at the slots' groups, public weight last;
   ``sparse_design``: the same as a sparse matrix);
-* ``public_weight``, ``lambdas_from_labels``, ``aligned_coefficients``: coefficients from the
-  released labels (or from the 'lambdas' oracle).
+* ``public_weight``, ``aligned_coefficients``: coefficients from the released labels (read
+  per slot by the grouping's ``lambdas_from_labels``) or from the 'lambdas' oracle.
 
 Who holds which image (memberships, the release's fit to the model) is the grouping's
 (hidebench.attacks.grouping.membership).
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hidebench.attacks.grouping.membership import match_groups
+from hidebench.attacks.grouping.membership import lambdas_from_labels, match_groups
 
 
 def public_weight(lam: np.ndarray) -> np.ndarray:
@@ -56,40 +56,6 @@ def sparse_design(assignment: np.ndarray, coef: np.ndarray, n: int, public: np.n
         cols = np.concatenate([cols, np.full(E, n)])
         vals = np.concatenate([vals, np.broadcast_to(np.asarray(public, dtype=np.float64), (E,))])
     return sparse.csr_matrix((vals, (rows, cols)), shape=(E, n + (public is not None)))
-
-
-def lambdas_from_labels(labels: np.ndarray, assignment: np.ndarray,
-                        cluster_class: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Private coefficients per (encryption, slot) from the released labels.
-
-    Slot j of encryption e gets labels[e, class of its group]. Where two groups of a row share a
-    class (or a class is unknown), the label holds only their sum: the slots share it evenly and
-    ``split`` is True, for the regression to estimate the split.
-    Returns (lambdas E x slots float32, split E bool).
-    """
-    labels = np.asarray(labels, dtype=np.float64)
-    a = np.asarray(assignment, dtype=np.int64)
-    cls = np.asarray(cluster_class, dtype=np.int64)[a]          # E x s
-    E, s = a.shape
-    known = cls >= 0
-    lam = np.zeros((E, s))
-    lam[known] = labels[np.nonzero(known)[0], cls[known]]
-    # A slot whose class repeats in its row, or is unknown, only knows a shared total.
-    shared = ~known
-    for i in range(s):
-        for j in range(s):
-            if i != j:
-                shared[:, i] |= known[:, i] & known[:, j] & (cls[:, i] == cls[:, j])
-    split = shared.any(axis=1)
-    for e in np.nonzero(split)[0]:
-        classes = np.unique(cls[e][known[e]])
-        for c in classes:                                         # slots of one class share its entry
-            same = known[e] & (cls[e] == c)
-            lam[e, same] = labels[e, c] / same.sum()
-        if (~known[e]).any():                                     # unknown slots share what is left
-            rest = max(labels[e].sum() - labels[e, classes].sum(), 0.0)
-            lam[e, ~known[e]] = rest / (~known[e]).sum()
-    return lam.astype(np.float32), split
 
 
 def aligned_coefficients(values: np.ndarray, ids: np.ndarray, assignment: np.ndarray, labels: np.ndarray,

@@ -10,6 +10,9 @@
     signs             the sign per position left open (signs.py; InstaHide only)
     decryption        each encryption's heavier private image (a gather: not cached)
 
+With recovery 'fusion' the stages after the grouping are fdn's (hidebench.attacks.fdn.stages):
+the fusion-denoising network on every group, then the same gather (`stages_for`).
+
 Each stage is a function of `AttackInputs` (the grouping's inputs plus the carlini config and
 the 'lambdas' oracle part) and of its upstream stages' outputs, and returns a small dataclass.
 Its cache key holds the config sections it reads, the release's digest, its seed
@@ -26,10 +29,13 @@ import numpy as np
 from hidebench.attacks.aux_mean import class_means
 from hidebench.attacks.carlini.config import CarliniConfig
 from hidebench.attacks.carlini.global_signs import aux_statistics, fix_global_signs
-from hidebench.attacks.carlini.mixing import aligned_coefficients, lambdas_from_labels
+from hidebench.attacks.carlini.mixing import aligned_coefficients
 from hidebench.attacks.carlini.reassignment import reassign
 from hidebench.attacks.carlini.regression import regress
+from hidebench.attacks.fdn.stages import DECRYPTION_STAGE as FUSION_DECRYPTION_STAGE
+from hidebench.attacks.fdn.stages import FUSION_STAGE, check_fusion_inputs
 from hidebench.attacks.grouping.groups import Grouping
+from hidebench.attacks.grouping.membership import lambdas_from_labels
 from hidebench.attacks.grouping.stages import GROUPING_STAGES, GroupingInputs, check_grouping_inputs
 from hidebench.context import ExecutionContext
 from hidebench.pipeline import Stage, arrays_field, expect, json_field
@@ -40,14 +46,15 @@ from hidebench.types import HidebenchError, PublicView
 class AttackInputs(GroupingInputs):
     """What the stages read: the grouping's inputs (GroupingInputs: the release, the grouping's
     sections of `config`, the context, the threat model, the oracle parts pairs / assignment)
-    plus the whole carlini config and the 'lambdas' oracle part."""
+    plus the whole carlini config, its fusion section (what fdn's fusion stage reads) and the
+    'lambdas' oracle part."""
 
     def __init__(self, view: PublicView, config: CarliniConfig, ctx: ExecutionContext, n_private: int, *,
                  threat: ReleaseThreatModel | None = None, pairs: Membership | None = None,
                  assignment: Membership | None = None, lambdas: Coefficients | None = None):
         super().__init__(view, config.grouping(), ctx, n_private, threat=threat, pairs=pairs, assignment=assignment,
                          attack="the carlini attack")
-        self.config, self.lambdas = config, lambdas
+        self.config, self.lambdas, self.fusion = config, lambdas, config.fusion
 
     @property
     def grey(self) -> bool:
@@ -58,7 +65,7 @@ class AttackInputs(GroupingInputs):
             aux = self.aux()
             return aux is not None and bool(np.abs(aux.images - aux.images[..., :1]).max() < 2 / 255)
 
-        return self._once("grey", decide)
+        return self.once("grey", decide)
 
     @property
     def prior(self) -> str:
@@ -331,11 +338,26 @@ STAGES = [
 ]
 
 
+# Recovery 'fusion': the grouping, then fdn's fusion network and its decryption.
+FUSION_STAGES = [*GROUPING_STAGES, FUSION_STAGE, FUSION_DECRYPTION_STAGE]
+
+
+def stages_for(config: CarliniConfig) -> list[Stage]:
+    """The stages of a run: the regression's (STAGES) or, with recovery 'fusion', FUSION_STAGES."""
+    return FUSION_STAGES if config.recovery == "fusion" else STAGES
+
+
 def check_inputs(inp: AttackInputs) -> None:
     """Refuse, before any stage runs, inputs a stage would trip over: the grouping's
     (check_grouping_inputs), a 'lambdas' oracle that does not match the release, a prior without
-    aux data."""
+    aux data, a fusion network it cannot train (check_fusion_inputs)."""
     check_grouping_inputs(inp)
+    if inp.config.recovery == "fusion":
+        if inp.lambdas is not None:
+            raise HidebenchError("the 'lambdas' oracle feeds the regression; recovery = 'fusion' reads the "
+                                 "coefficients from the labels")
+        check_fusion_inputs(inp)
+        return
     if inp.lambdas is not None and np.asarray(inp.lambdas.ids).shape != (len(inp.view), inp.view.n_private_slots):
         raise HidebenchError(f"the 'lambdas' oracle covers ids of shape {np.asarray(inp.lambdas.ids).shape}, "
                              f"the release {len(inp.view)} encryptions x {inp.view.n_private_slots} private slots")

@@ -2,8 +2,9 @@
 
 `cached_model` loads a network trained earlier under the same spec (scheme, aux, pool, config,
 seed) or trains it and stores it. `train_decomposer` and `train_demasker` are the two training
-loops: Adam on fresh MixSampler batches with a cosine learning-rate schedule, one curve point
-(mean loss) per `epoch_steps` steps, a progress bar with the current loss.
+loops: Adam on fresh MixSampler batches with a cosine learning-rate schedule (`cosine_schedule`),
+one curve point (mean loss) per `epoch_steps` steps, a progress bar with the current loss
+(`train_loop`, which fdn's fusion network trains with too).
 """
 from __future__ import annotations
 
@@ -73,12 +74,14 @@ def decoder_input(encryption: torch.Tensor, scheme: str) -> torch.Tensor:
     return abs(encryption) if scheme == "instahide" else encryption
 
 
-def _schedule(opt, cfg: TrainConfig):
+def cosine_schedule(opt, cfg: TrainConfig):
+    """Cosine decay of the learning rate to 0 over cfg.steps (any config with `steps`)."""
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
 
 
-def _loop(cfg: TrainConfig, step: Callable[[], dict], desc: str, progress: bool) -> dict:
-    """Run `step` cfg.steps times; curves: the mean of each returned value per epoch."""
+def train_loop(cfg: TrainConfig, step: Callable[[], dict], desc: str, progress: bool) -> dict:
+    """Run `step` cfg.steps times; curves: the mean of each returned value per epoch of
+    cfg.epoch_steps steps (any config with `steps` and `epoch_steps`)."""
     curves: dict[str, list] = {}
     acc: dict[str, float] = {}
     pbar = bar(total=cfg.steps, desc=desc, enabled=progress)
@@ -128,7 +131,7 @@ def train_decomposer(net: nn.Module, sampler: MixSampler, cfg: DeepDecomposeConf
     torch.manual_seed(seed)
     t = cfg.training
     opt = torch.optim.Adam(net.parameters(), lr=t.lr)
-    sched = _schedule(opt, t)
+    sched = cosine_schedule(opt, t)
     net.train()
 
     def step():
@@ -142,7 +145,7 @@ def train_decomposer(net: nn.Module, sampler: MixSampler, cfg: DeepDecomposeConf
         sched.step()
         return {"loss": float(loss.detach())}
 
-    return _loop(t, step, desc, progress)
+    return train_loop(t, step, desc, progress)
 
 
 def train_demasker(gen: nn.Module, disc: nn.Module, sampler: MixSampler, cfg: GanDemaskConfig, *, seed: int,
@@ -153,7 +156,7 @@ def train_demasker(gen: nn.Module, disc: nn.Module, sampler: MixSampler, cfg: Ga
     t = cfg.training
     og = torch.optim.Adam(gen.parameters(), lr=t.lr, betas=(0.5, 0.999))
     od = torch.optim.Adam(disc.parameters(), lr=t.lr, betas=(0.5, 0.999))
-    sg, sd = _schedule(og, t), _schedule(od, t)
+    sg, sd = cosine_schedule(og, t), cosine_schedule(od, t)
     bce = nn.BCEWithLogitsLoss()
     gen.train()
     disc.train()
@@ -177,7 +180,7 @@ def train_demasker(gen: nn.Module, disc: nn.Module, sampler: MixSampler, cfg: Ga
         sd.step()
         return {"l1": float(l1.detach()), "g_adv": float((g_loss - cfg.l1_weight * l1).detach()), "d": float(d_loss.detach())}
 
-    return _loop(t, step, "gan_demask training", progress)
+    return train_loop(t, step, "gan_demask training", progress)
 
 
 @torch.no_grad()

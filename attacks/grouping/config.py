@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from hidebench.config import Config, check_auto, check_bool, check_choice, check_float, check_int
 from hidebench.resources import IMAGE_BYTES, check_memory
 
+# The similarity's methods: the two trained networks, then the baseline without training.
+SIMILARITY_METHODS = ("cnn", "comparative", "pearson")
+
 
 @dataclass
 class EmbedderConfig(Config):
@@ -35,6 +38,30 @@ class EmbedderConfig(Config):
         self.steps = check_int(self.steps, f"{s}.steps", min=1)
         check_float(self.temperature, f"{s}.temperature", min=0, min_open=True)
         check_float(self.pearson_weight, f"{s}.pearson_weight", min=0, max=1, max_open=True)
+
+
+@dataclass
+class ComparativeConfig(Config):
+    """The comparative network of Luo et al. (AAAI 2022; nets.build_comparative): a siamese
+    trunk of `blocks` residual blocks, `width` channels, pooled to `grid` x `grid` maps per
+    channel; the pair score is the channel-weighted cosine of the two maps, a dot product of
+    per-encryption embeddings (width * grid^2 values). Trained `steps` Adam steps with the
+    multi-positive contrastive loss at `temperature`, as the embedder is."""
+
+    section = "similarity.comparative"
+    width: int = 32
+    blocks: int = 2
+    grid: int = 4
+    steps: int = 1000
+    temperature: float = 0.1
+
+    def validate(self):
+        s = self.section
+        self.width = check_int(self.width, f"{s}.width", min=1, max=512)
+        self.blocks = check_int(self.blocks, f"{s}.blocks", min=0, max=16)
+        self.grid = check_int(self.grid, f"{s}.grid", min=1, max=16)
+        self.steps = check_int(self.steps, f"{s}.steps", min=1)
+        check_float(self.temperature, f"{s}.temperature", min=0, min_open=True)
 
 
 @dataclass
@@ -136,8 +163,9 @@ class SimilarityConfig(Config):
     """Step 1: a score for every pair of encryptions.
 
     method: 'cnn' (an embedding CNN on |encryption|, trained on encryptions the attacker makes
-    itself from its aux data with the release's scheme; needs aux data) or 'pearson' (Pearson
-    correlation of |e|, no training). The networks share `width` (channels of their first block),
+    itself from its aux data with the release's scheme; needs aux data), 'comparative' (Luo et
+    al.'s comparative network in embedding form, section `comparative`, trained the same way)
+    or 'pearson' (Pearson correlation of |e|, no training). The networks share `width` (channels of their first block),
     `batch_size` and peak learning rate `lr` (one-cycle schedule); their own settings are the
     sub-sections. The score is (1 - w) cos(CNN) + w Pearson with w = `blend`, "auto": chosen from
     {0, .25, .5, .75, 1} by precision@T on a held-out round of the attacker's own encryptions.
@@ -153,6 +181,7 @@ class SimilarityConfig(Config):
     blend: float | str = "auto"
     query_expansion: int = 0
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    comparative: ComparativeConfig = field(default_factory=ComparativeConfig)
     rounds: RoundsConfig = field(default_factory=RoundsConfig)
     pair: PairConfig = field(default_factory=PairConfig)
     group: GroupModelConfig = field(default_factory=GroupModelConfig)
@@ -160,14 +189,20 @@ class SimilarityConfig(Config):
 
     def validate(self):
         s = self.section
-        check_choice(self.method, f"{s}.method", ("cnn", "pearson"))
+        check_choice(self.method, f"{s}.method", SIMILARITY_METHODS)
         self.width = check_int(self.width, f"{s}.width", min=1)
         self.batch_size = check_int(self.batch_size, f"{s}.batch_size", min=1)
         self.query_expansion = check_int(self.query_expansion, f"{s}.query_expansion", min=0)
         check_float(self.lr, f"{s}.lr", min=0, min_open=True)
         check_auto(self.blend, f"{s}.blend", lambda v, n: check_float(v, n, min=0, max=1))
-        check_memory(self.batch_size * self.rounds.T * IMAGE_BYTES * 4 * self.width, f"{s}.batch_size={self.batch_size}")
+        width = self.comparative.width if self.method == "comparative" else self.width
+        check_memory(self.batch_size * self.rounds.T * IMAGE_BYTES * 4 * width, f"{s}.batch_size={self.batch_size}")
         check_memory(self.rounds.images * self.rounds.T * IMAGE_BYTES * 2, f"{s}.rounds.images x rounds.T")
+
+    @property
+    def trained(self) -> bool:
+        """Whether the method trains a network on the attacker's own encryptions."""
+        return self.method != "pearson"
 
 
 @dataclass

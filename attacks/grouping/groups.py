@@ -190,6 +190,21 @@ def _unpack(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
 
 # ----------------------------------------------------------------------------- evaluation
 
+def pair_metrics(anchors: np.ndarray, S: np.ndarray, M: np.ndarray, T: int) -> dict:
+    """pair_auc / precision_at_T / pair_base_rate of similarity rows S (anchors x E) against the
+    true sharing relation of membership M (E x images), each anchor itself left out."""
+    from sklearn.metrics import roc_auc_score
+
+    share = (M[anchors].astype(np.float32) @ M.T.astype(np.float32)) > 0
+    share[np.arange(len(anchors)), anchors] = False
+    valid = np.ones_like(share)
+    valid[np.arange(len(anchors)), anchors] = False
+    y, s = share[valid], S[valid]
+    top = np.argsort(-np.where(valid, S, -np.inf), axis=1)[:, :T]
+    return {"pair_auc": float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan"),
+            "precision_at_T": float(np.take_along_axis(share, top, 1).mean()), "pair_base_rate": float(y.mean())}
+
+
 def evaluate_grouping(grouping: Grouping, key: SecretKey) -> dict:
     """Stage metrics with the key (Hungarian matching of groups to private images).
 
@@ -203,7 +218,6 @@ def evaluate_grouping(grouping: Grouping, key: SecretKey) -> dict:
     cluster_to_private: the matching.
     """
     from scipy.optimize import linear_sum_assignment
-    from sklearn.metrics import roc_auc_score
 
     priv = key.private_of()
     n_priv = len(key.private)
@@ -215,18 +229,7 @@ def evaluate_grouping(grouping: Grouping, key: SecretKey) -> dict:
     ps = grouping.pair_sample
     out: dict = {}
     if "anchors" in ps and len(ps["anchors"]):
-        anchors, S = ps["anchors"], ps["scores"]
-        T = int(ps.get("T", max(1, E // n_priv)))
-        share = (M[anchors].astype(np.float32) @ M.T.astype(np.float32)) > 0
-        share[np.arange(len(anchors)), anchors] = False
-        valid = np.ones_like(share)
-        valid[np.arange(len(anchors)), anchors] = False
-        y, s = share[valid], S[valid]
-        out["pair_auc"] = float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
-        Sx = np.where(valid, S, -np.inf)
-        top = np.argsort(-Sx, axis=1)[:, :T]
-        out["precision_at_T"] = float(np.take_along_axis(share, top, 1).mean())
-        out["pair_base_rate"] = float(y.mean())
+        out.update(pair_metrics(ps["anchors"], ps["scores"], M, int(ps.get("T", max(1, E // n_priv)))))
     if "core_flat" in ps:
         cores = _unpack(ps["core_flat"], ps["core_offsets"])
         maj = [int(np.argmax(M[c].sum(0))) if len(c) else -1 for c in cores]

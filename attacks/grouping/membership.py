@@ -7,6 +7,8 @@ shows (labels[e] = sum_i l_i onehot(class_i)). Everything here is numpy:
 * ``label_support``: the classes each label row names;
 * ``membership_matrix`` / ``co_membership`` / ``match_groups``: who holds which image, and how
   two groupings overlap;
+* ``lambdas_from_labels``: each (encryption, slot)'s private coefficient as its label row reads
+  it for a grouping;
 * ``check_release``: does a release fit the mixing model (``plausible_T``: the T its labels
   allow, from the class counts of its private slots)?
 """
@@ -48,6 +50,40 @@ def co_membership(a_ids: np.ndarray, b_ids: np.ndarray, n_a: int, n_b: int) -> n
             ok = (a[:, i] >= 0) & (b[:, j] >= 0) & first_a & first_b
             np.add.at(out, (a[ok, i], b[ok, j]), 1)
     return out
+
+
+def lambdas_from_labels(labels: np.ndarray, assignment: np.ndarray,
+                        cluster_class: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Private coefficients per (encryption, slot) from the released labels.
+
+    Slot j of encryption e gets labels[e, class of its group]. Where two groups of a row share a
+    class (or a class is unknown), the label holds only their sum: the slots share it evenly and
+    ``split`` is True, for the regression to estimate the split.
+    Returns (lambdas E x slots float32, split E bool).
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    a = np.asarray(assignment, dtype=np.int64)
+    cls = np.asarray(cluster_class, dtype=np.int64)[a]          # E x s
+    E, s = a.shape
+    known = cls >= 0
+    lam = np.zeros((E, s))
+    lam[known] = labels[np.nonzero(known)[0], cls[known]]
+    # A slot whose class repeats in its row, or is unknown, only knows a shared total.
+    shared = ~known
+    for i in range(s):
+        for j in range(s):
+            if i != j:
+                shared[:, i] |= known[:, i] & known[:, j] & (cls[:, i] == cls[:, j])
+    split = shared.any(axis=1)
+    for e in np.nonzero(split)[0]:
+        classes = np.unique(cls[e][known[e]])
+        for c in classes:                                         # slots of one class share its entry
+            same = known[e] & (cls[e] == c)
+            lam[e, same] = labels[e, c] / same.sum()
+        if (~known[e]).any():                                     # unknown slots share what is left
+            rest = max(labels[e].sum() - labels[e, classes].sum(), 0.0)
+            lam[e, ~known[e]] = rest / (~known[e]).sum()
+    return lam.astype(np.float32), split
 
 
 def match_groups(a_ids: np.ndarray, b_ids: np.ndarray, n_a: int, n_b: int) -> np.ndarray:

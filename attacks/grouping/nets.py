@@ -1,8 +1,9 @@
 """The grouping's networks (Carlini et al., arXiv 2011.05315, Sec. 5.2-5.3): the features they
-read (|e|, standardised: the random signs destroy everything but magnitudes), the embedding CNN
-and the paper's 6-channel pairwise form (also the second graph's group model), their weights as
-arrays for the stage cache, the one training loop (Adam, one-cycle schedule) and batched
-inference, and how a model's logits are blended into candidate scores.
+read (|e|, standardised: the random signs destroy everything but magnitudes), the embedding CNN,
+the comparative network of Luo et al. (AAAI 2022) in embedding form, and the paper's 6-channel
+pairwise form (also the second graph's group model), their weights as arrays for the stage
+cache, the one training loop (Adam, one-cycle schedule) and batched inference, and how a
+model's logits are blended into candidate scores.
 """
 from __future__ import annotations
 
@@ -45,6 +46,73 @@ def build_embedder(width: int, dim: int):
             return F.normalize(self.head(self.trunk(x)), dim=1)
 
     return Embedder()
+
+
+def build_comparative(width: int, blocks: int, grid: int):
+    """The comparative network of Luo, Xiao, Wu, Liu, Ooi, "Fusion-denoising attack on InstaHide
+    with data augmentation" (AAAI 2022), in a form whose pair score is a dot product.
+
+    The paper's siamese CNN compares two |encryptions| channel by channel: the cosine similarity
+    of the two feature maps of each channel, taken over all positions, then a learned weighting
+    of the channels. Comparing whole maps of coarse features tolerates the shifts and flips that
+    data augmentation puts between two encryptions of one image. Here the trunk (a stride-2 stem,
+    as the paper's subsampled branch, then `blocks` residual blocks of `width` channels) is
+    average-pooled to a `grid` x `grid` map per channel; each channel's map is centred and
+    L2-normalised, and scaled by sqrt(w_c) with non-negative channel weights w = softmax(logits)
+    (summing to 1). So the embedding g has unit norm and
+
+        <g_i, g_j> = sum_c w_c cos(f_c(i), f_c(j)),
+
+    the paper's weighted per-channel cosine, for E encryptions in E network evaluations and one
+    E x E product. (The paper's head is a free linear layer on the cosines and a second,
+    centre-crop branch; a free sign would break the dot-product form, and one branch halves the
+    cost.)"""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                      nn.ReLU(inplace=True), nn.Conv2d(width, width, 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(width))
+
+        def forward(self, x):
+            return F.relu(x + self.body(x))
+
+    class Comparative(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                       nn.ReLU(inplace=True),
+                                       nn.Conv2d(width, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                                       nn.ReLU(inplace=True), *[Residual() for _ in range(blocks)])
+            self.pool = nn.AdaptiveAvgPool2d(grid)
+            self.channel_logits = nn.Parameter(torch.zeros(width))
+
+        def channel_weights(self):
+            """The non-negative channel weights w_c (summing to 1)."""
+            return torch.softmax(self.channel_logits, 0)
+
+        def channel_maps(self, x):
+            """B x width x grid^2: each channel's pooled map, centred and L2-normalised."""
+            f = self.pool(self.trunk(x)).flatten(2)
+            return F.normalize(f - f.mean(2, keepdim=True), dim=2)
+
+        def forward(self, x):
+            return (self.channel_maps(x) * self.channel_weights().sqrt()[None, :, None]).flatten(1)
+
+    return Comparative()
+
+
+def build_similarity_net(cfg):
+    """The similarity network of a SimilarityConfig's method: the embedding CNN ('cnn') or the
+    comparative network ('comparative'); rows of unit norm whose dot products are the score."""
+    if cfg.method == "comparative":
+        c = cfg.comparative
+        return build_comparative(c.width, c.blocks, c.grid)
+    return build_embedder(cfg.width, cfg.embedder.dim)
 
 
 def build_pair_model(width: int):

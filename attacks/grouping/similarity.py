@@ -9,7 +9,9 @@ public scheme, so it knows which of its encryptions share an image, and trains a
 Two model forms:
 - embedding (default): a small CNN maps |e| to a unit vector; similarity = cosine. Trained
   with a multi-positive contrastive loss (Khosla et al. 2020, SupCon), so that E encryptions
-  need E network evaluations and one E x E matrix product.
+  need E network evaluations and one E x E matrix product. The comparative network of Luo et
+  al. (AAAI 2022; method 'comparative') has the same form: its channel-weighted per-channel
+  cosine is a dot product of per-encryption embeddings (nets.build_comparative).
 - pairwise (the paper's form, a 6-channel CNN on [|e_i|, |e_j|] -> logit): E^2 evaluations
   are too many on a CPU, so it only reranks each encryption's top candidates of the embedding.
 Baseline: Pearson correlation of |e| vectors (no training).
@@ -17,6 +19,7 @@ Baseline: Pearson correlation of |e| vectors (no training).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,8 +33,8 @@ from hidebench.attacks.grouping.nets import (
     abs_features,
     arrays_to_state,
     blend_candidates,
-    build_embedder,
     build_pair_model,
+    build_similarity_net,
     embed,
     fit,
     state_to_arrays,
@@ -90,14 +93,15 @@ def _batch_rows(rng, member: np.ndarray, batch: int, groups: int) -> np.ndarray:
     return rng.choice(rows, size=min(batch, len(rows)), replace=False)
 
 
-def train_embedder(data: AttackerEncryptions, *, width: int, dim: int, steps: int, batch: int, lr: float,
+def train_embedder(data: AttackerEncryptions, make_model, *, steps: int, batch: int, lr: float,
                    temperature: float, rounds: int, device, seed: int, pearson_weight: float = 0.0,
-                   progress: bool = False):
-    """Train the embedding CNN on `rounds` freshly encrypted aux rounds; returns (model, loss history)."""
+                   progress: bool = False, desc: str = "similarity: training embedder"):
+    """Train an embedding network (make_model(): |e| -> unit rows; the embedding CNN or the
+    comparative network) on `rounds` freshly encrypted aux rounds; returns (model, loss history)."""
     import torch
 
     torch.manual_seed(seed)
-    model = build_embedder(width, dim).to(device)
+    model = make_model().to(device)
     rng = np.random.default_rng(seed)
     groups = max(2, batch // (2 * data.cfg.n_private_slots * data.cfg.T) * 2)
     per_round = max(1, math.ceil(steps / max(rounds, 1)))
@@ -112,7 +116,7 @@ def train_embedder(data: AttackerEncryptions, *, width: int, dim: int, steps: in
         mb = torch.from_numpy(member[rows]).to(device)
         return _supcon_loss(model(xb), mb, temperature, xb, pearson_weight)
 
-    losses = fit(model, loss_at, steps=steps, lr=lr, desc="similarity: training embedder", progress=progress)
+    losses = fit(model, loss_at, steps=steps, lr=lr, desc=desc, progress=progress)
     return model, losses
 
 
@@ -227,10 +231,11 @@ def rerank(S: np.ndarray, pair_logits: np.ndarray, cand: np.ndarray, weight: flo
 
 @dataclass
 class SimilarityModel:
-    """Output of stage `similarity_model`: the trained embedding CNN ('embed.*' weights; the
+    """Output of stage `similarity_model`: the trained similarity network ('embed.*' weights: the
+    embedding CNN or the comparative network, as similarity.method says; the
     pairwise reranker's 'pair.*' and the group model's 'group.*' too when trained), the Pearson
     blend weight to score with, and the training record (loss histories, precision@T of each
-    blend weight on held-out attacker encryptions)."""
+    blend weight on held-out attacker encryptions, seconds each network trained)."""
 
     weights: dict = arrays_field()
     blend: float = json_field(0.0)
@@ -239,11 +244,12 @@ class SimilarityModel:
     loss_group: np.ndarray | None = None
     val_grid: np.ndarray | None = None
     val_precision: np.ndarray | None = None
+    train_s: dict = json_field()
 
     def summary(self) -> dict:
         first_last = {f"{name}_loss_first_last": [round(float(h[: 20].mean()), 4), round(float(h[-20:].mean()), 4)]
                       for name, h in (("embed", self.loss_embed), ("group", self.loss_group)) if h is not None}
-        return {**first_last,
+        return {**first_last, "train_s": {k: round(float(v), 1) for k, v in self.train_s.items()},
                 "blend_pearson_weight": float(self.blend),
                 "attacker_val_precision": {f"{float(k):g}": round(float(v), 4)
                                            for k, v in zip(self.val_grid, self.val_precision)}}
@@ -251,19 +257,27 @@ class SimilarityModel:
 
 def train_similarity_model(view: PublicView, aux: ImageSet, cfg: SimilarityConfig, *, pool=None, seed: int = 0,
                            group_steps: int = 0, device=None, progress: bool = False) -> SimilarityModel:
-    """Train the embedding CNN (and, with cfg.pair.rerank, the pairwise model; with group_steps > 0,
-    the group model for that many steps: the stage resolves cfg.group.steps) on the attacker's
-    own encryptions of its aux images with the release's scheme; choose the Pearson blend on a
-    held-out round. `pool`: the attacker's public pool (None: stand-in patches)."""
+    """Train the similarity network of cfg.method (the embedding CNN or the comparative network;
+    and, with cfg.pair.rerank, the pairwise model; with group_steps > 0, the group model for
+    that many steps: the stage resolves cfg.group.steps) on the attacker's own encryptions of its
+    aux images with the release's scheme; choose the Pearson blend on a held-out round. `pool`:
+    the attacker's public pool (None: stand-in patches)."""
     import torch
 
     device = device or torch.device("cpu")
     e, r = cfg.embedder, cfg.rounds
     data = AttackerEncryptions(view, aux, n_images=r.images, T=r.T, pool=pool, seed=seed)
-    model, losses = train_embedder(data, width=cfg.width, dim=e.dim, steps=e.steps, batch=cfg.batch_size, lr=cfg.lr,
-                                   temperature=e.temperature, rounds=max(1, e.steps // r.steps), device=device,
-                                   seed=seed, pearson_weight=e.pearson_weight, progress=progress)
-    out = SimilarityModel(weights=state_to_arrays(model, "embed."), loss_embed=np.asarray(losses, dtype=np.float32))
+    if cfg.method == "comparative":
+        steps, temperature, pw, what = cfg.comparative.steps, cfg.comparative.temperature, 0.0, "comparative network"
+    else:
+        steps, temperature, pw, what = e.steps, e.temperature, e.pearson_weight, "embedder"
+    t0 = time.perf_counter()
+    model, losses = train_embedder(data, lambda: build_similarity_net(cfg), steps=steps, batch=cfg.batch_size,
+                                   lr=cfg.lr, temperature=temperature, rounds=max(1, steps // r.steps), device=device,
+                                   seed=seed, pearson_weight=pw, progress=progress,
+                                   desc=f"similarity: training {what}")
+    out = SimilarityModel(weights=state_to_arrays(model, "embed."), loss_embed=np.asarray(losses, dtype=np.float32),
+                          train_s={cfg.method: time.perf_counter() - t0})
     # Held-out attacker round (fresh coefficients, signs, patches): pick the Pearson blend.
     xv, mv = draw_round(data)
     keep = np.random.default_rng(seed).permutation(len(xv))[: 2000]
@@ -277,18 +291,22 @@ def train_similarity_model(view: PublicView, aux: ImageSet, cfg: SimilarityConfi
     out.val_grid = np.array(sorted(val), dtype=np.float32)
     out.val_precision = np.array([val[k] for k in sorted(val)], dtype=np.float32)
     if cfg.pair.rerank:
+        t0 = time.perf_counter()
         pm, pl = train_pair_model(data, width=cfg.width, steps=cfg.pair.steps, batch=cfg.batch_size // 2, lr=cfg.lr,
                                   rounds=max(1, cfg.pair.steps // r.steps), device=device, seed=seed,
                                   progress=progress)
         out.weights.update(state_to_arrays(pm, "pair."))
         out.loss_pair = np.asarray(pl, dtype=np.float32)
+        out.train_s["pair"] = time.perf_counter() - t0
     if group_steps:
+        t0 = time.perf_counter()
         rounds = AttackerEncryptions(view, aux, n_images=ROUND_IMAGES, T=view.T or r.T, pool=pool, seed=seed + 2)
         gm, gl = train_group_model(rounds, width=cfg.width, steps=group_steps, batch=cfg.batch_size // 2,
                                    lr=cfg.lr, steps_per_round=r.steps, device=device, seed=seed,
                                    progress=progress)
         out.weights.update(state_to_arrays(gm, "group."))
         out.loss_group = np.asarray(gl, dtype=np.float32)
+        out.train_s["group"] = time.perf_counter() - t0
     return out
 
 
@@ -301,7 +319,7 @@ def encryption_embedder(cfg: SimilarityConfig, model: SimilarityModel | None = N
     import torch
 
     device = device or torch.device("cpu")
-    net = arrays_to_state(build_embedder(cfg.width, cfg.embedder.dim), model.weights, "embed.").to(device).eval()
+    net = arrays_to_state(build_similarity_net(cfg), model.weights, "embed.").to(device).eval()
     return lambda enc: blend_embedding(embed(net, abs_features(enc), device), pearson_embedding(enc), float(model.blend))
 
 

@@ -1,7 +1,8 @@
 """The grouping as two cached stages (hidebench.pipeline) that any release attack runs:
 
-    similarity_model  the similarity CNN, trained on the attacker's own encryptions of its aux
-                      data (similarity.method 'cnn', no 'pairs'/'assignment' oracle)
+    similarity_model  the similarity network, trained on the attacker's own encryptions of its
+                      aux data (similarity.method 'cnn' or 'comparative', no 'pairs'/'assignment'
+                      oracle)
     grouping          similarity -> clustering -> assignment (groups.py; scalable.py above
                       grouping.dense_max encryptions), or the key's membership under oracle
                       'assignment'
@@ -50,7 +51,9 @@ class GroupingInputs:
         self.timings: dict = {}
         self._memo: dict = {}
 
-    def _once(self, name, make):
+    def once(self, name: str, make):
+        """make(), computed on the first call for `name` and kept (what a run loads once: the aux
+        images, the pool, digests)."""
         if name not in self._memo:
             self._memo[name] = make()
         return self._memo[name]
@@ -60,12 +63,12 @@ class GroupingInputs:
 
     @property
     def device(self):
-        return self._once("device", self.ctx.torch_device)
+        return self.once("device", self.ctx.torch_device)
 
     @property
     def view_digest(self) -> str:
         v = self.view
-        return self._once("view_digest", lambda: arrays_digest({
+        return self.once("view_digest", lambda: arrays_digest({
             "encryptions": v.encryptions, "labels": v.labels, "scheme": np.asarray([v.scheme, v.mode]),
             "k_T": np.asarray([v.k, v.T or 0])}))
 
@@ -88,15 +91,15 @@ class GroupingInputs:
             self.timings["load_aux_s"] = time.perf_counter() - t0
             return aux
 
-        return self._once("aux", load)
+        return self.once("aux", load)
 
     def aux_digest(self) -> str | None:
         aux = self.aux()
-        return None if aux is None else self._once("aux_digest", lambda: arrays_digest(
+        return None if aux is None else self.once("aux_digest", lambda: arrays_digest(
             {"images": aux.images, "labels": aux.labels, "source": np.asarray(aux.source)}))
 
     def pool(self):
-        return self._once("pool", lambda: attacker_pool(self.threat, self.ctx, self.seed("pool"),
+        return self.once("pool", lambda: attacker_pool(self.threat, self.ctx, self.seed("pool"),
                                                         screens=self.grouping.similarity.rounds.pool_draws))
 
     @property
@@ -157,6 +160,9 @@ def _similarity_model_key(inp: GroupingInputs) -> dict:
     s, v = inp.grouping.similarity, inp.view
     key = {"width": s.width, "batch_size": s.batch_size, "lr": s.lr, "blend": s.blend,
            "embedder": s.embedder.to_dict(), "rounds": s.rounds.to_dict()}
+    if s.method == "comparative":           # keys of the embedder's models unchanged
+        key = {**key, "method": s.method, "comparative": s.comparative.to_dict()}
+        del key["embedder"], key["width"]
     if s.pair.rerank:
         key["pair_steps"] = s.pair.steps
     if inp.group_steps:
@@ -170,14 +176,14 @@ def _similarity_model_key(inp: GroupingInputs) -> dict:
 
 
 def trains_model(inp: GroupingInputs) -> bool:
-    return inp.grouping.similarity.method == "cnn" and inp.pairs is None and inp.assignment is None
+    return inp.grouping.similarity.trained and inp.pairs is None and inp.assignment is None
 
 
 def _check_similarity_model(m: SimilarityModel, inp: GroupingInputs) -> None:
-    from hidebench.attacks.grouping.nets import arrays_to_state, build_embedder, build_pair_model
+    from hidebench.attacks.grouping.nets import arrays_to_state, build_pair_model, build_similarity_net
 
     s = inp.grouping.similarity
-    arrays_to_state(build_embedder(s.width, s.embedder.dim), m.weights, "embed.")
+    arrays_to_state(build_similarity_net(s), m.weights, "embed.")
     if s.pair.rerank:
         arrays_to_state(build_pair_model(s.width), m.weights, "pair.")
     if inp.group_steps:
@@ -278,7 +284,10 @@ def _grouping_key(inp: GroupingInputs) -> dict:
     c = inp.grouping
     if inp.assignment is not None:
         return {"view": inp.view_digest, "oracle_assignment": inp.oracle_digest("assignment")}
-    key = {"view": inp.view_digest, "similarity": c.similarity.to_dict(), "clustering": c.clustering.to_dict(),
+    similarity = c.similarity.to_dict()
+    if c.similarity.method != "comparative":     # keys of the other methods' groupings unchanged
+        del similarity["comparative"]
+    key = {"view": inp.view_digest, "similarity": similarity, "clustering": c.clustering.to_dict(),
            "assignment": c.assignment.to_dict(), "eval_anchors": c.eval_anchors, "seed": inp.seed("grouping"),
            "oracle_pairs": inp.oracle_digest("pairs")}
     if inp.scalable:
@@ -326,5 +335,6 @@ def check_grouping_inputs(inp: GroupingInputs) -> None:
         raise HidebenchError("similarity.pair.rerank needs the E x E similarity: it runs on releases of at most "
                              f"dense_max = {inp.grouping.dense_max} encryptions, this one has {E}")
     if trains_model(inp) and not inp.aux_spec:
-        raise HidebenchError("similarity.method 'cnn' trains on auxiliary images, but the threat model grants none: "
+        raise HidebenchError(f"similarity.method {inp.grouping.similarity.method!r} trains on auxiliary images, but the "
+                             "threat model grants none: "
                              "give aux data (e.g. --aux lfw[1::2]) or set similarity.method = 'pearson'")

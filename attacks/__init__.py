@@ -1,4 +1,4 @@
-"""Attacks on InstaHide and Mixup, registered by name (hidebench.attacks.base.ATTACKS).
+"""Attacks on InstaHide, Mixup and TextHide, registered by name (hidebench.attacks.base.ATTACKS).
 
 Importing this package registers the built-in attacks; their modules import no torch until an
 attack runs, so listing them stays fast."""
@@ -7,5 +7,6 @@ from hidebench.attacks import aux_mean, gradient, identity  # noqa: F401  (regis
 from hidebench.attacks.base import ATTACKS, ReleaseAttack, UpdateAttack, get_attack, register
 from hidebench.attacks.carlini import attack as _carlini  # noqa: F401  (registers carlini)
 from hidebench.attacks.decoders import deep_decompose as _decoders  # noqa: F401  (registers deep_decompose, gan_demask)
+from hidebench.attacks.texthide import attack as _texthide  # noqa: F401  (registers texthide_masks, _unmix, _invert)
 
 __all__ = ["ATTACKS", "ReleaseAttack", "UpdateAttack", "get_attack", "register"]

@@ -486,8 +486,32 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _sweep_text(args) -> int:
+    from hidebench.app.text_sweep import load_text_sweep, run_text_sweep, text_sweep_overview
+    from hidebench.context import ExecutionContext
+
+    if args.backend != "local" or args.workers > 1 or args.address or args.fresh_workers:
+        raise HidebenchError(f"{args.sweep} is a TextHide sweep: it runs in this process, one run at a time "
+                             "(drop --workers, --backend, --address, --fresh-workers)")
+    if args.list:
+        sw = load_text_sweep(args.sweep)
+        print(f"{sw.name}: {text_sweep_overview(args.sweep)}")
+        print("\n".join(f"  cell {c}" for c in sw.cells()))
+        return 0
+    if not args.out:
+        raise HidebenchError("sweep: --out DIR is required (or --list to show the plan without running it)")
+    ctx = ExecutionContext.from_env(device=args.device, threads=args.threads or 1)
+    _terminate_as_interrupt()
+    counts = run_text_sweep(args.sweep, args.out, ctx=ctx, retry_failed=args.retry_failed, progress=not args.quiet)
+    return 1 if counts["failed"] else 0
+
+
 def _cmd_sweep(args) -> int:
     from hidebench.app.sweep import plan_lines, run_sweep
+    from hidebench.app.text_sweep import is_text_sweep
+
+    if is_text_sweep(args.sweep):
+        return _sweep_text(args)
 
     if args.list:
         print("\n".join(plan_lines(args.sweep, args.out, data_root=_data_root(args))))
@@ -518,20 +542,22 @@ def _terminate_as_interrupt() -> None:
 def _cmd_list(args) -> int:
     from hidebench.attacks.base import ATTACKS
     from hidebench.recipes import builtin_recipes, load_recipe
+    from hidebench.text.recipe import is_text_recipe, load_text_recipe
 
     print("recipes:")
     for name in builtin_recipes():
-        r = load_recipe(name)
+        r = load_text_recipe(name) if is_text_recipe(name) else load_recipe(name)
         note = f" [fixed seed {r.seed}: its key is public]" if r.seed is not None else ""
         print(f"  {name:15s} {r.description}{note}")
     print("attacks (hidebench attack NAME --help):")
     for name, cls in sorted(ATTACKS.items()):
         print(f"  {name:20s} [{cls.family}] {cls.summary()}")
     from hidebench.app.sweep import builtin_sweeps, sweep_overview
+    from hidebench.app.text_sweep import is_text_sweep, text_sweep_overview
 
     print("sweeps (hidebench sweep NAME --out DIR; --list shows the cells):")
     for name in builtin_sweeps():
-        print(f"  {name:22s} {sweep_overview(name)}")
+        print(f"  {name:22s} {text_sweep_overview(name) if is_text_sweep(name) else sweep_overview(name)}")
     return 0
 
 

@@ -43,16 +43,16 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return flat
 
 
-def records_table(paths) -> pd.DataFrame:
+def records_table(paths, setting_keys=SETTING_KEYS) -> pd.DataFrame:
     """One row per run record, both attack families alike: attack, family, oracles, seed, the
-    setting (scheme, mode, k, T, n_priv, n_encryptions, batch_size), every scalar metric, timing
-    and the peak memory. A metric a family does not report is empty in the other's rows."""
+    setting (`setting_keys`: scheme, mode, k, T, n_priv, n_encryptions, batch_size), every scalar
+    metric, timing and the peak memory. A metric a family does not report is empty in the other's rows."""
     rows = []
     for path in find_records(paths):
         rec = load_record(path)
         row = {"run": str(path.parent), "attack": rec.attack, "family": rec.family,
                "oracles": ",".join(rec.oracles) or "none", "seed": rec.seed,
-               **{k: rec.setting.get(k) for k in SETTING_KEYS}}
+               **{k: rec.setting.get(k) for k in setting_keys}}
         row.update(_flatten(rec.metrics))
         row.update(_flatten(rec.timings, "time."))
         row["peak_memory_mb"] = rec.peak_memory_mb

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hidebench.attacks.grouping.config import AssignmentConfig, ClusteringConfig
-from hidebench.config import Config, check_choice, check_float, check_int
+from hidebench.config import Config, check_bool, check_choice, check_float, check_int
 
 
 @dataclass
@@ -44,11 +44,13 @@ class UnmixConfig(Config):
     on the cosine similarity of the unmasked, centred encryptions, then `ls_iters` alternations of
     least squares for the private representations (ridge `ridge`) and for the coefficients (the
     labels' class sums enforced with weight `label_weight`); `rounds` more passes re-estimate the
-    masks from the fitted mixtures and group again. dense_max: the largest release it groups (its
-    similarity matrix is E x E)."""
+    masks from the fitted mixtures and group again; align_signs: then give every dimension the sign
+    that agrees with the nearest of the attacker's sentences (needs candidates). dense_max: the
+    largest release it groups (its similarity matrix is E x E)."""
 
     section = "unmix"
     rounds: int = 2
+    align_signs: bool = True
     ls_iters: int = 6
     ridge: float = 1e-3
     label_weight: float = 10.0
@@ -63,6 +65,7 @@ class UnmixConfig(Config):
         self.dense_max = check_int(self.dense_max, f"{s}.dense_max", min=2)
         check_float(self.ridge, f"{s}.ridge", min=0)
         check_float(self.label_weight, f"{s}.label_weight", min=0)
+        check_bool(self.align_signs, f"{s}.align_signs")
 
 
 @dataclass

@@ -88,6 +88,14 @@ class TextInputs:
             return texts, encode(texts.texts, self.encoder(), threads=self.ctx.threads or 1, progress=self.ctx.progress)
         return self._once("candidates", make)
 
+    def reference_reps(self) -> np.ndarray | None:
+        """At most reference.max_texts of the candidates' representations (evenly strided), or None."""
+        _, reps = self.candidates()
+        n = self.config.reference.max_texts
+        if reps is not None and len(reps) > n:
+            reps = reps[np.linspace(0, len(reps) - 1, n).round().astype(int)]
+        return reps
+
     def candidates_fingerprint(self) -> str | None:
         texts = self.candidate_texts()
         return None if texts is None else texts.fingerprint
@@ -113,10 +121,7 @@ class TextInputs:
 
 def _reference(inp: TextInputs) -> ReferenceStats:
     cfg = inp.config.reference
-    _, reps = inp.candidates()
-    if reps is not None and len(reps) > cfg.max_texts:
-        reps = reps[np.linspace(0, len(reps) - 1, cfg.max_texts).round().astype(int)]
-    return reference_stats(reps, inp.view.dim, inp.view.k, cfg.simulate,
+    return reference_stats(inp.reference_reps(), inp.view.dim, inp.view.k, cfg.simulate,
                            np.random.default_rng(inp.seed("texthide_reference")), public=inp.public())
 
 
@@ -161,7 +166,8 @@ def _unmix(inp: TextInputs, texthide_reference: ReferenceStats, texthide_masks: 
     r = texthide_reference
     return unmix(v.encryptions, v.labels, texthide_masks.index, texthide_masks.pool, n=len(v) // v.T, T=v.T,
                  slots=v.n_private_slots, mean=r.mean, public_mean=r.public_mean, cfg=inp.config.unmix,
-                 seed=inp.seed("texthide_unmix"), membership=inp.assignment, refine_masks=inp.masks is None)
+                 seed=inp.seed("texthide_unmix"), membership=inp.assignment, refine_masks=inp.masks is None,
+                 reference=inp.reference_reps())
 
 
 def _unmix_key(inp: TextInputs) -> dict:

@@ -10,7 +10,9 @@ representations given the coefficients (a sparse ridge problem over all encrypti
 and each encryption's coefficients given the representations (the labels' per-class sums
 enforced softly). The fitted mixtures then re-estimate every mask group's mask (masks.py), which
 fixes the dimensions whose sign the mixtures' bias left uncertain, and the grouping runs again
-(`rounds`). An inter release's public partners are not modelled one by one: their expected part,
+(`rounds`). Last, each dimension's global sign, which the release cannot fix (flipping it in every
+mask and every representation changes no encryption), is aligned with the attacker's own
+sentences (align_signs). An inter release's public partners are not modelled one by one: their expected part,
 (1 - private label mass) times the public corpus' mean, is removed when the public corpus is granted.
 """
 from __future__ import annotations
@@ -115,9 +117,12 @@ def group(U: np.ndarray, center: np.ndarray, labels: np.ndarray, n: int, T: int,
 
 def unmix(enc: np.ndarray, labels: np.ndarray, mask_index: np.ndarray, mask_pool: np.ndarray, *, n: int, T: int,
           slots: int, mean: np.ndarray, public_mean: np.ndarray, cfg: UnmixConfig, seed: int,
-          membership: Membership | None = None, refine_masks: bool = True) -> Unmixing:
+          membership: Membership | None = None, refine_masks: bool = True,
+          reference: np.ndarray | None = None) -> Unmixing:
     """The private representations of a release (module docstring). membership: oracle
-    'assignment' (the grouping is skipped); refine_masks False: the masks are the key's."""
+    'assignment' (the grouping is skipped); refine_masks False: the masks are the key's (and no
+    sign is aligned); reference: the attacker's own representations, to align each dimension's
+    sign (align_signs, when cfg.align_signs)."""
     E, d = enc.shape
     if E > cfg.dense_max:
         raise HidebenchError(f"the unmixing groups with an E x E similarity; {E} encryptions exceed unmix.dense_max="
@@ -153,8 +158,33 @@ def unmix(enc: np.ndarray, labels: np.ndarray, mask_index: np.ndarray, mask_pool
         if rnd < cfg.rounds and refine_masks:
             pool = masks_from_groups(enc, mask_index, len(pool), fit + public_part)
     stats = {**stats, "relative_residual_per_round": [round(r, 5) for r in history], "rounds": cfg.rounds}
+    if cfg.align_signs and refine_masks and reference is not None and len(reference):
+        signs = align_signs(X, reference)
+        X, pool = X * signs, (pool * signs.astype(np.int8)).astype(np.int8)
+        stats["dims_sign_aligned"] = int((signs < 0).sum())
     return Unmixing(assignment=A, lambdas=lam.astype(np.float32), recovered=X.astype(np.float32),
                     cluster_class=classes, mask_index=mask_index, mask_pool=pool, stats=stats, timings=timings)
+
+
+def align_signs(recovered: np.ndarray, reference: np.ndarray, iters: int = 10) -> np.ndarray:
+    """Per dimension, the sign (+-1) that makes the recovered representations agree with their
+    nearest reference representations (the attacker's own sentences), iterated to a fixed point.
+
+    Flipping one dimension of every mask and every private representation leaves the release
+    unchanged (hidebench.text.metrics), so the unmixing recovers each dimension only up to that
+    sign; the mixtures' mean decides it where it is far from 0. Near neighbours among real
+    sentences decide the rest, even when the private sentences are not among them."""
+    r = reference / np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-12)
+    signs = np.ones(recovered.shape[1])
+    for _ in range(iters):
+        x = recovered * signs
+        nearest = (unit_rows(x) @ r.T).argmax(1)
+        new = np.sign((recovered * reference[nearest]).sum(0))
+        new[new == 0] = 1
+        if np.array_equal(new, signs):
+            break
+        signs = new
+    return signs
 
 
 def heavy_rows(u: Unmixing) -> np.ndarray:

@@ -2,7 +2,8 @@
 
     texthide_masks    the mask pool and every encryption's mask; decryption: the unmasked encryptions
     texthide_unmix    + the private representations; decryption: each encryption's heaviest one
-    texthide_invert   + the nearest candidate sentence of each; decryption: that sentence's representation
+    texthide_invert   + the nearest candidate sentence of each (decryption: that sentence's
+                      representation), or with invert.method 'bow' the words a learned inverter finds
 
 Xie and Hong ("Reconstruction Attack on Instance Encoding for Language Understanding", EMNLP
 2021) break TextHide by recovering its private data from the encryptions; their paper's text was
@@ -114,7 +115,7 @@ class TextHideUnmix(_TextHideAttack):
 
 @register
 class TextHideInvert(_TextHideAttack):
-    """TextHide: masks, unmixing, then each representation's nearest candidate sentence."""
+    """TextHide: masks, unmixing, then each representation's nearest candidate sentence (or its words)."""
 
     name = "texthide_invert"
     Config = InvertAttackConfig
@@ -122,12 +123,18 @@ class TextHideInvert(_TextHideAttack):
     STAGES = (REFERENCE, MASKS, UNMIX, INVERT)
     stages = ("texthide_reference", "texthide_masks", "texthide_unmix", "texthide_invert")
 
-    def run(self, view, oracle, ctx):
-        if not self.threat.candidates:
+    def __init__(self, config=None, threat=None):
+        super().__init__(config, threat)
+        if not self.threat.candidates:           # refused before anything runs or is written
             raise HidebenchError(f"{self.name} needs candidate sentences the attacker holds: give --candidates SPEC "
                                  "(e.g. text:rotten_tomatoes) or a recipe whose [attacker] names them")
+
+    def run(self, view, oracle, ctx):
         inp, outputs, stats, timings = self._pipeline(view, oracle, ctx)
         u, inv = outputs["texthide_unmix"], outputs["texthide_invert"]
+        if self.config.invert.method == "bow":
+            return ReleaseResult(decryption=heavy_rows(u), recovered=u.recovered, texts=list(inv.texts), stats=stats,
+                                 timings=timings, artifacts=_artifacts(outputs))
         texts, reps = inp.candidates()
         chosen = reps[inv.candidate]
         heavy = u.assignment[np.arange(len(u.assignment)), np.argmax(u.lambdas, axis=1)]

@@ -70,14 +70,25 @@ class UnmixConfig(Config):
 
 @dataclass
 class InvertConfig(Config):
-    """Inversion to text (invert.py). method 'nearest': each recovered representation becomes the
-    candidate sentence whose representation is closest in cosine."""
+    """Inversion to text. method 'nearest' (invert.py): each recovered representation becomes the
+    candidate sentence whose representation is closest in cosine; 'bow' (bow.py): the words an MLP
+    (`hidden` units, trained `epochs` epochs at `lr` on the attacker's sentences) finds in it,
+    among the `vocab` most frequent tokens of those sentences."""
 
     section = "invert"
     method: str = "nearest"
+    vocab: int = 3000
+    hidden: int = 1024
+    epochs: int = 30
+    lr: float = 1e-3
 
     def validate(self):
-        check_choice(self.method, f"{self.section}.method", ("nearest",))
+        s = self.section
+        check_choice(self.method, f"{s}.method", ("nearest", "bow"))
+        self.vocab = check_int(self.vocab, f"{s}.vocab", min=10, max=200000)
+        self.hidden = check_int(self.hidden, f"{s}.hidden", min=1, max=65536)
+        self.epochs = check_int(self.epochs, f"{s}.epochs", min=1, max=10000)
+        check_float(self.lr, f"{s}.lr", min=0, min_open=True, max=10)
 
 
 @dataclass

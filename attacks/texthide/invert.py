@@ -8,8 +8,8 @@ stock recipe's whole Rotten Tomatoes corpus, 500 private sentences among 8,030 d
 this is identification and exact matches count; with disjoint candidates (the corpus' other
 half) it measures how close a sentence an attacker gets (token F1, BLEU).
 
-A learned inverter (a decoder generating text from a representation, e.g. Song & Raghunathan
-2020's bag-of-words inversion) is not implemented: see docs/guide.md, "TextHide".
+The learned alternative, which needs no candidate to match the private sentence, names the words
+of a representation (bow.py, method 'bow').
 """
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ from hidebench.pipeline import json_field
 
 @dataclass
 class Inversion:
-    """candidate[i]: the row of the candidate set chosen for recovered representation i; cosine[i]: its cosine."""
+    """candidate[i]: the row of the candidate set chosen for recovered representation i (-1 when
+    the text was generated: method 'bow'); cosine[i]: its cosine; texts: generated texts ('bow')."""
 
     candidate: np.ndarray
     cosine: np.ndarray
+    texts: list = json_field(default_factory=list)
     stats: dict = json_field()
 
 

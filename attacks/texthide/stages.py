@@ -189,7 +189,17 @@ def _invert(inp: TextInputs, texthide_unmix: Unmixing) -> Inversion:
     texts, reps = inp.candidates()
     if texts is None:
         raise HidebenchError(f"{inp.attack} needs the attacker's candidate sentences (threat.candidates)")
-    return nearest_candidates(texthide_unmix.recovered, reps)
+    cfg = inp.config.invert
+    if cfg.method == "nearest":
+        return nearest_candidates(texthide_unmix.recovered, reps)
+    from hidebench.attacks.texthide.bow import bag_of_words_inverter
+
+    predict, stats = bag_of_words_inverter(reps, texts.texts, cfg, seed=inp.seed("texthide_invert"), ctx=inp.ctx,
+                                           spec={"encoder": inp.view.encoder.get("id"),
+                                                 "texts": inp.candidates_fingerprint()})
+    n = len(texthide_unmix.recovered)
+    return Inversion(candidate=np.full(n, -1, np.int64), cosine=np.zeros(n, np.float32),
+                     texts=predict(texthide_unmix.recovered), stats=stats)
 
 
 def _invert_key(inp: TextInputs) -> dict:
@@ -200,7 +210,9 @@ def _invert_key(inp: TextInputs) -> dict:
 def _check_invert(i: Inversion, inp: TextInputs) -> None:
     texts = inp.candidate_texts()
     n = len(inp.view) // (inp.view.T or 1)
-    expect(i.candidate, "candidate rows", (n,), kind="i", low=0, high=len(texts) if texts is not None else 1)
+    expect(i.candidate, "candidate rows", (n,), kind="i", low=-1, high=len(texts) if texts is not None else 1)
+    if inp.config.invert.method == "bow" and len(i.texts) != n:
+        raise ValueError(f"{len(i.texts)} generated texts for {n} representations")
 
 
 REFERENCE = Stage("texthide_reference", _reference, ReferenceStats, _reference_key, check=_check_reference)

@@ -39,6 +39,15 @@ class MaskConfig(Config):
 
 
 @dataclass
+class TextAssignmentConfig(AssignmentConfig):
+    """The grouping's assignment (hidebench.attacks.grouping.config.AssignmentConfig) without the
+    core-rebuild pass by default: on TextHide releases it costs a third of the grouping's time and
+    did not change the recovered representations (docs/guide.md, "TextHide")."""
+
+    core_rebuilds: int = 0
+
+
+@dataclass
 class UnmixConfig(Config):
     """Unmixing (unmix.py): the grouping's clustering and assignment (hidebench.attacks.grouping)
     on the cosine similarity of the unmasked, centred encryptions, then `ls_iters` alternations of
@@ -56,7 +65,7 @@ class UnmixConfig(Config):
     label_weight: float = 10.0
     dense_max: int = 20000
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
-    assignment: AssignmentConfig = field(default_factory=AssignmentConfig)
+    assignment: TextAssignmentConfig = field(default_factory=TextAssignmentConfig)
 
     def validate(self):
         s = self.section

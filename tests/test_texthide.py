@@ -306,3 +306,22 @@ def test_bag_of_words_inverter_names_words_without_a_matching_candidate(text_rel
     assert {t for w in words for t in w.split()} <= vocab
     again = run_release_attack("texthide_invert", text_release, tmp_path / "bow2", ctx=ctx, config=cfg)
     assert again.stats["invert"]["cached"] and again.metrics["text"] == rec.metrics["text"]    # from the model cache
+
+
+def test_inter_release_generates_verifies_and_is_attacked(tmp_path):
+    from hidebench.app.harness import run_release_attack
+    from hidebench.context import ExecutionContext
+    from hidebench.defenses.texthide_challenge import generate_text_to_dir, verify_text
+    from hidebench.text.recipe import load_text_recipe
+
+    recipe = load_text_recipe("texthide-rt", {"private_source": TEXT_SLICE, "n_priv": 30, "T": 5, "k": 2, "m": 2,
+                                              "mode": "inter", "public_source": "text:rotten_tomatoes[20::40]",
+                                              "candidates": TEXT_SLICE})
+    generate_text_to_dir(recipe, tmp_path / "inter", seed=2, progress=False)
+    manifest = json.loads((tmp_path / "inter" / "manifest.json").read_text())
+    assert manifest["scheme"]["mode"] == "inter" and manifest["data"]["public"]["size"] == 213
+    assert verify_text(tmp_path / "inter", progress=False)["ok"]
+    rec = run_release_attack("texthide_invert", tmp_path / "inter", tmp_path / "run",
+                             ctx=ExecutionContext(device="cpu", progress=False, seed=3))
+    assert rec.threat_model["public_source"] == "text:rotten_tomatoes[20::40]"
+    assert rec.metrics["text"]["exact_match"] > 0.8

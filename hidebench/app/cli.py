@@ -651,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "--text: the TextHide attack on movie-review sentences")
     d.add_argument("--out", help="output folder (default: hidebench-demo, with --text hidebench-demo-text)")
     d.add_argument("--text", action="store_true",
-                   help="TextHide instead: a release of 200 Rotten Tomatoes sentences and texthide_invert on it, "
+                   help="TextHide instead: a release of 150 Rotten Tomatoes sentences and texthide_invert on it, "
                         "private sentences beside recovered ones (needs pip install 'hidebench[text]')")
     d.add_argument("--data-root", metavar="DIR", help="data root (not needed by the demo)")
     d.set_defaults(func=_cmd_demo)

@@ -53,13 +53,14 @@ def _data_root(args) -> str | None:
 # ----------------------------------------------------------------------------- challenge
 
 def _cmd_generate(args) -> int:
+    from hidebench.app import text_cli
     from hidebench.defenses.challenge import generate_to_dir
     from hidebench.recipes import load_recipe
     from hidebench.text.recipe import is_text_recipe
 
     if is_text_recipe(args.recipe):
-        return _generate_text(args)
-    _refuse_flags(args, TEXT_ONLY_FLAGS, "an image recipe")
+        return text_cli.generate(args)
+    text_cli.refuse_flags(args, text_cli.TEXT_ONLY_FLAGS, "an image recipe")
 
     overrides = {"n_priv": args.n_priv, "T": args.T, **_defense_overrides(args), "private_source": args.private_source,
                  "aux": args.aux, "augment": args.augment}
@@ -78,42 +79,6 @@ def _cmd_generate(args) -> int:
               f"{recipe.pool.min_keypoints} keypoints (acceptance {pool['acceptance_rate']:.1%}, "
               f"median {pool['median_keypoints']:.0f})")
     print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in ch.timings.items()))
-    return 0
-
-
-# Flags that apply to one kind of recipe only: dest -> flag.
-TEXT_ONLY_FLAGS = {"m": "--m", "public_source": "--public-source", "candidates": "--candidates", "pooling": "--pooling"}
-IMAGE_ONLY_FLAGS = {"c2": "--c2", "pool_source": "--pool-source", "min_keypoints": "--min-keypoints",
-                    "pool_screen": "--pool-screen", "aux": "--aux", "augment": "--augment", "download": "--download"}
-
-
-def _refuse_flags(args, flags: dict, what: str) -> None:
-    given = [flag for dest, flag in flags.items() if getattr(args, dest, None) not in (None, False)]
-    if given:
-        raise HidebenchError(f"{', '.join(given)} do{'es' if len(given) == 1 else ''} not apply to {what}")
-
-
-def _text_overrides(args) -> dict:
-    from hidebench.text.recipe import TEXT_OVERRIDES
-
-    return {name: getattr(args, name, None) for name in TEXT_OVERRIDES}
-
-
-def _generate_text(args) -> int:
-    from hidebench.defenses.texthide_challenge import generate_text_to_dir
-    from hidebench.text.recipe import load_text_recipe
-
-    _refuse_flags(args, IMAGE_ONLY_FLAGS, "a TextHide recipe")
-    recipe = load_text_recipe(args.recipe, _text_overrides(args))
-    seed = args.seed if args.seed is not None else recipe.seed
-    if seed is not None and not args.quiet:
-        print(f"note: seed {seed} regenerates the whole key; a release is secret only while its seed is unguessable "
-              "(omit --seed for 128 bits of OS entropy)", file=sys.stderr)
-    rel = generate_text_to_dir(recipe, args.out, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite)
-    s = recipe.scheme
-    print(f"wrote {args.out}: {len(rel.view)} TextHide encryptions ({rel.view.dim}-d, {rel.view.encoder['id']}) of "
-          f"{len(rel.key.private)} private sentences of {recipe.private.source}, k={s.k} m={s.m} {s.mode}")
-    print("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in rel.timings.items()))
     return 0
 
 
@@ -152,35 +117,15 @@ def _cmd_show(args) -> int:
 
 # ----------------------------------------------------------------------------- score
 
-def _score_text(args) -> int:
-    from hidebench.challenge_io import load_npy
-    from hidebench.text.metrics import score_text_release
-    from hidebench.text.release import load_text_key, load_text_public
-
-    _refuse_flags(args, {k: f"--{k.replace('_', '-')}" for k in ("k", "mode", "scheme", "T", "n_priv", "augment")},
-                  "a TextHide release (its manifest states the scheme)")
-    view = load_text_public(args.challenge)
-    key = load_text_key(args.challenge, view)
-    dec = load_npy(args.decryption, "decryption")
-    rec = load_npy(args.recovered, "recovered representations") if args.recovered else None
-    scores, _ = score_text_release(dec, rec, None, key)
-    if args.json:
-        print(json.dumps(scores, indent=2))
-    else:
-        r = scores["representation"]
-        print(f"max_cosine {r['max_cosine']:.4f}  mean_cosine {r['mean_cosine']:.4f}")
-        if "private_set" in scores:
-            print(f"private set (Hungarian-matched): cosine {scores['private_set']['cosine']:.4f}")
-    return 0
-
-
 def _cmd_score(args) -> int:
     from hidebench.app.harness import score_release
     from hidebench.challenge_io import load_key, load_npy, load_public
     from hidebench.text.release import is_text_release
 
     if is_text_release(args.challenge):
-        return _score_text(args)
+        from hidebench.app.text_cli import score
+
+        return score(args)
 
     view = load_public(args.challenge, **_release_args(args))
     key = load_key(args.challenge, view)
@@ -251,26 +196,6 @@ def _print_release(rec, out: Path) -> None:
     print(f"wrote {out}/record.json")
 
 
-def _print_text_release(rec, out: Path) -> None:
-    m, t = rec.metrics, rec.timings
-    print(f"time: {t['total_s']:.1f}s; peak RSS {rec.peak_memory_mb:.0f} MB; candidates "
-          f"{rec.threat_model.get('candidates')}")
-    if "representation" in m:
-        st = m.get("stages", {})
-        masks = st.get("refined_masks") or st.get("masks") or {}
-        if masks:
-            print(f"mask accuracy {masks['mask_accuracy']:.3f} (up to the sign symmetry "
-                  f"{masks['mask_accuracy_up_to_sign']:.3f}), mask groups ARI {masks['mask_cluster_ari']:.3f}")
-        print(f"decryption: max cosine {m['representation']['max_cosine']:.4f}")
-        if "private_set" in m:
-            print(f"private set (Hungarian-matched): cosine {m['private_set']['cosine']:.4f}")
-        if "text" in m:
-            x = m["text"]
-            print(f"sentences: exact match {x['exact_match']:.3f}, token F1 {x['token_f1']:.3f}, BLEU {x['bleu']:.3f}; "
-                  f"see {out}/gallery.md")
-    print(f"wrote {out}/record.json")
-
-
 def _print_update(rec, out: Path) -> None:
     m, s = rec.metrics, rec.setting
     print(f"{rec.attack} | defense {s.get('scheme') or 'none'} (k={s.get('k')}, {s.get('mode')}) | "
@@ -288,13 +213,9 @@ def _cmd_attack(args) -> int:
     config = load_config(args.config, args.set, attack=cls.name)
     ctx = _context(args, out)
     if cls.family == "release" and cls.modality == "text":
-        from hidebench.app.harness import run_release_attack
-        from hidebench.threat import FROM_RECIPE
+        from hidebench.app.text_cli import attack
 
-        threat = {"candidates": None if args.candidates == "none" else (args.candidates or FROM_RECIPE),
-                  "public": not args.no_public, "oracles": _oracles(getattr(args, "oracle", None))}
-        rec = run_release_attack(cls.name, args.challenge, out, config=config, threat=threat, ctx=ctx)
-        _print_text_release(rec, out)
+        attack(args, cls, out, config, ctx, _oracles(getattr(args, "oracle", None)))
     elif cls.family == "release":
         from hidebench.app.harness import run_release_attack
         from hidebench.threat import FROM_RECIPE, ReleaseThreatModel
@@ -347,19 +268,9 @@ def _add_attack_parsers(sub) -> None:
         p = ats.add_parser(name, help=cls.summary(), description=(cls.__doc__ or "").strip())
         p.add_argument("--out", required=True, help="run folder (record.json and the attack's outputs)")
         if cls.family == "release" and cls.modality == "text":
-            p.add_argument("--challenge", required=True, help="TextHide release folder (encryption.npy, label.npy, "
-                                                              "manifest.json[, key/])")
-            p.add_argument("--candidates", metavar="SPEC",
-                           help="sentences the attacker holds, e.g. text:rotten_tomatoes or textfolder:PATH; 'none' "
-                                "for none (default: the release recipe's [attacker] candidates)")
-            p.add_argument("--no-public", action="store_true",
-                           help="deny the public corpus of an inter release (granted by default: the manifest names it)")
-            if cls.uses_oracles:
-                p.add_argument("--oracle", action="append", metavar="PART",
-                               help=f"hand over part of the key for an ablation: {', '.join(cls.uses_oracles)} "
-                                    "(repeat or comma-separate)")
-            p.add_argument("--stages", metavar="LIST", help=f"stages to recompute even when cached: "
-                                                            f"{', '.join(cls.stages)}")
+            from hidebench.app.text_cli import add_attack_flags
+
+            add_attack_flags(p, cls)
         elif cls.family == "release":
             p.add_argument("--challenge", required=True, help="challenge folder (encryption.npy, label.npy[, key/])")
             _add_release_flags(p)
@@ -486,32 +397,15 @@ def _cmd_report(args) -> int:
     return 0
 
 
-def _sweep_text(args) -> int:
-    from hidebench.app.text_sweep import load_text_sweep, run_text_sweep, text_sweep_overview
-    from hidebench.context import ExecutionContext
-
-    if args.backend != "local" or args.workers > 1 or args.address or args.fresh_workers:
-        raise HidebenchError(f"{args.sweep} is a TextHide sweep: it runs in this process, one run at a time "
-                             "(drop --workers, --backend, --address, --fresh-workers)")
-    if args.list:
-        sw = load_text_sweep(args.sweep)
-        print(f"{sw.name}: {text_sweep_overview(args.sweep)}")
-        print("\n".join(f"  cell {c}" for c in sw.cells()))
-        return 0
-    if not args.out:
-        raise HidebenchError("sweep: --out DIR is required (or --list to show the plan without running it)")
-    ctx = ExecutionContext.from_env(device=args.device, threads=args.threads or 1)
-    _terminate_as_interrupt()
-    counts = run_text_sweep(args.sweep, args.out, ctx=ctx, retry_failed=args.retry_failed, progress=not args.quiet)
-    return 1 if counts["failed"] else 0
-
-
 def _cmd_sweep(args) -> int:
     from hidebench.app.sweep import plan_lines, run_sweep
     from hidebench.app.text_sweep import is_text_sweep
 
     if is_text_sweep(args.sweep):
-        return _sweep_text(args)
+        from hidebench.app.text_cli import sweep
+
+        _terminate_as_interrupt()
+        return sweep(args)
 
     if args.list:
         print("\n".join(plan_lines(args.sweep, args.out, data_root=_data_root(args))))
@@ -590,8 +484,11 @@ def _cmd_utility(args) -> int:
     from hidebench.text.recipe import is_text_recipe
 
     if is_text_recipe(args.recipe):
-        return _utility_text(args)
-    _refuse_flags(args, {"m": "--m"}, "an image recipe")
+        from hidebench.app.text_cli import utility
+
+        return utility(args, _data_root(args))
+    if args.m is not None:
+        raise HidebenchError("--m does not apply to an image recipe")
     recipe = load_recipe(args.recipe, _defense_overrides(args))
     given = load_config(args.config, args.set)
     flags = {"model": args.model, "epochs": args.epochs, "K": args.K, "train": args.train, "test": args.test}
@@ -600,27 +497,6 @@ def _cmd_utility(args) -> int:
                            progress=not args.quiet, seed=args.seed)
     rec = run_utility(recipe, args.out, cfg, vanilla=args.vanilla, ctx=ctx)
     print(summary_line(rec))
-    print(f"wrote {Path(args.out) / 'record.json'}")
-    return 0
-
-
-def _utility_text(args) -> int:
-    from hidebench.app.text_utility import run_text_utility, text_summary_line
-    from hidebench.config import load_config
-    from hidebench.context import ExecutionContext
-    from hidebench.defenses.texthide_utility import TextUtilityConfig
-    from hidebench.text.recipe import load_text_recipe
-
-    _refuse_flags(args, {"c2": "--c2", "pool_source": "--pool-source", "min_keypoints": "--min-keypoints",
-                         "pool_screen": "--pool-screen", "model": "--model"}, "a TextHide recipe")
-    recipe = load_text_recipe(args.recipe, {"k": args.k, "m": args.m, "mode": args.mode, "c1": args.c1})
-    given = load_config(args.config, args.set)
-    flags = {"epochs": args.epochs, "K": args.K, "train": args.train, "test": args.test}
-    cfg = TextUtilityConfig.from_dict({**given, **{k: v for k, v in flags.items() if v is not None}})
-    ctx = ExecutionContext(device=args.device, threads=args.threads, data_root=_data_root(args),
-                           progress=not args.quiet, seed=args.seed)
-    rec = run_text_utility(recipe, args.out, cfg, vanilla=args.vanilla, ctx=ctx)
-    print(text_summary_line(rec))
     print(f"wrote {Path(args.out) / 'record.json'}")
     return 0
 
@@ -669,11 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--private-source", help="private data source, e.g. cifar10:test, lfw, imagefolder:PATH, npz:PATH; "
                                             "for a TextHide recipe text:rotten_tomatoes[0::2], textfolder:PATH")
     g.add_argument("--aux", help="attacker's auxiliary data recorded in the recipe")
-    t = g.add_argument_group("TextHide recipes (texthide-rt)")
-    t.add_argument("--m", type=int, help="size of the mask pool")
-    t.add_argument("--public-source", help="public corpus an inter release mixes in (text source)")
-    t.add_argument("--candidates", help="the attacker's candidate sentences recorded in the recipe (text source)")
-    t.add_argument("--pooling", choices=["mean", "pooler", "cls"], help="the encoder's pooling")
+    from hidebench.app.text_cli import add_recipe_flags
+
+    add_recipe_flags(g.add_argument_group("TextHide recipes (texthide-rt)"))
     g.add_argument("--augment", action="store_true", default=None,
                    help="augment every private image afresh in each encryption (random crop with 4-pixel padding, "
                         "horizontal flip), as the InstaHide authors' training does; recorded in the key")

@@ -7,6 +7,10 @@
   and the shared model -> the client's (encrypted) batch. Its threat model is an
   `UpdateThreatModel`, which builds the `AttackerUpdate` the attack sees.
 
+A release attack's `modality` says which releases it reads: 'image' (InstaHide and Mixup,
+hidebench.types.PublicView) or 'text' (TextHide, hidebench.text.types.TextView; the
+`TextReleaseAttack` base, whose threat model is a hidebench.text.threat.TextThreatModel).
+
 Each attack is one class with one `run`, a `Config` (a hidebench.config.Config dataclass that
 holds every default: front ends never change them) and a `name`; `@register` adds it to
 ATTACKS, and the registry-wide contract test covers it from then on (ART's one base class per
@@ -21,18 +25,22 @@ import numpy as np
 
 from hidebench.config import Config
 from hidebench.context import ExecutionContext
+from hidebench.text.threat import TextThreatModel
 from hidebench.threat import AttackerUpdate, Oracle, ReleaseThreatModel, UpdateThreatModel
 from hidebench.types import HidebenchError, PublicView, SecretKey
 
 
 @dataclass
 class ReleaseResult:
-    """decryption: E x 32 x 32 x 3 in [-1, 1] (one image per encryption, challenge format);
-    recovered: optional set of recovered private images; stats/timings: attack-side
-    measurements for the record; artifacts: arrays for `evaluate` (not recorded)."""
+    """decryption: E x 32 x 32 x 3 in [-1, 1] (one image per encryption, challenge format), or
+    for a text release E x d (one representation per encryption); recovered: optional set of
+    recovered private images (representations); texts: a text attack's recovered sentences, one
+    per recovered representation; stats/timings: attack-side measurements for the record;
+    artifacts: arrays for `evaluate` (not recorded)."""
 
     decryption: np.ndarray
     recovered: np.ndarray | None = None
+    texts: list[str] | None = None
     stats: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     artifacts: dict = field(default_factory=dict)
@@ -79,6 +87,7 @@ class ReleaseAttack(_AttackBase):
     consume (an ungranted or unusable part is refused before the run)."""
 
     family = "release"
+    modality: ClassVar[str] = "image"
     Threat = ReleaseThreatModel
     uses_oracles: ClassVar[tuple[str, ...]] = ()
     uses_models: ClassVar[bool] = False      # trains models into the model cache (ctx.model_dir)
@@ -96,6 +105,13 @@ class ReleaseAttack(_AttackBase):
     def evaluate(self, result: ReleaseResult, key: SecretKey) -> dict:
         """Stage metrics computed with the key after the attack ran (default: none)."""
         return {}
+
+
+class TextReleaseAttack(ReleaseAttack):
+    """Base of attacks on a TextHide release: run(view: TextView, oracle: TextOracle, ctx)."""
+
+    modality = "text"
+    Threat = TextThreatModel
 
 
 class UpdateAttack(_AttackBase):

@@ -14,14 +14,15 @@ from hidebench.defenses.augment import crop_flip
 from hidebench.scheme import EncryptionConfig
 from hidebench.types import HidebenchError, PublicView, SecretKey, check_images
 
-__all__ = ["EncryptionConfig", "encrypt", "sample_lambdas"]
+__all__ = ["EncryptionConfig", "distinct_others", "encrypt", "mix_rows", "sample_lambdas"]
 
 # Give up on rejection sampling when fewer than this fraction of draws is accepted.
 MIN_ACCEPTANCE = 1e-4
 
 
 def sample_lambdas(rng: np.random.Generator, n: int, cfg: EncryptionConfig) -> np.ndarray:
-    """n x k coefficients with the rejection rule of the reference code, drawn in batches."""
+    """n x k coefficients with the rejection rule of the reference code, drawn in batches. cfg:
+    anything with k, c1 and mode (and c2 when mode is 'cross'), e.g. TextHide's scheme."""
     out = np.empty((n, cfg.k), dtype=np.float64)
     filled, drawn, accepted = 0, 0, 0
     while filled < n:
@@ -43,7 +44,7 @@ def sample_lambdas(rng: np.random.Generator, n: int, cfg: EncryptionConfig) -> n
     return out
 
 
-def _distinct_others(rng: np.random.Generator, first: np.ndarray, n: int, m: int) -> np.ndarray:
+def distinct_others(rng: np.random.Generator, first: np.ndarray, n: int, m: int) -> np.ndarray:
     """Per row, m distinct indices in [0, n) all different from first[row]."""
     if m == 0:
         return np.empty((len(first), 0), dtype=np.int64)
@@ -59,9 +60,10 @@ def _distinct_others(rng: np.random.Generator, first: np.ndarray, n: int, m: int
     return out
 
 
-def _mix(private: np.ndarray, public: np.ndarray | None, sel: np.ndarray, lam: np.ndarray, slots: int,
-         sign: np.ndarray, scheme_has_mask: bool, chunk: int = 256) -> np.ndarray:
-    """sum_j lam[e, j] * image[sel[e, j]] (times the sign mask), on flat E x D rows.
+def mix_rows(private: np.ndarray, public: np.ndarray | None, sel: np.ndarray, lam: np.ndarray, slots: int,
+             sign: np.ndarray, scheme_has_mask: bool, chunk: int = 256) -> np.ndarray:
+    """sum_j lam[e, j] * row[sel[e, j]] (times the sign mask), on flat E x D rows: images here,
+    sentence representations in TextHide (hidebench.defenses.texthide).
 
     Works in chunks of rows so the temporaries stay in cache: several times faster than
     whole-array passes, with the same result.
@@ -116,7 +118,7 @@ def encrypt(private_images: np.ndarray, private_labels: np.ndarray, n_classes: i
     E = n * cfg.T
     lam = sample_lambdas(r_lam, E, cfg).astype(np.float32)
     first = np.repeat(np.arange(n), cfg.T)
-    others = _distinct_others(r_sel, first, n, slots - 1)
+    others = distinct_others(r_sel, first, n, slots - 1)
     sel = np.concatenate([first[:, None], others], axis=1)
     if n_public:
         sel = np.concatenate([sel, r_pub.integers(0, len(public), size=(E, n_public))], axis=1)
@@ -138,7 +140,7 @@ def encrypt(private_images: np.ndarray, private_labels: np.ndarray, n_classes: i
         sign -= 1
     else:
         sign = np.ones((E,) + shape, dtype=np.int8)
-    enc = _mix(flat_private, public.reshape(len(public), -1) if n_public else None, mix_sel, lam, slots,
+    enc = mix_rows(flat_private, public.reshape(len(public), -1) if n_public else None, mix_sel, lam, slots,
                sign.reshape(E, -1), scheme_has_mask=cfg.scheme == "instahide").reshape((E,) + shape)
 
     labels = np.zeros((E, n_classes), dtype=np.float32)

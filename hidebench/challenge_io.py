@@ -386,6 +386,9 @@ def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None,
     lab = load_npy(d / "label.npy", "challenge labels")
     manifest = read_manifest(d)
     sch = manifest.get("scheme", {})
+    if sch.get("scheme") == "texthide":
+        raise HidebenchError(f"{d} is a TextHide release (sentence representations, not images): run a text attack "
+                             "on it (texthide_masks, texthide_unmix, texthide_invert; see `hidebench list`)")
     if not len(enc):
         raise HidebenchError(f"{d / 'encryption.npy'} holds no encryptions (shape {enc.shape})")
     if sch.get("n_encryptions") not in (None, len(enc)):
@@ -419,6 +422,59 @@ def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None,
     if view.encryptions.shape[1:] != (32, 32, 3):
         raise HidebenchError(f"encryptions must be E x 32 x 32 x 3, got {view.encryptions.shape}")
     return view
+
+
+def manifest_differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted paths where two manifests differ (library versions excluded)."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if not prefix and k == "versions":
+            continue
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += manifest_differences(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def verify_regenerated(challenge_dir, regenerate, release_files: frozenset[str] = RELEASE_FILES) -> dict:
+    """Check a release folder against what its recipe and key/seed regenerate, whatever its kind.
+
+    regenerate(manifest, seed, fresh_dir) writes the release the manifest's recipe makes at that
+    seed into fresh_dir. Every recorded file must exist ('missing' otherwise) and hash as
+    recorded; the public manifest must hash as key/manifest.json recorded it and say what the
+    regenerated one says (library versions aside); every regenerated file must hash as recorded
+    ('mismatched'); nothing but `release_files` may lie outside key/ ('foreign')."""
+    import tempfile
+
+    d = Path(challenge_dir)
+    if not d.is_dir():
+        raise HidebenchError(f"challenge directory {d} does not exist")
+    manifest = read_manifest(d)
+    if not manifest.get("recipe"):
+        raise HidebenchError(f"{d}/manifest.json is missing or has no recipe: only generated challenges can be verified")
+    seed_file = d / "key" / "seed"
+    if not seed_file.is_file():
+        raise HidebenchError(f"{seed_file} missing: verification needs the challenge's seed")
+    recorded = recorded_hashes(d)
+    if MANIFEST not in recorded:
+        raise HidebenchError(f"{d}/key/manifest.json is missing: it records the hashes of the key files and of "
+                             "manifest.json that verification checks")
+    missing = sorted(n for n in recorded if not (d / n).is_file())
+    mismatched = {n for n in recorded if n not in missing and sha256_file(d / n) != recorded[n]}
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh_dir = Path(tmp) / "c"
+        regenerate(manifest, read_seed(seed_file), fresh_dir)
+        fresh = recorded_hashes(fresh_dir)
+        fresh_manifest = read_manifest(fresh_dir)
+    mismatched |= {n for n in recorded if n != MANIFEST and fresh.get(n) != recorded[n]}
+    fields = manifest_differences(manifest, fresh_manifest)
+    if fields:
+        mismatched.add(MANIFEST)
+    foreign = [f for f in foreign_files(d, release_files) if not f.startswith("key/")]
+    return {"ok": not missing and not mismatched and not foreign, "files": len(recorded), "missing": missing,
+            "mismatched": sorted(mismatched), "manifest_fields": fields, "foreign": foreign}
 
 
 def read_seed(path) -> int:

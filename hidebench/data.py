@@ -118,13 +118,13 @@ def _cifar10(split: str, data_root, download: bool, indices, progress: bool = Fa
         x, y, classes = read_cifar10_batches(batches, split)
         n = len(x)
         if indices is not None:
-            idx = _check_indices(indices, len(x), f"cifar10:{split}")
+            idx = check_indices(indices, len(x), f"cifar10:{split}")
             x, y = x[idx], y[idx]
         return ImageSet(to_unit_range(x), y, classes, f"cifar10:{split}", _fingerprint("cifar-10-batches-py", split, n))
     if folder.is_dir():
         files, labels, classes = list_image_folder(folder)
         if indices is not None:
-            idx = _check_indices(indices, len(files), f"cifar10:{split}")
+            idx = check_indices(indices, len(files), f"cifar10:{split}")
             files, labels = [files[i] for i in idx], labels[idx]
         return ImageSet(_load_files(files, progress=progress), labels, classes, f"cifar10:{split}",
                         _fingerprint("cifar10-imagefolder", split, len(labels)))
@@ -246,7 +246,7 @@ def _npz(path: str, indices) -> ImageSet:
         if int(y.max()) >= len(classes):
             raise HidebenchError(f"npz 'y' has label {int(y.max())} but 'classes' names only {len(classes)} classes")
     if indices is not None:
-        idx = _check_indices(indices, len(x), f"npz:{p}")
+        idx = check_indices(indices, len(x), f"npz:{p}")
         x, y = x[idx], y[idx]
     if x.dtype == np.uint8:
         u = x
@@ -261,7 +261,7 @@ def _npz(path: str, indices) -> ImageSet:
     return ImageSet(imgs, y, classes, f"npz:{p}", _fingerprint("npz", hashlib.sha256(p.read_bytes()).hexdigest()))
 
 
-def _check_indices(indices, n: int, spec: str) -> np.ndarray:
+def check_indices(indices, n: int, spec: str) -> np.ndarray:
     """indices as an int array, all in [0, n); a clear error otherwise."""
     idx = np.asarray(indices)
     if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
@@ -274,7 +274,7 @@ def _check_indices(indices, n: int, spec: str) -> np.ndarray:
     return idx.astype(np.int64)
 
 
-def _split_slice(spec: str) -> tuple[str, slice | None]:
+def split_slice(spec: str) -> tuple[str, slice | None]:
     """'lfw[0::2]' -> ('lfw', slice(0, None, 2)); a spec without brackets -> (spec, None)."""
     if not spec.endswith("]") or "[" not in spec:
         return spec, None
@@ -303,24 +303,24 @@ def load_source(spec: str, *, data_root=None, download: bool = False, indices=No
     """
     if not isinstance(spec, str) or not spec.strip():
         raise HidebenchError(f"data source must be a non-empty string, got {spec!r}")
-    base, sl = _split_slice(spec)
+    base, sl = split_slice(spec)
     if sl is not None:
         allowed = np.arange(source_size(base, data_root=data_root, download=download))[sl]
         if not len(allowed):
             raise HidebenchError(f"data source {spec!r} selects no images")
-        idx = allowed if indices is None else allowed[_check_indices(indices, len(allowed), spec)]
+        idx = allowed if indices is None else allowed[check_indices(indices, len(allowed), spec)]
         out = load_source(base, data_root=data_root, download=download, indices=idx, progress=progress)
         out.source, out.fingerprint = spec, _fingerprint(out.fingerprint, spec)
         return out
     kind, _, arg = spec.partition(":")
     if kind == "lfw" and not arg:
-        return _lfw(None if indices is None else _check_indices(indices, 200, spec))
+        return _lfw(None if indices is None else check_indices(indices, 200, spec))
     if kind == "cifar10":
         return _cifar10(arg or "test", data_root, download, indices, progress)
     if kind == "imagefolder" and arg:
         files, labels, classes = list_image_folder(Path(arg).expanduser())
         if indices is not None:
-            idx = _check_indices(indices, len(files), spec)
+            idx = check_indices(indices, len(files), spec)
             files, labels = [files[i] for i in idx], labels[idx]
         return ImageSet(_load_files(files, progress=progress), labels, classes, spec, _fingerprint(spec, len(files)))
     if kind == "npz" and arg:
@@ -330,7 +330,7 @@ def load_source(spec: str, *, data_root=None, download: bool = False, indices=No
 
 def source_size(spec: str, *, data_root=None, download: bool = False) -> int:
     """Number of images in a source without decoding them (ImageFolder trees are only listed)."""
-    base, sl = _split_slice(spec)
+    base, sl = split_slice(spec)
     if sl is not None:
         return len(range(source_size(base, data_root=data_root, download=download))[sl])
     kind, _, arg = spec.partition(":")

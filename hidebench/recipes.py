@@ -109,8 +109,8 @@ def builtin_recipes() -> list[str]:
     return sorted(p.name[:-5] for p in challenge_data().iterdir() if p.name.endswith(".toml"))
 
 
-def load_recipe(name_or_path: str, overrides: dict | None = None) -> Recipe:
-    """A built-in recipe by name ('instahide2020', 'faces') or a TOML file by path."""
+def read_recipe_dict(name_or_path: str) -> dict:
+    """The TOML table of a built-in recipe by name or of a recipe file by path, unvalidated."""
     p = Path(name_or_path)
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
@@ -125,7 +125,20 @@ def load_recipe(name_or_path: str, overrides: dict | None = None) -> Recipe:
             raise HidebenchError(f"unknown recipe {name_or_path!r}; built-in recipes: {builtin_recipes()} (or give a .toml path)")
         text = res.read_text()
     try:
-        d = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise HidebenchError(f"recipe {name_or_path}: invalid TOML: {e}") from e
+
+
+def recipe_kind(d: dict) -> str:
+    """'text' for a TextHide recipe ([scheme] scheme = "texthide", hidebench.text.recipe), else 'image'."""
+    scheme = d.get("scheme") if isinstance(d, dict) else None
+    return "text" if isinstance(scheme, dict) and scheme.get("scheme") == "texthide" else "image"
+
+
+def load_recipe(name_or_path: str, overrides: dict | None = None) -> Recipe:
+    """A built-in recipe by name ('instahide2020', 'faces') or a TOML file by path."""
+    d = read_recipe_dict(name_or_path)
+    if recipe_kind(d) == "text":
+        raise HidebenchError(f"recipe {name_or_path} is a TextHide recipe: load it with hidebench.text.recipe.load_text_recipe")
     return recipe_from_dict(d, overrides)

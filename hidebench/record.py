@@ -81,13 +81,13 @@ def load_record(path) -> RunRecord:
     return RunRecord(**{k: v for k, v in d.items() if k in names})
 
 
-def record_row(rec: RunRecord) -> dict:
+def record_row(rec: RunRecord, setting_keys=SETTING_KEYS) -> dict:
     """A record as one table row, for every table of records (a report of run folders, a sweep's
-    results): attack, family, oracles, seed, the setting (SETTING_KEYS, and `epochs` for a
+    results): attack, family, oracles, seed, the setting (`setting_keys`, and `epochs` for a
     training run), every scalar metric under its dotted path (challenge.Max_SSIM), every timing
     as time.NAME (time.total_s), and peak_memory_mb."""
     row = {"attack": rec.attack, "family": rec.family, "oracles": ",".join(rec.oracles) or "none", "seed": rec.seed,
-           **{k: rec.setting.get(k) for k in SETTING_KEYS}}
+           **{k: rec.setting.get(k) for k in setting_keys}}
     if rec.setting.get("epochs") is not None:
         row["epochs"] = rec.setting["epochs"]
     row.update(_flatten(rec.metrics))

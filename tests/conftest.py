@@ -56,3 +56,45 @@ def tiny_cross():
     cfg = EncryptionConfig(k=6, mode="cross", T=5)
     view, key = encrypt(priv, labels, 4, cfg, seed=11, public_patches=bank)
     return view, key, bank, cfg
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_representation_cache(tmp_path_factory):
+    """Sentence representations go to a cache of this test session, never the user's (subprocesses
+    inherit it through the environment); the session's TextHide tests encode their few hundred
+    sentences once."""
+    old = os.environ.get("HIDEBENCH_REPRESENTATIONS")
+    os.environ["HIDEBENCH_REPRESENTATIONS"] = str(tmp_path_factory.mktemp("representations"))
+    yield
+    if old is None:
+        os.environ.pop("HIDEBENCH_REPRESENTATIONS", None)
+    else:
+        os.environ["HIDEBENCH_REPRESENTATIONS"] = old
+
+
+# Every 40th Rotten Tomatoes sentence (214, both classes): the TextHide tests' corpus, encoded once a session.
+TEXT_SLICE = "text:rotten_tomatoes[::40]"
+
+
+@pytest.fixture(scope="session")
+def text_corpus():
+    """(TextSet, N x 384 representations) of TEXT_SLICE."""
+    from hidebench.text.corpus import load_text_source
+    from hidebench.text.encoder import EncoderConfig, encode
+
+    texts = load_text_source(TEXT_SLICE)
+    return texts, encode(texts.texts, EncoderConfig())
+
+
+@pytest.fixture(scope="session")
+def text_release(tmp_path_factory, text_corpus):
+    """A small generated TextHide release: 40 private sentences of TEXT_SLICE, T=6, k=2, m=4; the
+    attacker's candidates are TEXT_SLICE (the 40 among 174 others)."""
+    from hidebench.defenses.texthide_challenge import generate_text_to_dir
+    from hidebench.text.recipe import load_text_recipe
+
+    d = tmp_path_factory.mktemp("text") / "release"
+    recipe = load_text_recipe("texthide-rt", {"private_source": TEXT_SLICE, "n_priv": 40, "T": 6, "k": 2, "m": 4,
+                                              "candidates": TEXT_SLICE})
+    generate_text_to_dir(recipe, d, seed=11, progress=False)
+    return d

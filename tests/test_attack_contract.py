@@ -2,7 +2,9 @@
 covered the moment it is registered. On a tiny case (the attack's preset `tiny`,
 challenge_data/presets/NAME/tiny.toml), each attack runs from Python and from `hidebench attack
 NAME`, writes a valid run record, beats the trivial floor, is deterministic for a fixed seed,
-and refuses what its threat model does not grant."""
+and refuses what its threat model does not grant. Release attacks on images run on a small faces
+release, those on TextHide releases (modality 'text') on the session's small TextHide release
+(conftest.text_release), whose trivial floor is the encryptions themselves taken as decryptions."""
 import numpy as np
 import pytest
 
@@ -17,7 +19,8 @@ from hidebench.threat import ReleaseThreatModel, UpdateThreatModel
 from hidebench.types import HidebenchError
 
 get_attack("identity")                       # registers the built-in attacks
-RELEASE = sorted(n for n, c in ATTACKS.items() if c.family == "release")
+RELEASE = sorted(n for n, c in ATTACKS.items() if c.family == "release" and c.modality == "image")
+TEXT_RELEASE = sorted(n for n, c in ATTACKS.items() if c.family == "release" and c.modality == "text")
 UPDATE = sorted(n for n, c in ATTACKS.items() if c.family == "update")
 CTX = ExecutionContext(device="cpu", progress=False, seed=3)
 
@@ -49,6 +52,7 @@ def _config_args(name: str) -> list[str]:
 def test_registry_holds_both_families():
     assert "identity" in RELEASE and "carlini" in RELEASE
     assert {"dlg", "inverting_gradients"} <= set(UPDATE)
+    assert {"texthide_masks", "texthide_unmix", "texthide_invert"} <= set(TEXT_RELEASE)
 
 
 @pytest.mark.parametrize("name", RELEASE)
@@ -73,6 +77,50 @@ def test_release_attack_contract(name, release, identity_floor, tmp_path):
     for part in refused:
         with pytest.raises(HidebenchError, match="cannot use oracle"):
             cls(cfg, ReleaseThreatModel(oracles=(part,)))
+
+
+@pytest.fixture(scope="module")
+def text_floor(text_release):
+    """The max cosine of the encryptions themselves, taken as decryptions (masked: about 0)."""
+    from hidebench.text.metrics import decryption_cosine
+    from hidebench.text.release import load_text_key, load_text_public
+
+    return decryption_cosine(load_text_public(text_release).encryptions, load_text_key(text_release))["max_cosine"]
+
+
+@pytest.mark.parametrize("name", TEXT_RELEASE)
+def test_text_release_attack_contract(name, text_release, text_floor, release, tmp_path):
+    from hidebench.app.harness import run_release_attack
+    from hidebench.text.threat import TextThreatModel
+
+    cls = ATTACKS[name]
+    cfg = _tiny(name)
+    a = run_release_attack(name, text_release, tmp_path / "a", config=cfg, ctx=CTX)
+    b = run_release_attack(name, text_release, tmp_path / "b", config=cfg, ctx=CTX)
+    rec = load_record(tmp_path / "a" / "record.json")
+    assert rec.schema_version == SCHEMA_VERSION and rec.family == "release" and rec.attack == name
+    assert rec.setting["scheme"] == "texthide" and rec.setting["T"] == 6 and rec.setting["n_priv"] == 40
+    assert rec.setting["m"] == 4 and rec.seed == 3
+    assert np.array_equal(np.load(tmp_path / "a" / "decryption.npy"), np.load(tmp_path / "b" / "decryption.npy"))
+    assert a.metrics["representation"] == b.metrics["representation"]
+    assert a.metrics["representation"]["max_cosine"] > text_floor + 0.3
+    assert main(["attack", name, "--challenge", str(text_release), "--out", str(tmp_path / "cli"), "--seed", "3",
+                 "--device", "cpu", "--quiet", *_config_args(name)]) == 0
+    assert np.array_equal(np.load(tmp_path / "cli" / "decryption.npy"), np.load(tmp_path / "a" / "decryption.npy"))
+    for part in [o for o in ("masks", "assignment") if o not in cls.uses_oracles]:
+        with pytest.raises(HidebenchError, match="cannot use oracle"):
+            cls(cfg, TextThreatModel(oracles=(part,)))
+    with pytest.raises(HidebenchError, match="not a TextHide release"):      # an image release is refused
+        run_release_attack(name, release, tmp_path / "x", ctx=CTX)
+    assert not (tmp_path / "x").exists()
+
+
+def test_image_attacks_refuse_a_text_release(text_release, tmp_path):
+    from hidebench.app.harness import run_release_attack
+
+    with pytest.raises(HidebenchError, match="TextHide release"):
+        run_release_attack("identity", text_release, tmp_path / "x", ctx=CTX)
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("name", UPDATE)

@@ -53,8 +53,14 @@ def _data_root(args) -> str | None:
 # ----------------------------------------------------------------------------- challenge
 
 def _cmd_generate(args) -> int:
+    from hidebench.app import text_cli
     from hidebench.defenses.challenge import generate_to_dir
     from hidebench.recipes import load_recipe
+    from hidebench.text.recipe import is_text_recipe
+
+    if is_text_recipe(args.recipe):
+        return text_cli.generate(args)
+    text_cli.refuse_flags(args, text_cli.TEXT_ONLY_FLAGS, "an image recipe")
 
     overrides = {"n_priv": args.n_priv, "T": args.T, **_defense_overrides(args), "private_source": args.private_source,
                  "aux": args.aux, "augment": args.augment}
@@ -98,6 +104,11 @@ def _cmd_verify(args) -> int:
 
 def _cmd_show(args) -> int:
     from hidebench.defenses.challenge import show
+    from hidebench.text.release import is_text_release
+
+    if is_text_release(args.dir):
+        raise HidebenchError(f"{args.dir} is a TextHide release: `show` draws images; its private sentences are in "
+                             f"{Path(args.dir) / 'key' / 'sentences.json'}, and text attacks write gallery.md")
 
     out = show(args.dir, args.out, n_private=args.rows)
     print(f"wrote {out}")
@@ -109,6 +120,12 @@ def _cmd_show(args) -> int:
 def _cmd_score(args) -> int:
     from hidebench.app.harness import score_release
     from hidebench.challenge_io import load_key, load_npy, load_public
+    from hidebench.text.release import is_text_release
+
+    if is_text_release(args.challenge):
+        from hidebench.app.text_cli import score
+
+        return score(args)
 
     view = load_public(args.challenge, **_release_args(args))
     key = load_key(args.challenge, view)
@@ -195,7 +212,11 @@ def _cmd_attack(args) -> int:
     out = Path(args.out)
     config = load_config(args.config, args.set, attack=cls.name)
     ctx = _context(args, out)
-    if cls.family == "release":
+    if cls.family == "release" and cls.modality == "text":
+        from hidebench.app.text_cli import attack
+
+        attack(args, cls, out, config, ctx, _oracles(getattr(args, "oracle", None)))
+    elif cls.family == "release":
         from hidebench.app.harness import run_release_attack
         from hidebench.threat import FROM_RECIPE, ReleaseThreatModel
 
@@ -246,7 +267,11 @@ def _add_attack_parsers(sub) -> None:
     for name, cls in sorted(ATTACKS.items()):
         p = ats.add_parser(name, help=cls.summary(), description=(cls.__doc__ or "").strip())
         p.add_argument("--out", required=True, help="run folder (record.json and the attack's outputs)")
-        if cls.family == "release":
+        if cls.family == "release" and cls.modality == "text":
+            from hidebench.app.text_cli import add_attack_flags
+
+            add_attack_flags(p, cls)
+        elif cls.family == "release":
             p.add_argument("--challenge", required=True, help="challenge folder (encryption.npy, label.npy[, key/])")
             _add_release_flags(p)
             p.add_argument("--aux", metavar="SPEC", help="auxiliary data, e.g. cifar10:train or lfw[1::2]; 'none' for "
@@ -300,7 +325,8 @@ DEFENSE_OVERRIDES = ("k", "mode", "scheme", "c1", "c2", "pool_source", "min_keyp
 
 def _add_defense_flags(g) -> None:
     g.add_argument("--k", type=int, help="images mixed per encryption")
-    g.add_argument("--mode", choices=["inside", "cross"], help="inside- or cross-dataset mixing")
+    g.add_argument("--mode", choices=["inside", "cross", "inter"],
+                   help="inside- or cross-dataset mixing (TextHide: inside or inter)")
     g.add_argument("--scheme", choices=["instahide", "mixup"], help="instahide (sign mask) or mixup (none)")
     g.add_argument("--c1", type=float, help="upper bound on every coefficient")
     g.add_argument("--c2", type=float, help="lower bound on the two private coefficients' sum (cross)")
@@ -373,6 +399,13 @@ def _cmd_report(args) -> int:
 
 def _cmd_sweep(args) -> int:
     from hidebench.app.sweep import plan_lines, run_sweep
+    from hidebench.app.text_sweep import is_text_sweep
+
+    if is_text_sweep(args.sweep):
+        from hidebench.app.text_cli import sweep
+
+        _terminate_as_interrupt()
+        return sweep(args)
 
     if args.list:
         print("\n".join(plan_lines(args.sweep, args.out, data_root=_data_root(args))))
@@ -403,20 +436,22 @@ def _terminate_as_interrupt() -> None:
 def _cmd_list(args) -> int:
     from hidebench.attacks.base import ATTACKS
     from hidebench.recipes import builtin_recipes, load_recipe
+    from hidebench.text.recipe import is_text_recipe, load_text_recipe
 
     print("recipes:")
     for name in builtin_recipes():
-        r = load_recipe(name)
+        r = load_text_recipe(name) if is_text_recipe(name) else load_recipe(name)
         note = f" [fixed seed {r.seed}: its key is public]" if r.seed is not None else ""
         print(f"  {name:15s} {r.description}{note}")
     print("attacks (hidebench attack NAME --help):")
     for name, cls in sorted(ATTACKS.items()):
         print(f"  {name:20s} [{cls.family}] {cls.summary()}")
     from hidebench.app.sweep import builtin_sweeps, sweep_overview
+    from hidebench.app.text_sweep import is_text_sweep, text_sweep_overview
 
     print("sweeps (hidebench sweep NAME --out DIR; --list shows the cells):")
     for name in builtin_sweeps():
-        print(f"  {name:22s} {sweep_overview(name)}")
+        print(f"  {name:22s} {text_sweep_overview(name) if is_text_sweep(name) else sweep_overview(name)}")
     return 0
 
 
@@ -446,7 +481,14 @@ def _cmd_utility(args) -> int:
     from hidebench.context import ExecutionContext
     from hidebench.defenses.utility.config import UtilityConfig
     from hidebench.recipes import load_recipe
+    from hidebench.text.recipe import is_text_recipe
 
+    if is_text_recipe(args.recipe):
+        from hidebench.app.text_cli import utility
+
+        return utility(args, _data_root(args))
+    if args.m is not None:
+        raise HidebenchError("--m does not apply to an image recipe")
     recipe = load_recipe(args.recipe, _defense_overrides(args))
     given = load_config(args.config, args.set)
     flags = {"model": args.model, "epochs": args.epochs, "K": args.K, "train": args.train, "test": args.test}
@@ -460,10 +502,16 @@ def _cmd_utility(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from hidebench.app.demo import run_demo
     from hidebench.context import ExecutionContext
 
-    run_demo(args.out, ExecutionContext(data_root=_data_root(args)))
+    if args.text:
+        from hidebench.app.text_demo import run_text_demo
+
+        run_text_demo(args.out or "hidebench-demo-text", ExecutionContext(threads=1))
+        return 0
+    from hidebench.app.demo import run_demo
+
+    run_demo(args.out or "hidebench-demo", ExecutionContext(data_root=_data_root(args)))
     return 0
 
 
@@ -475,8 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    d = sub.add_parser("demo", help="run the Carlini attack on the embedded faces challenge (no data root needed)")
-    d.add_argument("--out", default="hidebench-demo", help="output folder (default: hidebench-demo)")
+    d = sub.add_parser("demo", help="run the Carlini attack on the embedded faces challenge (no data root needed); "
+                                    "--text: the TextHide attack on movie-review sentences")
+    d.add_argument("--out", help="output folder (default: hidebench-demo, with --text hidebench-demo-text)")
+    d.add_argument("--text", action="store_true",
+                   help="TextHide instead: a release of 150 Rotten Tomatoes sentences and texthide_invert on it, "
+                        "private sentences beside recovered ones (needs pip install 'hidebench[text]')")
     d.add_argument("--data-root", metavar="DIR", help="data root (not needed by the demo)")
     d.set_defaults(func=_cmd_demo)
 
@@ -484,14 +536,18 @@ def build_parser() -> argparse.ArgumentParser:
     chs = ch.add_subparsers(dest="challenge_command", metavar="ACTION", parser_class=_Parser)
     chs.required = True
     g = chs.add_parser("generate", help="write a challenge (encryption.npy, label.npy, manifest.json, key/)")
-    g.add_argument("recipe", help="built-in recipe (instahide2020, faces) or a .toml path")
+    g.add_argument("recipe", help="built-in recipe (instahide2020, faces, texthide-rt) or a .toml path")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--seed", type=int, help="seed (default: the recipe's; a recipe without one uses OS entropy)")
     g.add_argument("--n-priv", type=int, help="number of private images")
     g.add_argument("--T", type=int, help="encryptions per private image")
     _add_defense_flags(g)
-    g.add_argument("--private-source", help="private data source, e.g. cifar10:test, lfw, imagefolder:PATH, npz:PATH")
+    g.add_argument("--private-source", help="private data source, e.g. cifar10:test, lfw, imagefolder:PATH, npz:PATH; "
+                                            "for a TextHide recipe text:rotten_tomatoes[0::2], textfolder:PATH")
     g.add_argument("--aux", help="attacker's auxiliary data recorded in the recipe")
+    from hidebench.app.text_cli import add_recipe_flags
+
+    add_recipe_flags(g.add_argument_group("TextHide recipes (texthide-rt)"))
     g.add_argument("--augment", action="store_true", default=None,
                    help="augment every private image afresh in each encryption (random crop with 4-pixel padding, "
                         "horizontal flip), as the InstaHide authors' training does; recorded in the key")
@@ -651,12 +707,16 @@ def _add_utility_parser(sub) -> None:
         epilog="examples:\n  hidebench utility instahide2020 --out U/vanilla --vanilla\n"
                "  hidebench utility instahide2020 --out U/ih-cross-6\n"
                "  hidebench utility instahide2020 --out U/mixup-4 --scheme mixup --mode inside --k 4 --epochs 20\n"
-               "  hidebench utility faces --out U/faces --epochs 5       # embedded data, no data root",
+               "  hidebench utility faces --out U/faces --epochs 5       # embedded data, no data root\n"
+               "  hidebench utility texthide-rt --out U/th-k4-m256 --k 4 --m 256   # TextHide: a head on frozen MiniLM\n"
+               "  hidebench utility texthide-rt --out U/th-vanilla --vanilla",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     u.add_argument("recipe", help="built-in recipe (instahide2020, faces) or a .toml path")
     u.add_argument("--out", required=True, help="run folder (record.json, checkpoint.pt)")
     u.add_argument("--vanilla", action="store_true", help="train on the clean images (the reference), no defense")
-    _add_defense_flags(u.add_argument_group("defense (recipe overrides, as for `challenge generate`)"))
+    dg = u.add_argument_group("defense (recipe overrides, as for `challenge generate`)")
+    _add_defense_flags(dg)
+    dg.add_argument("--m", type=int, help="TextHide: size of the mask pool")
     t = u.add_argument_group("training (utility config; also --config FILE / --set KEY=VALUE)")
     t.add_argument("--train", metavar="SPEC", help="training data source (default: the recipe source's train split)")
     t.add_argument("--test", metavar="SPEC", help="test data source (default: the recipe source's test split)")

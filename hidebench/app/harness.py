@@ -67,6 +67,11 @@ def run_release_attack(name: str, challenge_dir, out_dir, *, config=None, threat
     cls = get_attack(name)
     if not issubclass(cls, ReleaseAttack):
         raise HidebenchError(f"{name} attacks a federated update, not a release: see `hidebench attack {name} --help`")
+    if cls.modality == "text":
+        if release:
+            raise HidebenchError(f"{name} reads TextHide releases, whose manifest states their scheme: "
+                                 f"drop {', '.join(sorted(release))}")
+        return run_text_release_attack(cls, challenge_dir, out_dir, config=config, threat=threat, ctx=ctx, score=score)
     # Everything that can be refused is checked before --out is touched.
     check_out_dir(out_dir)
     manifest = read_manifest(challenge_dir)
@@ -101,6 +106,74 @@ def run_release_attack(name: str, challenge_dir, out_dir, *, config=None, threat
     record = RunRecord(
         attack=name, family="release", config=attack.config.to_dict(), threat_model=threat.to_dict(),
         oracles=list(threat.oracles), seed=ctx.seed, setting=release_setting(view, manifest), metrics=metrics,
+        timings={**result.timings, "total_s": total}, peak_memory_mb=peak_rss_mb(), stats=result.stats,
+        source={"challenge": str(challenge_dir), "manifest": {k: v for k, v in manifest.items() if k != "files"}},
+        context=resolved_context(ctx), versions=library_versions())
+    record.write(out / "record.json")
+    return record
+
+
+def run_text_release_attack(cls, challenge_dir, out_dir, *, config=None, threat=None,
+                            ctx: ExecutionContext | None = None, score: bool = True) -> RunRecord:
+    """run_release_attack for an attack on a TextHide release (cls.modality 'text'): writes
+    decryption.npy (E x d), recovered.npy and recovered_texts.json when the attack gives them,
+    gallery.md (private | recovered sentence, owner-only) when it recovers sentences and the key
+    scores them, and record.json (hidebench.text.metrics for the metrics)."""
+    from hidebench.app.text_gallery import write_gallery
+    from hidebench.challenge_io import write_json
+    from hidebench.text.metrics import score_text_release
+    from hidebench.text.release import load_text_key, load_text_public
+    from hidebench.text.threat import TextOracle, TextThreatModel
+
+    check_out_dir(out_dir)
+    manifest = read_manifest(challenge_dir)
+    view = load_text_public(challenge_dir)
+    threat = threat if threat is not None else TextThreatModel()
+    if isinstance(threat, dict):
+        threat = TextThreatModel.from_dict(threat)
+    if not isinstance(threat, TextThreatModel):
+        raise HidebenchError(f"{cls.name} takes a TextThreatModel, got {type(threat).__name__}")
+    threat = threat.resolve(manifest)
+    attack = cls(config, threat)
+    key = load_text_key(challenge_dir, view) if threat.oracles or (score and has_key(challenge_dir)) else None
+    oracle = TextOracle(key if threat.oracles else None, threat.oracles)
+    key = key if score else None
+    ctx = ctx or ExecutionContext.from_env()
+    ctx.check_device()
+    if threat.candidates:
+        from hidebench.text.corpus import text_source_size
+
+        text_source_size(threat.candidates)          # a missing source or package fails now, not mid-attack
+    if ctx.cache_dir is not None:
+        check_writable_dir(ctx.cache_dir, "--cache")
+    out = prepare_out(out_dir)
+    if ctx.cache_dir is None:
+        ctx = ctx.replace(cache_dir=out / "cache")
+    t0 = time.perf_counter()
+    with ctx.torch_threads():
+        result = attack.run(view, oracle, ctx)
+    total = time.perf_counter() - t0
+    save_array(out / "decryption.npy", result.decryption)
+    if result.recovered is not None:
+        save_array(out / "recovered.npy", result.recovered)
+    if result.texts is not None:
+        write_json(out / "recovered_texts.json", list(result.texts))
+    metrics = {}
+    if key is not None:
+        metrics, rows = score_text_release(result.decryption, result.recovered, result.texts, key)
+        metrics["stages"] = attack.evaluate(result, key)
+        if rows:
+            t = metrics["text"]
+            write_gallery(out / "gallery.md", rows, f"{cls.name} on {Path(challenge_dir).name}",
+                          f"TextHide k={view.k}, m={view.m}, {view.mode}; {len(key.private)} private sentences, "
+                          f"candidates {threat.candidates}. Exact match {t['exact_match']:.3f}, token F1 "
+                          f"{t['token_f1']:.3f}, BLEU {t['bleu']:.3f}.")
+    setting = {"scheme": view.scheme, "mode": view.mode, "k": view.k, "m": view.m, "T": view.T, "n_priv": view.n_private,
+               "n_encryptions": len(view), "recipe": (manifest.get("recipe") or {}).get("name"),
+               "encoder": view.encoder.get("id")}
+    record = RunRecord(
+        attack=cls.name, family="release", config=attack.config.to_dict(), threat_model=threat.to_dict(),
+        oracles=list(threat.oracles), seed=ctx.seed, setting=setting, metrics=metrics,
         timings={**result.timings, "total_s": total}, peak_memory_mb=peak_rss_mb(), stats=result.stats,
         source={"challenge": str(challenge_dir), "manifest": {k: v for k, v in manifest.items() if k != "files"}},
         context=resolved_context(ctx), versions=library_versions())

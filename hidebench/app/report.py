@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from hidebench.challenge_io import check_out_dir, write_bytes
-from hidebench.record import load_record, record_row
+from hidebench.record import SETTING_KEYS, load_record, record_row
 from hidebench.types import HidebenchError
 
 
@@ -33,11 +33,12 @@ def find_records(paths) -> list[Path]:
     return out
 
 
-def records_table(paths) -> pd.DataFrame:
+def records_table(paths, setting_keys=SETTING_KEYS) -> pd.DataFrame:
     """One row per run record (record_row), both attack families alike, with its folder (`run`):
-    attack, family, oracles, seed, the setting, every scalar metric, timing and the peak memory.
-    A metric a family does not report is empty in the other's rows."""
-    return pd.DataFrame([{"run": str(path.parent), **record_row(load_record(path))} for path in find_records(paths)])
+    attack, family, oracles, seed, the setting (`setting_keys`), every scalar metric, timing and
+    the peak memory. A metric a family does not report is empty in the other's rows."""
+    return pd.DataFrame([{"run": str(path.parent), **record_row(load_record(path), setting_keys)}
+                         for path in find_records(paths)])
 
 
 def fit_loglog(x, y, level: float = 0.95) -> dict | None:

@@ -24,7 +24,7 @@ def toy_set(n, seed):
     return ImageSet(x.astype(np.float32), y, ["red", "blue"], "toy")
 
 
-TINY = dict(width=8, batch_size=16, epochs=3, lr=0.05, eval_batch=64, K=4)
+TINY = dict(model="convnet", width=8, batch_size=16, epochs=3, lr=0.05, eval_batch=64, K=4)
 
 
 def test_crop_flip_matches_padded_crop():
@@ -139,7 +139,8 @@ def test_bad_input():
 
 def test_cli_on_embedded_faces(tmp_path, capsys):
     """`hidebench utility faces` runs with no data root; a rerun resumes (nothing to retrain)."""
-    args = ["utility", "faces", "--out", str(tmp_path / "u"), "--epochs", "1", "--K", "2", "--set", "width=8", "--quiet"]
+    args = ["utility", "faces", "--out", str(tmp_path / "u"), "--epochs", "1", "--K", "2", "--set", "widths=[8,16,16]",
+            "--quiet"]
     assert main(args) == 0
     rec = json.loads((tmp_path / "u" / "record.json").read_text())
     assert rec["family"] == "utility" and rec["setting"]["scheme"] == "instahide" and rec["setting"]["k"] == 6

@@ -660,8 +660,9 @@ def _add_utility_parser(sub) -> None:
     t = u.add_argument_group("training (utility config; also --config FILE / --set KEY=VALUE)")
     t.add_argument("--train", metavar="SPEC", help="training data source (default: the recipe source's train split)")
     t.add_argument("--test", metavar="SPEC", help="test data source (default: the recipe source's test split)")
-    t.add_argument("--model", choices=["convnet", "resnet18"], help="classifier (default convnet)")
-    t.add_argument("--epochs", type=int, help="epochs = encryptions of each training image (default 12)")
+    t.add_argument("--model", choices=["fast", "convnet", "resnet18"],
+                   help="classifier (default fast: the airbench-style net; convnet, resnet18)")
+    t.add_argument("--epochs", type=int, help="epochs = encryptions of each training image (default: the model's, 8 for fast)")
     t.add_argument("--K", type=int, help="encryptions averaged per test image (default 10)")
     t.add_argument("--config", metavar="FILE", help="JSON or TOML file with the utility config")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",

@@ -75,6 +75,7 @@ def run_utility(recipe: Recipe, out_dir, cfg, *, vanilla: bool = False, ctx: Exe
                                on_epoch=on_epoch)
     import torch
 
+    cfg = res.config                       # every "auto" resolved: what was trained
     rec = RunRecord(
         attack="utility", family="utility", config={**cfg.to_dict(), "vanilla": vanilla}, threat_model={}, oracles=[],
         seed=ctx.seed,

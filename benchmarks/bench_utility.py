@@ -131,8 +131,6 @@ def row(run: dict, rec: dict) -> dict:
 
 def summarise(runs):
     """Mean and standard deviation (ddof 1) over seeds, per group, setting, model and budget."""
-    import pandas as pd
-
     long = runs.assign(groups=runs["groups"].str.split("+")).explode("groups")
     g = long.groupby(["groups", "setting", "model", "epochs", "steps", "device", "machine"], sort=False)
     out = g.agg(n=("seed", "size"), clean_mean=("accuracy_clean", "mean"), clean_sd=("accuracy_clean", "std"),

@@ -224,7 +224,7 @@ def train_classifier(train: ImageSet, test: ImageSet, scheme: EncryptionConfig |
         if isinstance(model, FastNet):
             model.whiten.bias.requires_grad_(epoch < cfg.whiten_bias_epochs)
         model.train()
-        loss_sum, hits, seen = 0.0, 0, 0
+        loss_sum, hits, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0   # on the device: no sync a step
         batches = one_epoch(train.images, train.labels, n_classes, scheme, patches, batch_size, rng, cfg.augment,
                             cfg.translate, flips)
         for i, b in enumerate(prefetched(batches)):
@@ -240,12 +240,14 @@ def train_classifier(train: ImageSet, test: ImageSet, scheme: EncryptionConfig |
             opt.step()
             if lookahead is not None:
                 lookahead.step(step + 1)
-            loss_sum += loss.item() * len(target)
-            hits += int((out.argmax(1) == target.argmax(1)).sum())
+            loss_sum += loss.detach() * len(target)
+            hits += (out.argmax(1) == target.argmax(1)).sum()
             seen += len(target)
             pbar.update(1)
-            if i % 20 == 0:
-                pbar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f} acc {hits / seen:.3f}")
+            if i % 20 == 0 and not pbar.disable:
+                pbar.set_postfix_str(f"epoch {epoch + 1}/{cfg.epochs} loss {loss_sum.item() / seen:.3f} "
+                                     f"acc {hits.item() / seen:.3f}")
+        loss_sum, hits = loss_sum.item(), hits.item()
         if lookahead is not None and epoch + 1 == cfg.epochs:
             lookahead.finish()
         acc = clean_accuracy(model, test, device, cfg.eval_batch, 0, cfg.precision)

@@ -69,7 +69,8 @@ def plan(args) -> list[dict]:
     runs = {}
 
     def add(group, setting, seed, cfg):
-        name = f"{setting}-{cfg.get('model', 'fast')}-e{cfg['epochs']}-s{seed}"
+        model = cfg.get("model", "fast") + ("-" + "x".join(map(str, cfg["widths"])) if "widths" in cfg else "")
+        name = f"{setting}-{model}-e{cfg['epochs']}-s{seed}"
         runs.setdefault(name, {"name": name, "groups": [], "setting": setting, "seed": seed, "config": cfg})
         runs[name]["groups"].append(group)
 
@@ -222,11 +223,16 @@ def main(argv=None):
                     help="also ResNet-18 in the authors' setting (SGD 0.1, step decay) for vanilla and InstaHide inside k=4")
     ap.add_argument("--resnet18-epochs", type=int, help="epochs of the ResNet-18 runs (default 30; the authors' 200)")
     ap.add_argument("--replot", action="store_true", help="table and figure from the finished records; train nothing")
+    ap.add_argument("--list", action="store_true", help="print the planned runs (finished ones marked) and exit")
     args = ap.parse_args(argv)
     args.seeds = args.seeds or ("0" if args.quick else "0,1,2")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = plan(args)
+    if args.list:
+        for r in runs:
+            print(f"{'done' if _finished(r, out) else '    '}  {r['name']:40} {'+'.join(r['groups']):28} {r['config']}")
+        return print(f"{len(runs)} runs")
     if args.replot:
         rows = [row(r, rec) for r in runs if (rec := _finished(r, out)) is not None]
         return report(rows, out)

@@ -99,10 +99,12 @@ def prefetched(batches: Iterator, depth: int = 2) -> Iterator:
 def encrypted_test_sets(images: np.ndarray, labels: np.ndarray, n_classes: int, scheme: EncryptionConfig,
                         patches: np.ndarray | None, K: int, chunk: int, rng: np.random.Generator):
     """Per chunk of about `chunk` test images (mixed among themselves): (indices of the chunk's
-    images, K encryptions of each, which chunk image each encryption is made for)."""
+    images, K encryptions of each, which chunk image each encryption is made for). The chunks
+    are random subsets: a test set stored by class (an ImageFolder tree) would otherwise mix
+    every image with images of its own class, whose mixed label is then its own."""
     cfg = scheme.replace(T=K)
     n_chunks = max(1, min(len(images) // max(scheme.n_private_slots, 1), -(-len(images) // chunk)))
-    for idx in np.array_split(np.arange(len(images)), n_chunks):
+    for idx in np.array_split(rng.permutation(len(images)), n_chunks):
         view, key = encrypt(images[idx], labels[idx], n_classes, cfg, seed=int(rng.integers(2 ** 63)),
                             public_patches=patches)
         yield idx, view.encryptions, key.selection[:, 0]

@@ -10,13 +10,14 @@ PAD = 4
 PAD_VALUE = -1.0          # black: torchvision pads the [0, 1] image with zeros before normalising
 
 
-def crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = PAD) -> tuple[np.ndarray, np.ndarray]:
+def crop_flip(images: np.ndarray, rng: np.random.Generator, pad: int = PAD,
+              flips: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Each image shifted by (dy, dx) in [-pad, pad] (what a crop of the padded image is) and
-    flipped left-right with probability 1/2; returns the images and the N x 3 parameters
-    (dy, dx, flip) that made them."""
+    flipped left-right with probability 1/2 (or where `flips`, one 0/1 per image, says so);
+    returns the images and the N x 3 parameters (dy, dx, flip) that made them."""
     n = len(images)
     params = np.stack([rng.integers(-pad, pad + 1, size=n), rng.integers(-pad, pad + 1, size=n),
-                       rng.integers(0, 2, size=n)], axis=1)
+                       rng.integers(0, 2, size=n) if flips is None else np.asarray(flips, dtype=np.int64)], axis=1)
     return shift_flip(images, params), params
 
 

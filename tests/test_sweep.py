@@ -433,7 +433,7 @@ def test_sweep_with_utility_trains_once_per_defense_and_draws_the_frontier(tmp_p
     the vanilla reference; accuracies in results.csv, the leaderboard and the frontier; a rerun
     redoes nothing."""
     f = _write(tmp_path / "u.toml", BASE.replace("n_priv = [8]", "n_priv = [8, 10]\n    k = [4, 6]")
-               + "[utility]\nepochs = 1\nwidth = 4\nK = 2\n")
+               + "[utility]\nepochs = 1\nwidths = [4, 8, 8]\nK = 2\n")
     out = tmp_path / "S"
     s = run_sweep(f, out, workers=0, threads=1, ctx=CTX, progress=False, echo=None)
     assert s.total == 4 + 3 and s.done == 7 and not s.failed

@@ -24,7 +24,7 @@ def toy_set(n, seed):
     return ImageSet(x.astype(np.float32), y, ["red", "blue"], "toy")
 
 
-TINY = dict(width=8, batch_size=16, epochs=3, lr=0.05, eval_batch=64, K=4)
+TINY = dict(model="convnet", width=8, batch_size=16, epochs=3, lr=0.05, eval_batch=64, K=4)
 
 
 def test_crop_flip_matches_padded_crop():
@@ -139,7 +139,8 @@ def test_bad_input():
 
 def test_cli_on_embedded_faces(tmp_path, capsys):
     """`hidebench utility faces` runs with no data root; a rerun resumes (nothing to retrain)."""
-    args = ["utility", "faces", "--out", str(tmp_path / "u"), "--epochs", "1", "--K", "2", "--set", "width=8", "--quiet"]
+    args = ["utility", "faces", "--out", str(tmp_path / "u"), "--epochs", "1", "--K", "2", "--set", "widths=[8,16,16]",
+            "--quiet"]
     assert main(args) == 0
     rec = json.loads((tmp_path / "u" / "record.json").read_text())
     assert rec["family"] == "utility" and rec["setting"]["scheme"] == "instahide" and rec["setting"]["k"] == 6
@@ -152,3 +153,19 @@ def test_cli_on_embedded_faces(tmp_path, capsys):
     assert main(["utility", "faces", "--out", str(tmp_path / "v"), "--set", "model=vgg"]) == 2
     assert main(["utility", "faces", "--out", str(tmp_path / "v"), "--epochs", "0"]) == 2
     assert "utility.epochs must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_encrypted_test_chunks_are_random_subsets():
+    """A class-sorted test set (an ImageFolder tree) is not mixed class by class: every chunk holds
+    several classes, and every test image is encrypted K times as its own encryptions' owner."""
+    from hidebench.defenses.utility.batches import encrypted_test_sets
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 50)                       # sorted by class, as cifar10:test is
+    images = rng.uniform(-1, 1, size=(200, 8, 8, 3)).astype(np.float32)
+    seen = []
+    for idx, enc, owner in encrypted_test_sets(images, labels, 4, EncryptionConfig(k=4, mode="inside"), None, 3, 50, rng):
+        assert len(np.unique(labels[idx])) >= 3
+        assert len(enc) == 3 * len(idx) and np.array_equal(np.bincount(owner, minlength=len(idx)), np.full(len(idx), 3))
+        seen += list(idx)
+    assert sorted(seen) == list(range(200))

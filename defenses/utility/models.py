@@ -1,4 +1,5 @@
-"""The classifiers a data owner trains on a release: a small ConvNet sized for 2 CPU cores, and
+"""The classifiers a data owner trains on a release: the fast airbench-style net (fast.py), a
+small ConvNet sized for 2 CPU cores, and
 torchvision's ResNet-18 with the 32x32 stem of the InstaHide authors' code (3x3 stride-1 first
 convolution, no max pool; Huang et al. 2020 use ResNet-18 for their CIFAR-10 figures)."""
 from __future__ import annotations
@@ -43,7 +44,12 @@ def resnet18_32(n_classes: int) -> nn.Module:
     return net
 
 
-def make_classifier(name: str, n_classes: int, width: int = 32) -> nn.Module:
+def make_classifier(name: str, n_classes: int, width: int = 32, widths=(64, 128, 128), in_channels: int = 3) -> nn.Module:
+    """The classifier `name` (MODELS); width: the ConvNet's, widths: the fast net's three groups."""
+    if name == "fast":
+        from hidebench.defenses.utility.fast import FastNet
+
+        return FastNet(n_classes, tuple(widths), in_channels)
     if name == "convnet":
         return ConvNet(n_classes, width=width)
     if name == "resnet18":

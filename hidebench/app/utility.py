@@ -8,6 +8,7 @@ OUT/checkpoint.pt (rewritten every epoch; a rerun with the same settings resumes
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -46,10 +47,35 @@ def utility_setting(recipe: Recipe, cfg, vanilla: bool) -> dict:
     return {**defense, "train": train, "test": test}
 
 
-def run_utility(recipe: Recipe, out_dir, cfg, *, vanilla: bool = False, ctx: ExecutionContext | None = None,
-                on_epoch=None) -> RunRecord:
-    """Train and test one setting (see the module docstring); resumes from OUT/checkpoint.pt."""
+def load_utility_data(recipe: Recipe, setting: dict, ctx: ExecutionContext, loaded: dict | None = None):
+    """(train, test, patch_bank or None) of a setting; `loaded`: a dict the caller keeps across
+    runs so that each source and pool is read once (benchmarks train many settings)."""
     from hidebench.data import build_pool, load_source
+
+    memo = {} if loaded is None else loaded
+
+    def once(key, make):
+        if key not in memo:
+            memo[key] = make()
+        return memo[key]
+
+    train = once(("source", setting["train"]), lambda: load_source(setting["train"], data_root=ctx.data_root,
+                                                                    progress=ctx.progress))
+    test = once(("source", setting["test"]), lambda: load_source(setting["test"], data_root=ctx.data_root,
+                                                                 progress=ctx.progress))
+    patch_bank = None
+    if setting["pool"] is not None:
+        pool = once(("pool", ctx.seed, json.dumps(setting["pool"], sort_keys=True)), lambda: build_pool(
+            recipe.pool, np.random.default_rng(np.random.SeedSequence([ctx.seed, 3])), data_root=ctx.data_root,
+            progress=ctx.progress))
+        patch_bank = lambda rng, n: pool.patches(rng, n)[0]          # noqa: E731
+    return train, test, patch_bank
+
+
+def run_utility(recipe: Recipe, out_dir, cfg, *, vanilla: bool = False, ctx: ExecutionContext | None = None,
+                on_epoch=None, loaded: dict | None = None) -> RunRecord:
+    """Train and test one setting (see the module docstring); resumes from OUT/checkpoint.pt.
+    loaded: see load_utility_data."""
     from hidebench.defenses.utility.training import train_classifier
 
     ctx = ctx or ExecutionContext.from_env()
@@ -58,13 +84,7 @@ def run_utility(recipe: Recipe, out_dir, cfg, *, vanilla: bool = False, ctx: Exe
     setting = utility_setting(recipe, cfg, vanilla)
     scheme = None if vanilla else recipe.scheme
     t0 = time.perf_counter()
-    train = load_source(setting["train"], data_root=ctx.data_root, progress=ctx.progress)
-    test = load_source(setting["test"], data_root=ctx.data_root, progress=ctx.progress)
-    patch_bank = None
-    if setting["pool"] is not None:
-        pool = build_pool(recipe.pool, np.random.default_rng(np.random.SeedSequence([ctx.seed, 3])),
-                          data_root=ctx.data_root, progress=ctx.progress)
-        patch_bank = lambda rng, n: pool.patches(rng, n)[0]          # noqa: E731
+    train, test, patch_bank = load_utility_data(recipe, setting, ctx, loaded)
     load_s = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     with ctx.torch_threads():
@@ -75,6 +95,7 @@ def run_utility(recipe: Recipe, out_dir, cfg, *, vanilla: bool = False, ctx: Exe
                                on_epoch=on_epoch)
     import torch
 
+    cfg = res.config                       # every "auto" resolved: what was trained
     rec = RunRecord(
         attack="utility", family="utility", config={**cfg.to_dict(), "vanilla": vanilla}, threat_model={}, oracles=[],
         seed=ctx.seed,
@@ -85,7 +106,7 @@ def run_utility(recipe: Recipe, out_dir, cfg, *, vanilla: bool = False, ctx: Exe
         timings={"load_s": load_s, **res.timings, "total_s": time.perf_counter() - t0},
         peak_memory_mb=peak_rss_mb(),
         stats={"curves": res.curves, "resumed_from_epoch": res.resumed_from_epoch, "chance": 1 / len(train.classes),
-               "batch_size": res.batch_size},
+               "batch_size": res.batch_size, "steps": cfg.epochs * (len(train) // res.batch_size)},
         source={"recipe": recipe.to_dict(with_seed=False), "pool": setting["pool"]},
         context={**ctx.to_dict(), "device": str(ctx.torch_device()), "machine": machine_description()},
         versions={**library_versions(), "torch": torch.__version__})

@@ -30,7 +30,7 @@ def config_hash(config: dict) -> str:
 
 # Entries of a stage's output that hold wall-clock measurements: stored with it, but left out of
 # its content digest (they differ on every run, and the stages downstream do not depend on them).
-MEASUREMENTS = ("timings",)
+MEASUREMENTS = ("timings", "train_s")
 
 
 def arrays_digest(arrays: dict) -> str:

@@ -108,9 +108,15 @@ def test_runner_recomputes_downstream_only_when_the_output_changed(tmp_path):
 
 
 def test_stage_names_are_the_declared_stages():
-    from hidebench.attacks.carlini.stages import STAGES
+    """The names `--stages` accepts are those of both recoveries' stage lists, in pipeline order."""
+    from hidebench.attacks.carlini.stages import FUSION_STAGES, STAGES
 
-    assert STAGE_NAMES == tuple(s.name for s in STAGES) == get_attack("carlini").stages
+    declared = [s.name for s in STAGES] + [s.name for s in FUSION_STAGES]
+    assert STAGE_NAMES == get_attack("carlini").stages
+    assert set(STAGE_NAMES) == set(declared)
+    for stages in (STAGES, FUSION_STAGES):
+        names = [s.name for s in stages]
+        assert names == sorted(names, key=STAGE_NAMES.index)
 
 
 def test_bad_input_keeps_cache(tiny_dir, tmp_path):

@@ -29,7 +29,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hidebench.app.sweep import SweepAttack, SweepSpec, cell_id, challenge_matches, sweeps_dir
+from hidebench.app.sweep_file import SweepAttack, SweepSpec, sweeps_dir
+from hidebench.app.sweep_plan import cell_id, challenge_matches
 from hidebench.challenge_io import check_out_dir, write_bytes, write_json
 from hidebench.context import ExecutionContext
 from hidebench.recipes import read_recipe_dict, recipe_kind

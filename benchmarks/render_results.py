@@ -4,7 +4,11 @@ figure and its record cannot disagree (tests/test_docs.py checks that both are c
 Each entry is a folder benchmarks/records/NAME/ with
     record.json   the run record, as the run wrote it (hidebench.record.RunRecord)
     meta.json     {"section", "title", "command", "commit", "date", "notes" (optional),
-                   "readme": true to show it in the README's table of attacks}
+                   "readme": true to show it in the README's table of attacks,
+                   "readme_table": SLUG to show it in the README's block
+                       <!-- results:SLUG --> ... <!-- /results:SLUG --> (a comparison table: the
+                       first two figures and "readme_columns", rows by "order"),
+                   "machine" (optional) for a record that predates records naming it}
 The machine comes from the record (its context), the figures from its metrics.
 
     python benchmarks/render_results.py            # rewrite docs/results.md and the README table
@@ -21,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "benchmarks" / "records"
 RESULTS = ROOT / "docs" / "results.md"
 README = ROOT / "README.md"
-BEGIN, END = "<!-- results:attacks -->", "<!-- /results:attacks -->"
 
 
 def entries() -> list[dict]:
@@ -44,10 +47,23 @@ def figure(rec) -> dict:
     if "headline" in m:
         return dict(m["headline"])
     if "challenge" in m:
-        c, g = m["challenge"], m.get("stages", {}).get("grouping", {})
+        c, stages = m["challenge"], m.get("stages", {})
+        g = {**stages.get("similarity_network", {}), **stages.get("grouping", {})}
         out = {"Max_SSIM": c["Max_SSIM"], "Mean_SSIM": c["Mean_SSIM"], "Min_L2": c["Min_L2"], "Mean_L2": c["Mean_L2"]}
         out.update({name: g[key] for key, name in (("pair_auc", "pair AUC"), ("assignment_accuracy", "assignment acc."))
                     if key in g})
+        if "fusion" in stages:
+            out.update({"group purity": stages["fusion"]["mean_purity"], "fusion SSIM": stages["fusion"]["ssim"]})
+        return out
+    if "representation" in m:                     # TextHide attacks
+        masks = m.get("stages", {}).get("masks", {})
+        out = {"max cosine": m["representation"]["max_cosine"]}
+        for name, part, key in (("private-set cosine", "private_set", "cosine"), ("exact match", "text", "exact_match"),
+                                ("token F1", "text", "token_f1"), ("BLEU", "text", "bleu")):
+            if key in m.get(part, {}):
+                out[name] = m[part][key]
+        if "mask_accuracy_up_to_sign" in masks:
+            out["mask acc."] = masks["mask_accuracy_up_to_sign"]
         return out
     if "vs_private" in m:
         return {"SSIM vs input": m["vs_input"]["ssim"], "SSIM vs private": m["vs_private"]["ssim"]}
@@ -63,15 +79,24 @@ def _setting(rec) -> str:
     if rec.family == "update":
         defense = "no defense" if s.get("defense") in (None, "none") else f"{s['defense']} k={s.get('k')} {s.get('mode')}"
         return f"{defense}, batch {s.get('batch_size')}, {s.get('data')}"
-    parts = [s.get("recipe") or "", f"{s.get('scheme')} k={s.get('k')} {s.get('mode')}"]
+    if rec.family == "utility":
+        defense = "vanilla" if s.get("scheme") in (None, "none") else f"{s['scheme']} k={s.get('k')} {s.get('mode')}"
+        extra = f" m={s['m']}" if s.get("m") is not None else ""
+        return f"{defense}{extra}, {s.get('model')} model, {s.get('epochs') or s.get('T')} epochs, {s.get('train')}"
+    m = f" m={s['m']}" if s.get("m") is not None else ""
+    parts = [s.get("recipe") or "", f"{s.get('scheme')} k={s.get('k')}{m} {s.get('mode')}"]
     if s.get("n_priv"):
         parts.append(f"n_priv={s['n_priv']} T={s['T']}")
+    if rec.oracles:
+        parts.append(f"oracle: {', '.join(rec.oracles)}")
     return ", ".join(p for p in parts if p)
 
 
-def _machine(rec) -> str:
+def _machine(rec, meta: dict) -> str:
+    """From the record's context; a record written before records carried the machine names it
+    in its meta ("machine")."""
     c = rec.context
-    return f"{c.get('machine', '?')}, {c.get('device', '?')}"
+    return f"{c.get('machine') or meta.get('machine', '?')}, {c.get('device', '?')}"
 
 
 def render_results(es: list[dict]) -> str:
@@ -92,7 +117,7 @@ def render_results(es: list[dict]) -> str:
             lines.append(f"| [{e['name']}](#{e['name']}) | {r.attack} | {_setting(r)} | "
                          + " | ".join(_fmt(e["figure"].get(k, "")) for k in keys)
                          + f" | {r.timings.get('total_s', float('nan')):.0f} | {r.peak_memory_mb or 0:.0f} | "
-                         f"{_machine(r)} | {e['meta']['commit']} |")
+                         f"{_machine(r, e['meta'])} | {e['meta']['commit']} |")
         lines.append("")
         for e in items:
             m = e["meta"]
@@ -113,15 +138,37 @@ def render_readme_table(es: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def render_readme_block(es: list[dict], slug: str) -> str:
+    """The compact table of the entries whose meta names `slug` (a comparison in the README)."""
+    items = sorted((e for e in es if e["meta"].get("readme_table") == slug), key=lambda e: e["meta"].get("order", 0))
+    keys = list(dict.fromkeys(k for e in items for k in [*list(e["figure"])[:2], *e["meta"].get("readme_columns", [])]))
+    rows = ["| run | attack | " + " | ".join(keys) + " | setting |", "|---|---|" + "---|" * len(keys) + "---|"]
+    for e in items:
+        r = e["record"]
+        rows.append(f"| [{e['meta']['title']}](docs/results.md#{e['name']}) | `{r.attack}` | "
+                    + " | ".join(_fmt(e["figure"].get(k, "")) for k in keys) + f" | {_setting(r)} |")
+    return "\n".join(rows)
+
+
+def render_readme(readme: str, es: list[dict]) -> str:
+    """The README with its table of attacks and every comparison block re-rendered."""
+    blocks = {"attacks": render_readme_table(es)}
+    blocks.update({slug: render_readme_block(es, slug) for slug in {e["meta"].get("readme_table") for e in es} - {None}})
+    for slug, table in blocks.items():
+        begin, end = f"<!-- results:{slug} -->", f"<!-- /results:{slug} -->"
+        if begin in readme and end in readme:
+            a, b = readme.index(begin) + len(begin), readme.index(end)
+            readme = readme[:a] + "\n" + table + "\n" + readme[b:]
+    return readme
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="exit 1 if docs/results.md or the README table is out of date")
     args = p.parse_args(argv)
     es = entries()
     results = render_results(es)
-    readme = README.read_text()
-    a, b = readme.index(BEGIN) + len(BEGIN), readme.index(END)
-    new_readme = readme[:a] + "\n" + render_readme_table(es) + "\n" + readme[b:]
+    new_readme = render_readme(README.read_text(), es)
     if args.check:
         stale = [str(p.relative_to(ROOT)) for p, text in ((RESULTS, results), (README, new_readme))
                  if not p.is_file() or p.read_text() != text]

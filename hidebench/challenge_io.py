@@ -373,6 +373,20 @@ def load_npy(path, what: str) -> np.ndarray:
         raise HidebenchError(f"{what}: {path} is not a readable .npy file ({one_line(e)})") from e
 
 
+def check_release_counts(d: Path, enc: np.ndarray, lab: np.ndarray, sch: dict) -> list:
+    """The encryptions are not empty and as many as the manifest states, the labels have a
+    column per class it names (image and TextHide releases alike); returns the class names."""
+    if not len(enc):
+        raise HidebenchError(f"{d / 'encryption.npy'} holds no encryptions (shape {enc.shape})")
+    if sch.get("n_encryptions") not in (None, len(enc)):
+        raise HidebenchError(f"the manifest states {sch['n_encryptions']} encryptions, {d / 'encryption.npy'} holds "
+                             f"{len(enc)}")
+    names = sch.get("class_names") or []
+    if names and lab.ndim == 2 and lab.shape[1] != len(names):
+        raise HidebenchError(f"labels have {lab.shape[1]} columns but the manifest names {len(names)} classes")
+    return names
+
+
 def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None, scheme: str | None = None,
                 T: int | None = None, n_priv: int | None = None, augment: bool | None = None) -> PublicView:
     """The public view of a challenge. Scheme parameters come from manifest.json (as a release
@@ -389,14 +403,7 @@ def load_public(challenge_dir, *, k: int | None = None, mode: str | None = None,
     if sch.get("scheme") == "texthide":
         raise HidebenchError(f"{d} is a TextHide release (sentence representations, not images): run a text attack "
                              "on it (texthide_masks, texthide_unmix, texthide_invert; see `hidebench list`)")
-    if not len(enc):
-        raise HidebenchError(f"{d / 'encryption.npy'} holds no encryptions (shape {enc.shape})")
-    if sch.get("n_encryptions") not in (None, len(enc)):
-        raise HidebenchError(f"the manifest states {sch['n_encryptions']} encryptions, {d / 'encryption.npy'} holds "
-                             f"{len(enc)}")
-    names = sch.get("class_names") or []
-    if names and lab.ndim == 2 and lab.shape[1] != len(names):
-        raise HidebenchError(f"labels have {lab.shape[1]} columns but the manifest names {len(names)} classes")
+    check_release_counts(d, enc, lab, sch)
     # releases written before the public scheme stated augmentation hold it in their recipe
     stated_augment = bool(sch.get("augment", manifest.get("recipe", {}).get("scheme", {}).get("augment", False)))
     E = len(enc)

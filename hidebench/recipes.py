@@ -75,11 +75,21 @@ def _section(cls, values, where: str):
 
 def recipe_from_dict(d: dict, overrides: dict | None = None) -> Recipe:
     """Validate a recipe dict (as read from TOML), applying flat overrides (see OVERRIDES)."""
+    return validated_recipe(Recipe, _SECTIONS, OVERRIDES, d, overrides,
+                            unknown_override="unknown recipe override {key!r}; valid: {valid} and seed")
+
+
+def validated_recipe(cls, section_types: dict, override_map: dict, d: dict, overrides: dict | None, *,
+                     unknown_override: str):
+    """A recipe of class `cls` from its dict: top-level keys checked (name, description, seed and
+    the [sections] of `section_types`), flat overrides applied through `override_map` (flag ->
+    (section, key)), every section validated by its config class. Shared by image and TextHide
+    recipes (hidebench.text.recipe)."""
     d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
-    unknown = sorted(set(d) - {"name", "description", "seed", *_SECTIONS})
+    unknown = sorted(set(d) - {"name", "description", "seed", *section_types})
     if unknown:
         raise HidebenchError(f"recipe: unknown top-level key(s) {unknown}; valid: name, description, seed, "
-                             f"{', '.join(f'[{s}]' for s in _SECTIONS)}")
+                             f"{', '.join(f'[{s}]' for s in section_types)}")
     if "name" not in d:
         raise HidebenchError("recipe: missing key 'name'")
     for key, value in (overrides or {}).items():
@@ -88,13 +98,13 @@ def recipe_from_dict(d: dict, overrides: dict | None = None) -> Recipe:
         if key == "seed":
             d["seed"] = value
             continue
-        if key not in OVERRIDES:
-            raise HidebenchError(f"unknown recipe override {key!r}; valid: {sorted(OVERRIDES)} and seed")
-        section, name = OVERRIDES[key]
+        if key not in override_map:
+            raise HidebenchError(unknown_override.format(key=key, valid=sorted(override_map)))
+        section, name = override_map[key]
         if not isinstance(d.setdefault(section, {}), dict):
             raise HidebenchError(f"recipe {section}: [{section}] must be a table")
         d[section][name] = value
-    sections = {s: _section(cls, d.get(s, {}), s) for s, cls in _SECTIONS.items()}
+    sections = {s: _section(sc, d.get(s, {}), s) for s, sc in section_types.items()}
     seed = d.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
         raise HidebenchError(f"recipe seed must be a non-negative integer, got {seed!r}")
@@ -102,7 +112,7 @@ def recipe_from_dict(d: dict, overrides: dict | None = None) -> Recipe:
         raise HidebenchError(f"recipe name must be a non-empty string, got {d['name']!r}")
     if not isinstance(d.get("description", ""), str):
         raise HidebenchError(f"recipe description must be a string, got {d['description']!r}")
-    return Recipe(name=d["name"], description=d.get("description", ""), seed=seed, **sections)
+    return cls(name=d["name"], description=d.get("description", ""), seed=seed, **sections)
 
 
 def builtin_recipes() -> list[str]:

@@ -118,6 +118,7 @@ class TextHideInvert(_TextHideAttack):
     """TextHide: masks, unmixing, then each representation's nearest candidate sentence (or its words)."""
 
     name = "texthide_invert"
+    uses_models = True           # invert.method = "bow" keeps its inverter in the model cache
     Config = InvertAttackConfig
     uses_oracles = ("masks", "assignment")
     STAGES = (REFERENCE, MASKS, UNMIX, INVERT)

@@ -58,6 +58,27 @@ def release_setting(view, manifest: dict) -> dict:
             "n_encryptions": len(view), "recipe": (manifest.get("recipe") or {}).get("name")}
 
 
+def _run_into(attack, view, oracle, ctx: ExecutionContext, out_dir):
+    """Check the cache and model folders, prepare out_dir, run the attack under the context's
+    threads (stage caches in out_dir/cache unless the context names one) and write its
+    decryption and recovered arrays. Returns (out, ctx, result, seconds)."""
+    if ctx.cache_dir is not None:
+        check_writable_dir(ctx.cache_dir, "--cache")
+    if attack.uses_models and ctx.model_dir is not None:
+        check_writable_dir(ctx.model_dir, "--model-dir")
+    out = prepare_out(out_dir)
+    if ctx.cache_dir is None:
+        ctx = ctx.replace(cache_dir=out / "cache")
+    t0 = time.perf_counter()
+    with ctx.torch_threads():
+        result = attack.run(view, oracle, ctx)
+    total = time.perf_counter() - t0
+    save_array(out / "decryption.npy", result.decryption)
+    if result.recovered is not None:
+        save_array(out / "recovered.npy", result.recovered)
+    return out, ctx, result, total
+
+
 def run_release_attack(name: str, challenge_dir, out_dir, *, config=None, threat: ReleaseThreatModel | None = None,
                        ctx: ExecutionContext | None = None, score: bool = True, release: dict | None = None) -> RunRecord:
     """Run release attack `name` on a challenge folder; write decryption.npy, recovered.npy and
@@ -85,20 +106,7 @@ def run_release_attack(name: str, challenge_dir, out_dir, *, config=None, threat
     ctx.check_device()
     if threat.aux:
         source_size(threat.aux, data_root=ctx.data_root)      # a missing aux source fails now, not mid-attack
-    if ctx.cache_dir is not None:
-        check_writable_dir(ctx.cache_dir, "--cache")
-    if cls.uses_models and ctx.model_dir is not None:
-        check_writable_dir(ctx.model_dir, "--model-dir")
-    out = prepare_out(out_dir)
-    if ctx.cache_dir is None:
-        ctx = ctx.replace(cache_dir=out / "cache")
-    t0 = time.perf_counter()
-    with ctx.torch_threads():
-        result = attack.run(view, oracle, ctx)
-    total = time.perf_counter() - t0
-    save_array(out / "decryption.npy", result.decryption)
-    if result.recovered is not None:
-        save_array(out / "recovered.npy", result.recovered)
+    out, ctx, result, total = _run_into(attack, view, oracle, ctx, out_dir)
     metrics = {}
     if key is not None:
         metrics = score_release(result.decryption, result.recovered, key)
@@ -144,18 +152,7 @@ def run_text_release_attack(cls, challenge_dir, out_dir, *, config=None, threat=
         from hidebench.text.corpus import text_source_size
 
         text_source_size(threat.candidates)          # a missing source or package fails now, not mid-attack
-    if ctx.cache_dir is not None:
-        check_writable_dir(ctx.cache_dir, "--cache")
-    out = prepare_out(out_dir)
-    if ctx.cache_dir is None:
-        ctx = ctx.replace(cache_dir=out / "cache")
-    t0 = time.perf_counter()
-    with ctx.torch_threads():
-        result = attack.run(view, oracle, ctx)
-    total = time.perf_counter() - t0
-    save_array(out / "decryption.npy", result.decryption)
-    if result.recovered is not None:
-        save_array(out / "recovered.npy", result.recovered)
+    out, ctx, result, total = _run_into(attack, view, oracle, ctx, out_dir)
     if result.texts is not None:
         write_json(out / "recovered_texts.json", list(result.texts))
     metrics = {}

@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from hidebench.config import Config
-from hidebench.recipes import PrivateConfig, read_recipe_dict, recipe_kind
+from hidebench.recipes import PrivateConfig, read_recipe_dict, recipe_kind, validated_recipe
 from hidebench.text.encoder import EncoderConfig
 from hidebench.text.scheme import TextHideConfig
 from hidebench.types import HidebenchError
@@ -74,42 +74,8 @@ TEXT_OVERRIDES = {"n_priv": ("private", "n_priv"), "private_source": ("private",
 
 def text_recipe_from_dict(d: dict, overrides: dict | None = None) -> TextRecipe:
     """Validate a TextHide recipe dict (as read from TOML), applying flat overrides (TEXT_OVERRIDES)."""
-    d = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
-    unknown = sorted(set(d) - {"name", "description", "seed", *TEXT_SECTIONS})
-    if unknown:
-        raise HidebenchError(f"recipe: unknown top-level key(s) {unknown}; valid: name, description, seed, "
-                             f"{', '.join(f'[{s}]' for s in TEXT_SECTIONS)}")
-    if "name" not in d:
-        raise HidebenchError("recipe: missing key 'name'")
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if key == "seed":
-            d["seed"] = value
-            continue
-        if key not in TEXT_OVERRIDES:
-            raise HidebenchError(f"{key!r} does not apply to a TextHide recipe; valid: {sorted(TEXT_OVERRIDES)} and seed")
-        section, name = TEXT_OVERRIDES[key]
-        if not isinstance(d.setdefault(section, {}), dict):
-            raise HidebenchError(f"recipe {section}: [{section}] must be a table")
-        d[section][name] = value
-    sections = {}
-    for s, cls in TEXT_SECTIONS.items():
-        values = d.get(s, {})
-        if not isinstance(values, dict):
-            raise HidebenchError(f"recipe {s}: [{s}] must be a table")
-        try:
-            sections[s] = cls.from_dict(values, where=s)
-        except HidebenchError as e:
-            raise HidebenchError(str(e) if s in str(e) else f"recipe [{s}]: {e}") from None
-    seed = d.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
-        raise HidebenchError(f"recipe seed must be a non-negative integer, got {seed!r}")
-    if not isinstance(d["name"], str) or not d["name"].strip():
-        raise HidebenchError(f"recipe name must be a non-empty string, got {d['name']!r}")
-    if not isinstance(d.get("description", ""), str):
-        raise HidebenchError(f"recipe description must be a string, got {d['description']!r}")
-    return TextRecipe(name=d["name"], description=d.get("description", ""), seed=seed, **sections)
+    return validated_recipe(TextRecipe, TEXT_SECTIONS, TEXT_OVERRIDES, d, overrides,
+                            unknown_override="{key!r} does not apply to a TextHide recipe; valid: {valid} and seed")
 
 
 def is_text_recipe(name_or_path: str) -> bool:

@@ -24,6 +24,7 @@ from hidebench.challenge_io import (
     KEY_MANIFEST,
     MANIFEST,
     PUBLIC_FILES,
+    check_release_counts,
     load_npy,
     make_private,
     read_manifest,
@@ -111,14 +112,7 @@ def load_text_public(challenge_dir) -> TextView:
     dim = _int_field(sch, "dim", 1, None, p)
     if enc.ndim != 2 or enc.shape[1] != dim:
         raise HidebenchError(f"{d / 'encryption.npy'} has shape {enc.shape}; the manifest states E x {dim} vectors")
-    if not len(enc):
-        raise HidebenchError(f"{d / 'encryption.npy'} holds no encryptions (shape {enc.shape})")
-    if sch.get("n_encryptions") not in (None, len(enc)):
-        raise HidebenchError(f"the manifest states {sch['n_encryptions']} encryptions, {d / 'encryption.npy'} holds "
-                             f"{len(enc)}")
-    names = sch.get("class_names") or []
-    if names and lab.ndim == 2 and lab.shape[1] != len(names):
-        raise HidebenchError(f"labels have {lab.shape[1]} columns but the manifest names {len(names)} classes")
+    names = check_release_counts(d, enc, lab, sch)
     encoder = manifest.get("encoder") or {}
     if not isinstance(encoder, dict):
         raise HidebenchError(f"{p}: 'encoder' must be a table")

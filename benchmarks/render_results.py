@@ -56,7 +56,8 @@ def figure(rec) -> dict:
             out.update({"group purity": stages["fusion"]["mean_purity"], "fusion SSIM": stages["fusion"]["ssim"]})
         return out
     if "representation" in m:                     # TextHide attacks
-        masks = m.get("stages", {}).get("masks", {})
+        stages = m.get("stages", {})
+        masks = stages.get("refined_masks") or stages.get("masks", {})     # as the attack last left them
         out = {"max cosine": m["representation"]["max_cosine"]}
         for name, part, key in (("private-set cosine", "private_set", "cosine"), ("exact match", "text", "exact_match"),
                                 ("token F1", "text", "token_f1"), ("BLEU", "text", "bleu")):

@@ -321,10 +321,13 @@ def write_text_results(out: Path) -> Path:
     def f(v, nd=3):
         return "" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
+    def whole(v):                                   # k and m (pandas makes them floats next to NaN)
+        return "" if v is None or v != v else str(int(v))
+
     for r in attack_rows:
         ref = "stages.refined_masks." if _get(r, "stages.refined_masks.mask_accuracy") is not None else "stages.masks."
         u = util.get((r.get("k"), r.get("m")))
-        lines.append(f"| {r['attack']} ({Path(r['run']).name}) | {r.get('k')} | {r.get('m')} | "
+        lines.append(f"| {r['attack']} ({Path(r['run']).name}) | {whole(r.get('k'))} | {whole(r.get('m'))} | "
                      f"{f(_get(r, ref + 'mask_accuracy'))} | {f(_get(r, ref + 'mask_accuracy_up_to_sign'))} | "
                      f"{f(_get(r, 'private_set.cosine'))} | {f(_get(r, 'text.exact_match'))} | "
                      f"{f(_get(r, 'text.token_f1'))} | {f(_get(r, 'text.bleu'))} | "
@@ -339,7 +342,8 @@ def _frontier(out: Path, attack_rows: list[dict], util: dict, vanilla: float | N
     sentences recovered exactly, one point per (k, m)."""
     pts = [(r.get("k"), r.get("m"), _get(r, "text.exact_match"), _get(util.get((r.get("k"), r.get("m"))) or {},
                                                                        "test_accuracy_encrypted"))
-           for r in attack_rows if _get(r, "text.exact_match") is not None]
+           for r in attack_rows if _get(r, "text.exact_match") is not None
+           and Path(r["run"]).name == r["attack"]]        # the attack as stocked (not a relabelled variant)
     pts = [p for p in pts if p[3] is not None]
     if not pts:
         return
@@ -351,7 +355,7 @@ def _frontier(out: Path, attack_rows: list[dict], util: dict, vanilla: float | N
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for k, m, exact, acc in pts:
         ax.scatter(exact, acc, s=30)
-        ax.annotate(f"k={k} m={m}", (exact, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.annotate(f"k={int(k)} m={int(m)}", (exact, acc), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if vanilla is not None:
         ax.axhline(vanilla, ls="--", color="grey", lw=1, label=f"vanilla {vanilla:.3f}")
         ax.legend(fontsize=7)

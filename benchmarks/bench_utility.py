@@ -59,8 +59,9 @@ def plan(args) -> list[dict]:
             base[key] = getattr(args, key)
     if args.widths:
         base["widths"] = [int(w) for w in args.widths.split(",")]
-    epochs = base.get("epochs", 8)
-    base["epochs"] = epochs
+    from hidebench.defenses.utility.config import MODEL_DEFAULTS
+
+    base.setdefault("epochs", MODEL_DEFAULTS["fast"]["epochs"])
     settings = args.settings.split(",") if args.settings else list(SETTINGS)
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
@@ -211,9 +212,9 @@ def main(argv=None):
                     help="CPU smoke run: 1,000 training / 500 test images, 2 epochs, widths 16/32/32, K=2, one seed")
     ap.add_argument("--settings", help=f"comma-separated subset of: {', '.join(SETTINGS)} (default all)")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; --quick: 0)")
-    ap.add_argument("--epochs", type=int, help="epochs of every comparison run (default: the fast model's, 8)")
+    ap.add_argument("--epochs", type=int, help="epochs of every comparison run (default: the fast model's, 10)")
     ap.add_argument("--curve-epochs", help="epoch budgets of the budget curve, e.g. 1,2,4,8,16 (default none; --quick 1,2)")
-    ap.add_argument("--widths", help="the fast net's widths, e.g. 64,256,256 (airbench94; default 64,128,128)")
+    ap.add_argument("--widths", help="the fast net's widths, e.g. 64,128,128 (airbench93; default the model's, 64,256,256)")
     ap.add_argument("--batch-size", type=int, help="batch size (default: the model's)")
     ap.add_argument("--precision", choices=["bf16", "fp32"], help="autocast precision (default: the model's)")
     ap.add_argument("--K", type=int, help="encryptions averaged per test image (default 10)")

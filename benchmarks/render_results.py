@@ -4,7 +4,8 @@ figure and its record cannot disagree (tests/test_docs.py checks that both are c
 Each entry is a folder benchmarks/records/NAME/ with
     record.json   the run record, as the run wrote it (hidebench.record.RunRecord)
     meta.json     {"section", "title", "command", "commit", "date", "notes" (optional),
-                   "readme": true to show it in the README's table of attacks,
+                   "readme": true to show it in the README's table of attacks (its first two
+                       figures, or those "readme_figures" names),
                    "readme_table": SLUG to show it in the README's block
                        <!-- results:SLUG --> ... <!-- /results:SLUG --> (a comparison table: the
                        first two figures and "readme_columns", rows by "order"),
@@ -134,7 +135,8 @@ def render_readme_table(es: list[dict]) -> str:
         if not e["meta"].get("readme"):
             continue
         r, f = e["record"], e["figure"]
-        head = ", ".join(f"{k} {_fmt(v)}" for k, v in list(f.items())[:2])
+        shown = e["meta"].get("readme_figures") or list(f)[:2]
+        head = ", ".join(f"{k} {_fmt(f[k])}" for k in shown)
         rows.append(f"| `{r.attack}` | {e['meta']['title']} | [{head}](docs/results.md#{e['name']}) | {_setting(r)} |")
     return "\n".join(rows)
 

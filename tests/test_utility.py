@@ -97,10 +97,9 @@ def test_fresh_encryptions_every_epoch():
     assert not np.allclose(a.private, b.private) or not np.allclose(a.lambdas, b.lambdas)
 
 
-def test_resume_gives_the_same_weights(tmp_path):
-    train, test = toy_set(64, 0), toy_set(32, 1)
-    scheme = EncryptionConfig(k=2, mode="inside", scheme="instahide")
-    cfg = UtilityConfig(**TINY)
+def check_resume_is_exact(train, test, scheme, cfg, tmp_path):
+    """Train uninterrupted (checkpoints in tmp_path/a), then interrupted after epoch 1 and resumed
+    (tmp_path/b): the resumed run must end with the same weights, curves and accuracy."""
     full = train_classifier(train, test, scheme, cfg, seed=1, checkpoint_dir=tmp_path / "a", progress=False)
 
     def stop(epoch, curves):
@@ -115,6 +114,13 @@ def test_resume_gives_the_same_weights(tmp_path):
         assert torch.equal(p, q), name
     assert resumed.curves["train_loss"] == full.curves["train_loss"]
     assert resumed.test_accuracy_encrypted == full.test_accuracy_encrypted
+
+
+def test_resume_gives_the_same_weights(tmp_path):
+    train, test = toy_set(64, 0), toy_set(32, 1)
+    scheme = EncryptionConfig(k=2, mode="inside", scheme="instahide")
+    cfg = UtilityConfig(**TINY)
+    check_resume_is_exact(train, test, scheme, cfg, tmp_path)
 
     # another seed is another run: its checkpoint is refused, not silently continued
     with pytest.raises(HidebenchError, match="other settings"):

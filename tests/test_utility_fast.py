@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import random_images
-from test_utility import toy_set
+from test_utility import check_resume_is_exact, toy_set
 
 from hidebench.app.cli import main
 from hidebench.defenses.augment import crop_flip
@@ -168,20 +168,7 @@ def test_fast_resume_gives_the_same_weights(tmp_path):
     train, test = toy_set(64, 0), toy_set(32, 1)
     scheme = EncryptionConfig(k=2, mode="inside", scheme="instahide")
     cfg = UtilityConfig(**{**FAST_TINY, "whiten_bias_epochs": 2})
-    full = train_classifier(train, test, scheme, cfg, seed=1, checkpoint_dir=tmp_path / "a", progress=False)
-
-    def stop(epoch, curves):
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_classifier(train, test, scheme, cfg, seed=1, checkpoint_dir=tmp_path / "b", progress=False, on_epoch=stop)
-    resumed = train_classifier(train, test, scheme, cfg, seed=1, checkpoint_dir=tmp_path / "b", progress=False)
-    assert resumed.resumed_from_epoch == 1
-    for (name, p), q in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(p, q), name
-    assert resumed.curves["train_loss"] == full.curves["train_loss"]
-    assert resumed.test_accuracy_encrypted == full.test_accuracy_encrypted
+    check_resume_is_exact(train, test, scheme, cfg, tmp_path)
     state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert set(state["lookahead"]) >= {"whiten.weight", "whiten.bias"}
 

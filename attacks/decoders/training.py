@@ -4,7 +4,8 @@
 seed) or trains it and stores it. `train_decomposer` and `train_demasker` are the two training
 loops: Adam on fresh MixSampler batches with a cosine learning-rate schedule (`cosine_schedule`),
 one curve point (mean loss) per `epoch_steps` steps, a progress bar with the current loss
-(`train_loop`, which fdn's fusion network trains with too).
+(`train_loop`; `train_adam` the single-network Adam loop, which fdn's fusion network trains
+with too).
 """
 from __future__ import annotations
 
@@ -79,6 +80,27 @@ def cosine_schedule(opt, cfg: TrainConfig):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
 
 
+def train_adam(net: nn.Module, cfg: TrainConfig, batch_loss: Callable[[], tuple], *, seed: int, desc: str,
+               progress: bool) -> dict:
+    """Adam at cfg.lr with the cosine schedule: each step batch_loss() -> (loss, values to curve),
+    then one optimiser and schedule step, through train_loop (the decomposer and fdn's fusion
+    network train so)."""
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    sched = cosine_schedule(opt, cfg)
+    net.train()
+
+    def step():
+        loss, values = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return values
+
+    return train_loop(cfg, step, desc, progress)
+
+
 def train_loop(cfg: TrainConfig, step: Callable[[], dict], desc: str, progress: bool) -> dict:
     """Run `step` cfg.steps times; curves: the mean of each returned value per epoch of
     cfg.epoch_steps steps (any config with `steps` and `epoch_steps`)."""
@@ -128,24 +150,16 @@ def decompose_loss(out: torch.Tensor, target: torch.Tensor, ssim_weight: float, 
 
 def train_decomposer(net: nn.Module, sampler: MixSampler, cfg: DeepDecomposeConfig, *, seed: int,
                      progress: bool, desc: str = "deep_decompose training") -> dict:
-    torch.manual_seed(seed)
     t = cfg.training
-    opt = torch.optim.Adam(net.parameters(), lr=t.lr)
-    sched = cosine_schedule(opt, t)
-    net.train()
 
-    def step():
+    def batch_loss():
         b = sampler.draw(t.batch_size)
         out = net(decoder_input(b.encryption, sampler.scheme.scheme), b.label_row)
         out = out.view(len(out), cfg.n_out, -1, *out.shape[2:])
         loss = decompose_loss(out, b.private[:, : cfg.n_out], cfg.ssim_weight, cfg.order)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        return {"loss": float(loss.detach())}
+        return loss, {"loss": float(loss.detach())}
 
-    return train_loop(t, step, desc, progress)
+    return train_adam(net, t, batch_loss, seed=seed, desc=desc, progress=progress)
 
 
 def train_demasker(gen: nn.Module, disc: nn.Module, sampler: MixSampler, cfg: GanDemaskConfig, *, seed: int,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from hidebench.attacks.attacker_data import AttackerEncryptions
-from hidebench.attacks.decoders.training import Trained, cached_model, cosine_schedule, decompose_loss, train_loop
+from hidebench.attacks.decoders.training import Trained, cached_model, decompose_loss, train_adam
 from hidebench.attacks.fdn.config import FusionConfig
 from hidebench.attacks.fdn.groups import UNKNOWN_SHIFT, GroupSampler, PackedGroups
 from hidebench.attacks.fdn.nets import FusionNet
@@ -51,13 +51,9 @@ def train_fusion(net: FusionNet, sampler: GroupSampler, cfg: FusionConfig, n_cla
     """Adam on batches of simulated groups; curves per epoch: the loss, the L1 part of it and,
     with registration, the shift loss (weighted by training.shift_weight) and the share of
     members whose shift the registration gets exactly."""
-    torch.manual_seed(seed)
     t = cfg.training
-    opt = torch.optim.Adam(net.parameters(), lr=t.lr)
-    sched = cosine_schedule(opt, t)
-    net.train()
 
-    def step():
+    def batch_loss():
         b = sampler.draw(t.batch_size)
         out, logits = net(*to_device(b.abs_enc, b.groups, n_classes, device))
         target = torch.as_tensor(b.targets, device=device).permute(0, 3, 1, 2)
@@ -67,13 +63,9 @@ def train_fusion(net: FusionNet, sampler: GroupSampler, cfg: FusionConfig, n_cla
             sl, acc = shift_loss(logits, b.groups.shifts, device)
             loss = loss + t.shift_weight * sl
             values.update(shift_loss=float(sl.detach()), shift_accuracy=acc)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        return values
+        return loss, values
 
-    return train_loop(t, step, "fdn: training fusion network", progress)
+    return train_adam(net, t, batch_loss, seed=seed, desc="fdn: training fusion network", progress=progress)
 
 
 def fusion_network(view: PublicView, aux: ImageSet, pool, cfg: FusionConfig, ctx, device, *, seed: int,

@@ -15,7 +15,12 @@ vanilla and InstaHide inside k=4, with the device recorded beside the accuracy.
 Every run is `hidebench.app.utility.run_utility` (the `hidebench utility` library call) writing
 OUT/runs/NAME/record.json (and its resumable checkpoint); a rerun reuses finished records. The
 script prints a table (mean +- standard deviation over seeds) and writes OUT/runs.csv (one row
-per run), OUT/summary.csv and OUT/budget_curve.png.
+per run), OUT/summary.csv, OUT/budget_curve.png and OUT/table.md. With --privacy (sweeps that
+attacked each setting, e.g. the stock `instahide2020-frontier` and `mixup2020-frontier`, or single
+attack runs) it
+also draws the privacy/utility frontier, OUT/frontier.png and OUT/frontier.csv: each setting's
+comparison accuracy (mean over seeds) against the best Max_SSIM any attack without oracles
+reached on a release of that setting (the sweeps' own frontier rule, sweep_report.frontier).
 
     python benchmarks/bench_utility.py --out bench-utility --quick            # CPU smoke run, minutes
     python benchmarks/bench_utility.py --out bench-utility --device cuda --jobs 6 --resnet18-authors
@@ -29,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -143,21 +149,47 @@ def summarise(runs):
                            else col, kind="stable").reset_index(drop=True)
 
 
-def table(summary) -> str:
+def markdown(summary, front: list[dict], command: str) -> str:
+    """OUT/table.md: the comparison and the ResNet-18 rows (mean +- sd over seeds, the cost against
+    vanilla at the same budget beside the authors'), the budget curve and the frontier's points,
+    with the machine and the command; the README includes it as it is (render_results.py)."""
     def pm(mean, sd):
-        if mean != mean:
-            return "-"
-        return f"{mean:.4f}" + (f" +- {sd:.4f}" if sd == sd else "")
+        return "-" if mean != mean else f"{mean:.4f}" + (f" ± {sd:.4f}" if sd == sd else "")
 
-    head = f"{'group':17} {'setting':21} {'model':8} {'epochs':>6} {'steps':>6} {'n':>2}  {'clean':17} {'encrypted':17} " \
-           f"{'paper':>6} {'train s':>8}  device"
-    lines = [head, "-" * len(head)]
-    for r in summary.itertuples():
-        paper = PAPER.get(r.setting) if r.group != "budget" else None
-        lines.append(f"{r.group:17} {r.setting:21} {r.model:8} {r.epochs:>6} {r.steps:>6} {r.n:>2}  "
-                     f"{pm(r.clean_mean, r.clean_sd):17} {pm(r.encrypted_mean, r.encrypted_sd):17} "
-                     f"{(f'{paper:.3f}' if paper else ''):>6} {r.train_s:>8.0f}  {r.device}: {r.machine}")
-    return "\n".join(lines)
+    lines = ["| setting | model, epochs | seeds | clean test | encrypted test (K averaged) | cost vs vanilla, clean "
+             "(points) | authors' cost (points) | training s |", "|---|---|---|---|---|---|---|---|"]
+    for _, comp in summary[summary["group"] != "budget"].groupby(["group", "model", "epochs"], sort=False):
+        base = comp[comp["setting"] == "vanilla"]["clean_mean"]
+        v = float(base.iloc[0]) if len(base) else float("nan")
+        for r in comp.itertuples():
+            paper = PAPER.get(r.setting)
+            ours = "" if r.setting == "vanilla" or v != v else f"{100 * (v - r.clean_mean):.1f}"
+            theirs = "" if paper is None or r.setting == "vanilla" else f"{100 * (PAPER['vanilla'] - paper):.1f}"
+            lines.append(f"| {r.setting} | {r.model}, {r.epochs} | {r.n} | {pm(r.clean_mean, r.clean_sd)} | "
+                         f"{pm(r.encrypted_mean, r.encrypted_sd)} | {ours} | {theirs} | {r.train_s:.0f} |")
+    curve = summary[summary["group"].isin(["budget", "comparison"]) & summary["setting"].isin(CURVE_SETTINGS)
+                    & (summary["model"] == "fast")].drop_duplicates(["setting", "epochs"]).sort_values("epochs")
+    if curve["epochs"].nunique() > 1:
+        epochs = sorted(curve["epochs"].unique())
+        lines += ["", "| budget curve (seed 0; the comparison's budget: its mean), clean / encrypted | "
+                  + " | ".join(f"{e} epochs" for e in epochs) + " |",
+                  "|---|" + "---|" * len(epochs)]
+        for setting in CURVE_SETTINGS:
+            d = curve[curve["setting"] == setting].set_index("epochs")
+            cells = [(f"{d.loc[e, 'clean_mean']:.3f}" + ("" if d.loc[e, "encrypted_mean"] != d.loc[e, "encrypted_mean"]
+                                                       else f" / {d.loc[e, 'encrypted_mean']:.3f}")) if e in d.index else ""
+                     for e in epochs]
+            lines.append(f"| {setting} | " + " | ".join(cells) + " |")
+    if front:
+        lines += ["", "| frontier point | accuracy, clean / encrypted | best attack without oracles | its Max_SSIM |",
+                  "|---|---|---|---|"]
+        for f in front:
+            enc = "" if f["accuracy_encrypted"] != f["accuracy_encrypted"] else f" / {f['accuracy_encrypted']:.3f}"
+            lines.append(f"| {f['defense']} | {f['accuracy']:.3f}{enc} | {f['best_attack'] or '-'} | "
+                         f"{f['best_Max_SSIM']:.3f} |")
+    machines = sorted({f"{m} ({d})" for m, d in zip(summary["machine"], summary["device"])})
+    lines += ["", f"Measured on {', '.join(machines)}, {time.strftime('%Y-%m-%d')}: `{command}`"]
+    return "\n".join(lines) + "\n"
 
 
 def budget_figure(summary, path: Path) -> None:
@@ -179,6 +211,10 @@ def budget_figure(summary, path: Path) -> None:
                     label=f"{setting}: encrypted test (K averaged)")
         if setting in PAPER:
             ax.axhline(PAPER[setting], color=colour, ls=":", lw=0.8)
+    epochs = sorted(cur["epochs"].unique())
+    if epochs:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(epochs, [str(e) for e in epochs])
     ax.set_xlabel("epochs (training budget; each point its own run and schedule)")
     ax.set_ylabel("CIFAR-10 test accuracy")
     ax.set_title("fast model: accuracy against budget (dotted: paper, ResNet-18 200 epochs)", fontsize=9)
@@ -189,16 +225,52 @@ def budget_figure(summary, path: Path) -> None:
     plt.close(fig)
 
 
-def report(rows: list[dict], out: Path) -> None:
+def _record_row(path: str) -> dict:
+    """One attack's run record as a row of a sweep's results table (the columns the frontier reads)."""
+    from hidebench.app.sweep_results import record_row
+    from hidebench.record import load_record
+
+    r = record_row(load_record(path))
+    return {"status": "done", "label": r["attack"], "Max_SSIM": r["challenge.Max_SSIM"],
+            **{k: r[k] for k in ("scheme", "mode", "k", "T", "n_priv", "oracles")}}
+
+
+def frontier_rows(summary, privacy: list[str]) -> list[dict]:
+    """The frontier's points: the comparison group's settings (accuracy averaged over seeds) beside
+    the best attack without oracles on each, from the sweeps' results.csv files and the attacks'
+    record.json files in `privacy`."""
+    import pandas as pd
+
+    from hidebench.app.sweep_report import frontier
+
+    done = pd.concat([pd.read_csv(p) if p.endswith(".csv") else pd.DataFrame([_record_row(p)]) for p in privacy],
+                     ignore_index=True)
+    done = done[done["status"] == "done"]
+    comp = summary[(summary["group"] == "comparison") & (summary["model"] == "fast")]
+    util = pd.DataFrame([{**(SETTINGS[r.setting] or {"scheme": "none", "mode": "", "k": 0}),
+                          "test_accuracy_clean": r.clean_mean, "test_accuracy_encrypted": r.encrypted_mean,
+                          "epochs": r.epochs, "time_s": r.train_s, "run_id": r.setting} for r in comp.itertuples()])
+    return frontier(done, util, []) if not util.empty else []
+
+
+def report(rows: list[dict], out: Path, privacy: list[str] | None = None, command: str = "") -> None:
     import pandas as pd
 
     runs = pd.DataFrame(rows).sort_values(["groups", "setting", "model", "epochs", "seed"]).reset_index(drop=True)
     runs.to_csv(out / "runs.csv", index=False)
     summary = summarise(runs)
     summary.to_csv(out / "summary.csv", index=False)
-    print(table(summary))
     budget_figure(summary, out / "budget_curve.png")
     print(f"wrote {out / 'runs.csv'}, {out / 'summary.csv'}, {out / 'budget_curve.png'}")
+    front = frontier_rows(summary, privacy) if privacy else []
+    if front:
+        from hidebench.app.sweep_figures import frontier_figure
+
+        pd.DataFrame(front).to_csv(out / "frontier.csv", index=False)
+        (out / "frontier.png").write_bytes(frontier_figure(front))
+        print(f"wrote {out / 'frontier.csv'}, {out / 'frontier.png'}")
+    (out / "table.md").write_text(markdown(summary, front, command))
+    print((out / "table.md").read_text())
 
 
 def main(argv=None):
@@ -223,12 +295,22 @@ def main(argv=None):
     ap.add_argument("--resnet18-authors", action="store_true",
                     help="also ResNet-18 in the authors' setting (SGD 0.1, step decay) for vanilla and InstaHide inside k=4")
     ap.add_argument("--resnet18-epochs", type=int, help="epochs of the ResNet-18 runs (default 30; the authors' 200)")
+    ap.add_argument("--privacy", action="append", metavar="PATH",
+                    help="a sweep folder (its results.csv) or an attack's run folder (its record.json) with attacks "
+                         "on the settings, repeatable: also draw the frontier")
     ap.add_argument("--replot", action="store_true", help="table and figure from the finished records; train nothing")
     ap.add_argument("--list", action="store_true", help="print the planned runs (finished ones marked) and exit")
     args = ap.parse_args(argv)
     args.seeds = args.seeds or ("0" if args.quick else "0,1,2")
+    args.privacy = [str(next((Path(p) / f for f in ("results.csv", "record.json") if (Path(p) / f).is_file()), p))
+                    for p in args.privacy or []]
+    bad = [p for p in args.privacy if not (Path(p).is_file() and Path(p).name.endswith((".csv", ".json")))]
+    if bad:
+        ap.error(f"--privacy: no results.csv or record.json at {', '.join(bad)} (a sweep folder or an attack's run folder)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/bench_utility.py " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]) if a != "--replot")
     runs = plan(args)
     if args.list:
         for r in runs:
@@ -236,7 +318,7 @@ def main(argv=None):
         return print(f"{len(runs)} runs")
     if args.replot:
         rows = [row(r, rec) for r in runs if (rec := _finished(r, out)) is not None]
-        return report(rows, out)
+        return report(rows, out, args.privacy, command)
     data_root = args.data_root or os.environ.get("HIDEBENCH_DATA")
     t0 = time.perf_counter()
     rows = []
@@ -255,7 +337,7 @@ def main(argv=None):
                 print(f"  {futures[f]['name']}: clean {rows[-1]['accuracy_clean']:.4f} ({rows[-1]['total_s']:.0f} s)",
                       flush=True)
     print(f"all runs in {time.perf_counter() - t0:.0f} s")
-    report(rows, out)
+    report(rows, out, args.privacy, command)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ Each entry is a folder benchmarks/records/NAME/ with
                        <!-- results:SLUG --> ... <!-- /results:SLUG --> (a comparison table: the
                        first two figures and "readme_columns", rows by "order"),
                    "machine" (optional) for a record that predates records naming it}
-The machine comes from the record (its context), the figures from its metrics.
+The machine comes from the record (its context), the figures from its metrics. A README block
+<!-- include:PATH --> ... <!-- /include:PATH --> is the file PATH (relative to the repository) as
+a benchmark script generated it, e.g. bench_utility.py's table of seeds, budgets and frontier.
 
     python benchmarks/render_results.py            # rewrite docs/results.md and the README table
     python benchmarks/render_results.py --check    # exit 1 if either is out of date
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -158,11 +161,18 @@ def render_readme(readme: str, es: list[dict]) -> str:
     blocks = {"attacks": render_readme_table(es)}
     blocks.update({slug: render_readme_block(es, slug) for slug in {e["meta"].get("readme_table") for e in es} - {None}})
     for slug, table in blocks.items():
-        begin, end = f"<!-- results:{slug} -->", f"<!-- /results:{slug} -->"
-        if begin in readme and end in readme:
-            a, b = readme.index(begin) + len(begin), readme.index(end)
-            readme = readme[:a] + "\n" + table + "\n" + readme[b:]
+        readme = _fill(readme, f"<!-- results:{slug} -->", f"<!-- /results:{slug} -->", table)
+    for path in re.findall(r"<!-- include:(\S+) -->", readme):
+        readme = _fill(readme, f"<!-- include:{path} -->", f"<!-- /include:{path} -->",
+                       (ROOT / path).read_text().rstrip("\n"))
     return readme
+
+
+def _fill(text: str, begin: str, end: str, body: str) -> str:
+    if begin in text and end in text:
+        a, b = text.index(begin) + len(begin), text.index(end)
+        text = text[:a] + "\n" + body + "\n" + text[b:]
+    return text
 
 
 def main(argv=None) -> int:

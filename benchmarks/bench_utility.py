@@ -17,9 +17,8 @@ OUT/runs/NAME/record.json (and its resumable checkpoint); a rerun reuses finishe
 script prints a table (mean +- standard deviation over seeds) and writes OUT/runs.csv (one row
 per run), OUT/summary.csv, OUT/budget_curve.png and OUT/table.md. With --privacy (sweeps that
 attacked each setting, e.g. the stock `instahide2020-frontier` and `mixup2020-frontier`, or single
-attack runs) it
-also draws the privacy/utility frontier, OUT/frontier.png and OUT/frontier.csv: each setting's
-comparison accuracy (mean over seeds) against the best Max_SSIM any attack without oracles
+attack runs) it also draws the privacy/utility frontier, OUT/frontier.png and OUT/frontier.csv:
+each setting's comparison accuracy (mean over seeds) against the best Max_SSIM any attack without oracles
 reached on a release of that setting (the sweeps' own frontier rule, sweep_report.frontier).
 
     python benchmarks/bench_utility.py --out bench-utility --quick            # CPU smoke run, minutes
@@ -149,6 +148,20 @@ def summarise(runs):
                            else col, kind="stable").reset_index(drop=True)
 
 
+def budget_curve(summary):
+    """The budget curve's points, one per curve setting and epoch budget, by epochs: the budget
+    group's run (the first seed) where there is one, else the comparison's mean."""
+    cur = summary[summary["group"].isin(["budget", "comparison"]) & summary["setting"].isin(CURVE_SETTINGS)
+                  & (summary["model"] == "fast")]
+    cur = cur.sort_values("group", key=lambda g: g != "budget", kind="stable")
+    return cur.drop_duplicates(["setting", "epochs"]).sort_values("epochs", kind="stable")
+
+
+def _pair(clean: float, encrypted: float) -> str:
+    """'clean / encrypted' to 3 decimals; the clean figure alone where there is no encrypted one."""
+    return f"{clean:.3f}" + ("" if encrypted != encrypted else f" / {encrypted:.3f}")
+
+
 def markdown(summary, front: list[dict], command: str) -> str:
     """OUT/table.md: the comparison and the ResNet-18 rows (mean +- sd over seeds, the cost against
     vanilla at the same budget beside the authors'), the budget curve and the frontier's points,
@@ -167,25 +180,20 @@ def markdown(summary, front: list[dict], command: str) -> str:
             theirs = "" if paper is None or r.setting == "vanilla" else f"{100 * (PAPER['vanilla'] - paper):.1f}"
             lines.append(f"| {r.setting} | {r.model}, {r.epochs} | {r.n} | {pm(r.clean_mean, r.clean_sd)} | "
                          f"{pm(r.encrypted_mean, r.encrypted_sd)} | {ours} | {theirs} | {r.train_s:.0f} |")
-    curve = summary[summary["group"].isin(["budget", "comparison"]) & summary["setting"].isin(CURVE_SETTINGS)
-                    & (summary["model"] == "fast")].drop_duplicates(["setting", "epochs"]).sort_values("epochs")
+    curve = budget_curve(summary)
     if curve["epochs"].nunique() > 1:
         epochs = sorted(curve["epochs"].unique())
-        lines += ["", "| budget curve (seed 0; the comparison's budget: its mean), clean / encrypted | "
-                  + " | ".join(f"{e} epochs" for e in epochs) + " |",
+        lines += ["", "| budget curve (first seed), clean / encrypted | " + " | ".join(f"{e} epochs" for e in epochs) + " |",
                   "|---|" + "---|" * len(epochs)]
         for setting in CURVE_SETTINGS:
             d = curve[curve["setting"] == setting].set_index("epochs")
-            cells = [(f"{d.loc[e, 'clean_mean']:.3f}" + ("" if d.loc[e, "encrypted_mean"] != d.loc[e, "encrypted_mean"]
-                                                       else f" / {d.loc[e, 'encrypted_mean']:.3f}")) if e in d.index else ""
-                     for e in epochs]
+            cells = [_pair(d.loc[e, "clean_mean"], d.loc[e, "encrypted_mean"]) if e in d.index else "" for e in epochs]
             lines.append(f"| {setting} | " + " | ".join(cells) + " |")
     if front:
         lines += ["", "| frontier point | accuracy, clean / encrypted | best attack without oracles | its Max_SSIM |",
                   "|---|---|---|---|"]
         for f in front:
-            enc = "" if f["accuracy_encrypted"] != f["accuracy_encrypted"] else f" / {f['accuracy_encrypted']:.3f}"
-            lines.append(f"| {f['defense']} | {f['accuracy']:.3f}{enc} | {f['best_attack'] or '-'} | "
+            lines.append(f"| {f['defense']} | {_pair(f['accuracy'], f['accuracy_encrypted'])} | {f['best_attack'] or '-'} | "
                          f"{f['best_Max_SSIM']:.3f} |")
     machines = sorted({f"{m} ({d})" for m, d in zip(summary["machine"], summary["device"])})
     lines += ["", f"Measured on {', '.join(machines)}, {time.strftime('%Y-%m-%d')}: `{command}`"]
@@ -199,10 +207,9 @@ def budget_figure(summary, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    cur = summary[summary["group"].isin(["budget", "comparison"]) & summary["setting"].isin(CURVE_SETTINGS)
-                  & (summary["model"] == "fast")].sort_values("epochs")
+    cur = budget_curve(summary)
     for (setting, colour) in zip(CURVE_SETTINGS, ("k", "C3")):
-        d = cur[cur["setting"] == setting].drop_duplicates("epochs")
+        d = cur[cur["setting"] == setting]
         if d.empty:
             continue
         ax.plot(d["epochs"], d["clean_mean"], "o-", color=colour, label=f"{setting}: clean test images")
@@ -269,8 +276,9 @@ def report(rows: list[dict], out: Path, privacy: list[str] | None = None, comman
         pd.DataFrame(front).to_csv(out / "frontier.csv", index=False)
         (out / "frontier.png").write_bytes(frontier_figure(front))
         print(f"wrote {out / 'frontier.csv'}, {out / 'frontier.png'}")
-    (out / "table.md").write_text(markdown(summary, front, command))
-    print((out / "table.md").read_text())
+    text = markdown(summary, front, command)
+    (out / "table.md").write_text(text)
+    print(text)
 
 
 def main(argv=None):

@@ -140,7 +140,7 @@ def load_config(config_file: str | Path | None = None, sets: list[str] | None = 
     from hidebench.stock import load_preset, preset_names
 
     cfg: dict = {}
-    if config_file and attack and not Path(config_file).exists() and str(config_file) in preset_names(attack):
+    if config_file and attack and not Path(config_file).is_file() and str(config_file) in preset_names(attack):
         cfg = load_preset(attack, str(config_file))
     elif config_file:
         p = Path(config_file)

@@ -6,7 +6,7 @@ InstaHide: Is Private Learning Possible with Instance Encoding?" (arXiv 2011.053
     similarity_model, grouping   which private images each encryption mixes (stages 1-3)
     regression                   the private images up to one sign per position (stage 4)
     signs                        that sign, from smoothness and aux statistics (stage 5)
-    decryption                   per encryption, the recovered image of its heavier private slot
+    decryption                   per encryption, the recovered image of the group it is surest of
 
 The stages are declared in stages.py and run by pipeline.py, each cached (ctx.stage_cache())
 under its config, the release and its upstream outputs, so a rerun resumes from the first stage

@@ -8,7 +8,7 @@
     regression        the private images up to one sign per position, with the regression-driven
                       reassignment rounds (regression.py, reassignment.py)
     signs             the sign per position left open (signs.py; InstaHide only)
-    decryption        each encryption's heavier private image (a gather: not cached)
+    decryption        each encryption's shown group's image (grouping.shown_groups; a gather: not cached)
 
 With recovery 'fusion' the stages after the grouping are fdn's (hidebench.attacks.fdn.stages):
 the fusion-denoising network on every group, then the same gather (`stages_for`).
@@ -34,7 +34,7 @@ from hidebench.attacks.carlini.reassignment import reassign
 from hidebench.attacks.carlini.regression import regress
 from hidebench.attacks.fdn.stages import DECRYPTION_STAGE as FUSION_DECRYPTION_STAGE
 from hidebench.attacks.fdn.stages import FUSION_STAGE, check_fusion_inputs
-from hidebench.attacks.grouping.groups import Grouping
+from hidebench.attacks.grouping.groups import Grouping, shown_groups
 from hidebench.attacks.grouping.membership import lambdas_from_labels
 from hidebench.attacks.grouping.stages import GROUPING_STAGES, GroupingInputs, check_grouping_inputs
 from hidebench.context import ExecutionContext
@@ -277,20 +277,20 @@ def _signs_key(inp: AttackInputs) -> dict:
 @dataclass
 class Decryption:
     """recovered: the private set (n x 32 x 32 x 3, in [-1, 1]); decryption: per encryption the
-    recovered image of its heavier private slot (`source`), in the challenge's format."""
+    recovered image of the group it shows (`source`: `shown_groups`), in the challenge's format."""
 
     recovered: np.ndarray
     decryption: np.ndarray
     source: np.ndarray
 
 
-def decryption_stage(inp: AttackInputs, regression: Regression, signs: Signs | None = None) -> Decryption:
+def decryption_stage(inp: AttackInputs, grouping: Grouping, regression: Regression,
+                     signs: Signs | None = None) -> Decryption:
     x = signs.images if signs is not None else regression.images
     if x.shape[-1] != inp.view.encryptions.shape[-1]:
         x = np.repeat(x, inp.view.encryptions.shape[-1], axis=-1)
     recovered = np.clip(x, -1, 1).astype(np.float32)
-    E = len(inp.view)
-    source = regression.assignment[np.arange(E), np.argmax(regression.lambdas, axis=1)]
+    source = shown_groups(grouping, regression.assignment, regression.lambdas)
     return Decryption(recovered=recovered, decryption=recovered[source].astype(np.float32), source=source)
 
 
@@ -333,7 +333,7 @@ STAGES = [
           check=_check_regression),
     Stage("signs", signs_stage, Signs, _signs_key, upstream=("regression", "decoder_prior"),
           when=lambda inp: inp.view.scheme == "instahide", check=_check_signs),
-    Stage("decryption", decryption_stage, Decryption, lambda inp: {}, upstream=("regression", "signs"),
+    Stage("decryption", decryption_stage, Decryption, lambda inp: {}, upstream=("grouping", "regression", "signs"),
           cached=False),
 ]
 

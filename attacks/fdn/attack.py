@@ -8,7 +8,7 @@ augmentation breaks (the per-pixel regression of Carlini et al. averages misalig
 
     similarity_model, grouping   the comparative network and the shared grouping
     fusion                       the fusion-denoising network on every group
-    decryption                   per encryption, its heavier slot's fused image
+    decryption                   per encryption, the fused image of the group it shows (the grouping's surest)
 
 This module imports neither torch nor the stages at import time.
 """

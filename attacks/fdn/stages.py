@@ -5,7 +5,7 @@
     grouping          } comparative network as the similarity
     fusion            the fusion-denoising network (trained, or from the model cache) on every
                       group of the grouping: one private image per group
-    decryption        per encryption, the fused image of its heavier slot's group (a gather: not
+    decryption        per encryption, the fused image of the group it shows (a gather: not
                       cached)
 
 The inputs are the grouping's (`GroupingInputs`) plus a `fusion` config (FusionConfig); the
@@ -22,8 +22,7 @@ import numpy as np
 from hidebench.attacks.attacker_data import load_aux
 from hidebench.attacks.fdn.config import FusionConfig
 from hidebench.attacks.fdn.groups import release_groups
-from hidebench.attacks.grouping.groups import Grouping
-from hidebench.attacks.grouping.membership import lambdas_from_labels
+from hidebench.attacks.grouping.groups import Grouping, shown_groups
 from hidebench.attacks.grouping.stages import GROUPING_STAGES, GroupingInputs
 from hidebench.context import ExecutionContext
 from hidebench.pipeline import Stage, expect, json_field
@@ -109,23 +108,15 @@ FUSION_STAGE = Stage("fusion", fusion_stage, Fusion, _fusion_key, upstream=("gro
 @dataclass
 class Decryption:
     """recovered: the fused images (one per group); decryption: per encryption the fused image
-    of its heavier slot's group (`source`), in the challenge's format."""
+    of the group it shows (`source`: grouping.shown_groups), in the challenge's format."""
 
     recovered: np.ndarray
     decryption: np.ndarray
     source: np.ndarray
 
 
-def heavier_groups(labels: np.ndarray, grouping: Grouping) -> np.ndarray:
-    """Each encryption's group of its heavier slot (by the labels' coefficients), as carlini's
-    decryption picks it."""
-    A = np.asarray(grouping.assignment, dtype=np.int64)
-    lam, _ = lambdas_from_labels(labels, A, grouping.cluster_class)
-    return A[np.arange(len(A)), np.argmax(lam, axis=1)]
-
-
 def decryption_stage(inp: GroupingInputs, grouping: Grouping, fusion: Fusion) -> Decryption:
-    source = heavier_groups(inp.view.labels, grouping)
+    source = shown_groups(grouping)
     recovered = np.clip(fusion.images, -1, 1).astype(np.float32)
     return Decryption(recovered=recovered, decryption=recovered[source], source=source)
 

@@ -5,6 +5,7 @@ release to "which private images does each encryption hold", up to a renaming of
     group_release(view, cfg, ...) -> Grouping    the same around a similarity given as functions
                                                  (scalable_grouping.py builds on it)
     oracle_grouping(membership) -> Grouping      oracle 'assignment': the key's membership as the grouping
+    shown_groups(grouping, ...) -> E group ids   the group each encryption's decryption shows
     evaluate_grouping(grouping, key) -> dict     scorer side: pair AUC, precision@T, purity, accuracy
 
 Stage 1 (similarity.py) scores every pair of encryptions (or, under oracle 'pairs', the true
@@ -22,7 +23,7 @@ import numpy as np
 from hidebench.attacks.grouping import assignment as asg
 from hidebench.attacks.grouping import clustering as clu
 from hidebench.attacks.grouping.config import AssignmentConfig, ClusteringConfig, GroupingConfig
-from hidebench.attacks.grouping.membership import co_membership, label_support, membership_matrix
+from hidebench.attacks.grouping.membership import co_membership, label_support, lambdas_from_labels, membership_matrix
 from hidebench.context import peak_rss_mb
 from hidebench.pipeline import arrays_field, json_field
 from hidebench.threat import Membership
@@ -168,14 +169,39 @@ def group_release(view: PublicView, cfg: GroupingConfig, n: int, *, cores_of, sc
 
 
 def oracle_grouping(membership: Membership, view: PublicView) -> Grouping:
-    """Oracle 'assignment': the key's membership (arbitrary private ids) and classes as the grouping."""
+    """Oracle 'assignment': the key's membership (arbitrary private ids) and classes as the grouping,
+    each row's slots ordered heavier first by the label coefficients (every slot is right, so the
+    one to show is the heavier, whose image the encryption holds most of)."""
     ids = np.asarray(membership.ids, dtype=np.int64)
     if ids.shape != (len(view), view.n_private_slots) or membership.classes is None:
         raise HidebenchError(f"the assignment oracle gives ids of shape {ids.shape} "
                              f"{'without classes ' if membership.classes is None else ''}for a release of "
                              f"{len(view)} encryptions with {view.n_private_slots} private slots")
-    return Grouping(assignment=ids, cluster_class=np.asarray(membership.classes, dtype=np.int64),
-                    n_clusters=int(membership.n_private), stats={"oracle": "assignment"})
+    classes = np.asarray(membership.classes, dtype=np.int64)
+    lam, _ = lambdas_from_labels(view.labels, ids, classes)
+    ids = np.take_along_axis(ids, np.argsort(-lam, axis=1, kind="stable"), 1)
+    return Grouping(assignment=ids, cluster_class=classes, n_clusters=int(membership.n_private),
+                    stats={"oracle": "assignment"})
+
+
+def shown_groups(grouping: Grouping, assignment: np.ndarray | None = None,
+                 lambdas: np.ndarray | None = None) -> np.ndarray:
+    """Each encryption's group whose image its decryption shows.
+
+    The challenge scores a decryption against the better of the encryption's private images
+    (Max_SSIM), and a group's image is as good in every encryption that truly holds it, so the
+    decryption should show the group the attack is surest the encryption holds, not the one it
+    holds most of: the grouping's best-scoring group (slot 0; the heavier under the 'assignment'
+    oracle). `assignment` / `lambdas`: a later stage's memberships and their label coefficients
+    (carlini's reassignment rounds re-choose some rows); where a row no longer holds the
+    grouping's slot 0, its heavier slot there. Measured against the heavier slot on the
+    same runs (docs/results.md): every release scored higher."""
+    first = np.asarray(grouping.assignment, dtype=np.int64)[:, 0]
+    if assignment is None:
+        return first
+    A = np.asarray(assignment, dtype=np.int64)
+    heavier = A[np.arange(len(A)), np.argmax(lambdas, axis=1)]
+    return np.where((A == first[:, None]).any(1), first, heavier)
 
 
 def _pack(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

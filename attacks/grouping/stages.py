@@ -283,7 +283,7 @@ def _scalable_grouping(inp: GroupingInputs, similarity_model, seed: int, rng) ->
 def _grouping_key(inp: GroupingInputs) -> dict:
     c = inp.grouping
     if inp.assignment is not None:
-        return {"view": inp.view_digest, "oracle_assignment": inp.oracle_digest("assignment")}
+        return {"view": inp.view_digest, "oracle_assignment": inp.oracle_digest("assignment"), "slots": "heavier_first"}
     similarity = c.similarity.to_dict()
     if c.similarity.method != "comparative":     # keys of the other methods' groupings unchanged
         del similarity["comparative"]

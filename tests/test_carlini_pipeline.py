@@ -259,3 +259,15 @@ def test_plausible_T_keeps_the_truth_and_drops_what_the_class_counts_forbid(T):
     assert all(len(view) % t == 0 and len(view) // t >= 2 for t in kept)
     assert max(kept) <= counts[counts > 0].min()                       # a class holds at least one image's T slots
     assert len(kept) < sum(len(view) % t == 0 for t in range(1, len(view) // 2 + 1))
+
+
+def test_preset_name_is_not_shadowed_by_a_folder(tmp_path, monkeypatch):
+    """`--config demo` loads the preset even where a folder named `demo` sits in the working
+    directory (a `hidebench demo --out demo` leaves one); a file of that name is read instead."""
+    from hidebench.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    assert load_config("demo", attack="carlini") == load_preset("carlini", "demo")
+    (tmp_path / "tiny").write_text("{}")
+    assert load_config("tiny", attack="carlini") == {}

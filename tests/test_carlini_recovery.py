@@ -127,6 +127,14 @@ def test_global_signs_from_smoothness(cross_release):
     assert ssim(x, priv).mean() > 0.99
     x0, _ = fix_global_signs(flipped, SignConfig(method="none"))
     assert ssim(x0, priv).mean() < 0.5
+    # Without aux data the colour heuristic settles the whole set's flip (faces: redder than
+    # blue), from either starting sign; switched off, the flip stays as found for one of them.
+    assert (priv[..., 0] - priv[..., 2]).mean() > 0
+    for start in (flipped, -flipped):
+        x, stats = fix_global_signs(start, SignConfig())
+        assert ssim(x, priv).mean() > 0.99 and stats["red_minus_blue"] > 0
+    found = [ssim(fix_global_signs(s, SignConfig(colour_flip=False))[0], priv).mean() for s in (flipped, -flipped)]
+    assert min(found) < 0
 
 
 def test_magnitudes_noise_free():

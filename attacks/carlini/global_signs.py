@@ -7,7 +7,8 @@ shared by all images (e -> -e leaves everything invariant). ``fix_global_signs``
 a smoothness prior: neighbouring positions (in space and across colour channels) are correlated
 over the image set, an Ising model on the 32 x 32 x 3 grid, solved spectrally then by greedy
 flips, with a field from the auxiliary images' per-pixel mean, which also settles the one
-remaining flip of the whole set. (Carlini et al. fix signs by colour-space heuristics after a
+remaining flip of the whole set (without aux data: the set's mean red minus blue, positive in
+natural photographs). (Carlini et al. fix signs by colour-space heuristics after a
 regression from an all-negative start.)
 """
 from __future__ import annotations
@@ -57,8 +58,9 @@ def fix_global_signs(images: np.ndarray, cfg: SignConfig | None = None, aux_stat
 
     Ising energy: sum over neighbouring positions p~q of J_pq g_p g_q, J_pq the correlation of
     the image set at p and q, plus aux_weight * sum_p h_p g_p with h_p the (normalised)
-    log-likelihood gain of sign +1 under the aux per-position Gaussian. Without aux the whole
-    set's sign is left as found; with aux, `_whole_set_vote` fixes it. prior (a learned decoder's
+    log-likelihood gain of sign +1 under the aux per-position Gaussian. With aux,
+    `_whole_set_vote` fixes the whole set's sign; without, cfg.colour_flip makes the set redder
+    than blue on average (3 channels), or it is left as found. prior (a learned decoder's
     estimate of the same images): a further field, prior_weight times the correlation over the
     image set of the images with the prior at each position (one edge of the model has weight at
     most 1); it then also decides the flip of the whole set.
@@ -122,9 +124,15 @@ def fix_global_signs(images: np.ndarray, cfg: SignConfig | None = None, aux_stat
     if D is not None:
         if float((X * g * D).sum()) < 0:
             g = -g
-    elif aux_stats is not None and _whole_set_vote(X * g, *aux_stats) < 0:
+    elif aux_stats is not None:
         # the pairwise term is invariant under flipping the whole set: let the aux prior decide
-        g = -g
+        if _whole_set_vote(X * g, *aux_stats) < 0:
+            g = -g
+    elif cfg.colour_flip and shape[-1] == 3:
+        rb = float(((X * g).reshape(x.shape)[..., 0] - (X * g).reshape(x.shape)[..., 2]).mean())
+        stats["red_minus_blue"] = abs(rb)
+        if rb < 0:
+            g = -g
     stats.update({"energy_spectral": e0, "energy_final": energy(g), "flipped_fraction": float((g < 0).mean()),
                   "sweeps": sweeps})
     return (X * g).reshape(x.shape).astype(np.float32), stats

@@ -43,6 +43,11 @@ def aux_statistics(aux_images: np.ndarray | None) -> tuple[np.ndarray, np.ndarra
     return x.mean(0), x.var(0) + 1e-3
 
 
+# The whole set's mean red minus blue must stand this many standard errors from 0 to decide its
+# flip: grey images (LFW) carry no colour, and their recovered sets only noise.
+COLOUR_T = 3.0
+
+
 def _whole_set_vote(X: np.ndarray, mean: np.ndarray, var: np.ndarray) -> float:
     """Evidence (> 0) that the image set X (n x P) has the right overall sign: the correlation of
     each image's spatial pattern with the aux per-position mean pattern, both with their
@@ -60,7 +65,7 @@ def fix_global_signs(images: np.ndarray, cfg: SignConfig | None = None, aux_stat
     the image set at p and q, plus aux_weight * sum_p h_p g_p with h_p the (normalised)
     log-likelihood gain of sign +1 under the aux per-position Gaussian. With aux,
     `_whole_set_vote` fixes the whole set's sign; without, cfg.colour_flip makes the set redder
-    than blue on average (3 channels), or it is left as found. prior (a learned decoder's
+    than blue on average where it is clearly coloured (COLOUR_T), or it is left as found. prior (a learned decoder's
     estimate of the same images): a further field, prior_weight times the correlation over the
     image set of the images with the prior at each position (one edge of the model has weight at
     most 1); it then also decides the flip of the whole set.
@@ -129,9 +134,11 @@ def fix_global_signs(images: np.ndarray, cfg: SignConfig | None = None, aux_stat
         if _whole_set_vote(X * g, *aux_stats) < 0:
             g = -g
     elif cfg.colour_flip and shape[-1] == 3:
-        rb = float(((X * g).reshape(x.shape)[..., 0] - (X * g).reshape(x.shape)[..., 2]).mean())
-        stats["red_minus_blue"] = abs(rb)
-        if rb < 0:
+        signed = (X * g).reshape(x.shape)
+        rb = (signed[..., 0] - signed[..., 2]).reshape(n, -1).mean(1)          # per image
+        t = float(rb.mean() / (rb.std() / np.sqrt(n) + 1e-12)) if n > 1 else 0.0
+        stats["red_minus_blue_t"] = abs(t)
+        if t < -COLOUR_T:          # clearly bluer than red: the set is upside down
             g = -g
     stats.update({"energy_spectral": e0, "energy_final": energy(g), "flipped_fraction": float((g < 0).mean()),
                   "sweeps": sweeps})

@@ -28,7 +28,7 @@ import numpy as np
 
 from hidebench.attacks.aux_mean import class_means
 from hidebench.attacks.carlini.config import CarliniConfig
-from hidebench.attacks.carlini.global_signs import aux_statistics, fix_global_signs
+from hidebench.attacks.carlini.global_signs import COLOUR_T, aux_statistics, fix_global_signs
 from hidebench.attacks.carlini.mixing import aligned_coefficients
 from hidebench.attacks.carlini.reassignment import reassign
 from hidebench.attacks.carlini.regression import regress
@@ -69,7 +69,11 @@ class AttackInputs(GroupingInputs):
 
     @property
     def prior(self) -> str:
-        """The sign prior in use (config prior.decoder, 'auto' resolved against the threat model)."""
+        """The sign prior in use (config prior.decoder, 'auto' resolved against the threat model
+        and whether the aux classes are the release's)."""
+        if self.config.prior.decoder == "auto" and self.aux_spec:
+            proxy = self.once("aux_is_proxy", lambda: not aux_classes_match(self.view, self.aux().classes))
+            return self.config.prior.resolved(True, proxy)
         return self.config.prior.resolved(bool(self.aux_spec))
 
     @property
@@ -109,22 +113,40 @@ def decoder_prior_stage(inp: AttackInputs, grouping: Grouping) -> DecoderPrior:
                                               "cached": trained.cached, "train_s": trained.train_s})
 
 
+def aux_classes_match(view: PublicView, aux_classes: list[str]) -> bool:
+    """Whether the aux data's classes are the release's: the same names in the same order, or
+    no names on either side (a bare 2020-format release states none: its names are the class
+    indices)."""
+    names = list(view.class_names)
+    unnamed = not names or names == [str(i) for i in range(len(names))]
+    return unnamed or not aux_classes or names == list(aux_classes)
+
+
 def _aux_mean_prior(inp: AttackInputs, grouping: Grouping) -> DecoderPrior:
     """Each group's prior image: the mean aux image of the group's class (the overall aux mean
     for a group of unknown class), the guess of the `aux_mean` baseline. Where the private
     images share a layout (faces, centred objects) it fixes the signs that the per-position
-    votes leave open when the grouping is noisy."""
+    votes leave open when the grouping is noisy. Where the aux classes are not the release's
+    (`aux_classes_match`: aux data that is only a proxy, e.g. CIFAR-10 classes for a release
+    labelled c0..c9), a class's mean says nothing about its images: every group gets the
+    overall aux mean, a prior on natural images only."""
     aux = inp.aux()
-    means = class_means(aux.images, aux.labels, inp.view.labels.shape[1])
-    means = np.concatenate([means, aux.images.mean(0, keepdims=True)])     # row -1: unknown class
+    overall = aux.images.mean(0, keepdims=True)
     cc = np.asarray(grouping.cluster_class, dtype=np.int64)
+    if not aux_classes_match(inp.view, aux.classes):
+        return DecoderPrior(images=np.repeat(overall, len(cc), 0).astype(np.float32),
+                            stats={"decoder": "aux_mean", "aux_images": len(aux), "aux_classes": "proxy: overall mean"})
+    means = np.concatenate([class_means(aux.images, aux.labels, inp.view.labels.shape[1]), overall])  # row -1: unknown
     return DecoderPrior(images=means[np.where(cc >= 0, cc, -1)].astype(np.float32),
-                        stats={"decoder": "aux_mean", "aux_images": len(aux)})
+                        stats={"decoder": "aux_mean", "aux_images": len(aux), "aux_classes": "the release's"})
 
 
 def _decoder_prior_key(inp: AttackInputs) -> dict:
     if inp.prior == "aux_mean":
-        return {"view": inp.view_digest, "prior": "aux_mean", "aux": inp.aux_digest()}
+        key = {"view": inp.view_digest, "prior": "aux_mean", "aux": inp.aux_digest()}
+        if not aux_classes_match(inp.view, inp.aux().classes):     # (matching classes: the key as before)
+            key["aux_classes"] = "proxy"
+        return key
     return {"view": inp.view_digest, "prior": inp.config.section_dict("prior")["prior"], "aux": inp.aux_spec,
             "pool": inp.pool_config, "seed": inp.seed("deep_decompose")}
 
@@ -267,6 +289,8 @@ def signs_stage(inp: AttackInputs, regression: Regression, decoder_prior: Decode
 
 def _signs_key(inp: AttackInputs) -> dict:
     key = {**inp.config.section_dict("signs"), "aux": inp.aux_digest(), "grey": inp.grey}
+    if key["aux"] is None and inp.config.signs.colour_flip:
+        key["colour_t"] = COLOUR_T
     if _uses_prior(inp):
         key["prior_global_weight"] = inp.config.prior.global_weight
     return key

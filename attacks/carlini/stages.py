@@ -71,10 +71,14 @@ class AttackInputs(GroupingInputs):
     def prior(self) -> str:
         """The sign prior in use (config prior.decoder, 'auto' resolved against the threat model
         and whether the aux classes are the release's)."""
-        if self.config.prior.decoder == "auto" and self.aux_spec:
-            proxy = self.once("aux_is_proxy", lambda: not aux_classes_match(self.view, self.aux().classes))
-            return self.config.prior.resolved(True, proxy)
-        return self.config.prior.resolved(bool(self.aux_spec))
+        auto = self.config.prior.decoder == "auto"          # (loads the aux data only to resolve 'auto')
+        return self.config.prior.resolved(bool(self.aux_spec), auto and self.aux_is_proxy)
+
+    @property
+    def aux_is_proxy(self) -> bool:
+        """Granted aux data whose classes are not the release's (`aux_classes_match`)."""
+        return bool(self.aux_spec) and self.once("aux_is_proxy",
+                                                 lambda: not aux_classes_match(self.view, self.aux().classes))
 
     @property
     def reassignment_rounds(self) -> int:
@@ -133,7 +137,7 @@ def _aux_mean_prior(inp: AttackInputs, grouping: Grouping) -> DecoderPrior:
     aux = inp.aux()
     overall = aux.images.mean(0, keepdims=True)
     cc = np.asarray(grouping.cluster_class, dtype=np.int64)
-    if not aux_classes_match(inp.view, aux.classes):
+    if inp.aux_is_proxy:
         return DecoderPrior(images=np.repeat(overall, len(cc), 0).astype(np.float32),
                             stats={"decoder": "aux_mean", "aux_images": len(aux), "aux_classes": "proxy: overall mean"})
     means = np.concatenate([class_means(aux.images, aux.labels, inp.view.labels.shape[1]), overall])  # row -1: unknown
@@ -144,7 +148,7 @@ def _aux_mean_prior(inp: AttackInputs, grouping: Grouping) -> DecoderPrior:
 def _decoder_prior_key(inp: AttackInputs) -> dict:
     if inp.prior == "aux_mean":
         key = {"view": inp.view_digest, "prior": "aux_mean", "aux": inp.aux_digest()}
-        if not aux_classes_match(inp.view, inp.aux().classes):     # (matching classes: the key as before)
+        if inp.aux_is_proxy:                                       # (matching classes: the key as before)
             key["aux_classes"] = "proxy"
         return key
     return {"view": inp.view_digest, "prior": inp.config.section_dict("prior")["prior"], "aux": inp.aux_spec,

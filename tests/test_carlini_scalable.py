@@ -111,14 +111,60 @@ def test_sparse_regression_matches_the_dense_one(cross_release):
     assert np.mean(np.abs(r0.images - r1.images) < 1e-3) > 0.999
 
 
-def test_scalable_grouping_with_oracle_pairs(release):  # noqa: F811
+def _planted_embedding(rng, n=30, T=20, classes=3, noise=0.5):
+    """Rows holding two of n images (each the first image of T rows, the second of T more), F =
+    unit (membership, the first image heavier, + Gaussian noise), labels' support the images' classes."""
+    cls = np.arange(n) % classes
+    first = np.repeat(np.arange(n), T)
+    second = rng.integers(0, n, len(first))
+    while (clash := second == first).any():
+        second[clash] = rng.integers(0, n, clash.sum())
+    ids = np.stack([first, second], 1)
+    F = membership_matrix(ids[:, :1], n, np.float32) + 0.7 * membership_matrix(ids[:, 1:], n, np.float32)
+    F = np.concatenate([F, np.zeros((len(F), 2 * n), np.float32)], 1) + rng.normal(0, noise / np.sqrt(n), (len(F), 3 * n))
+    F = (F / np.linalg.norm(F, axis=1, keepdims=True)).astype(np.float32)
+    support = np.zeros((len(F), classes), bool)
+    support[np.arange(len(F))[:, None], cls[ids]] = True
+    return F, support, ids, cls
+
+
+def test_spectral_cores_find_each_classs_images():
+    """The scalable path's per-class spectral clustering: exactly n cores, each inside one class's
+    rows, nearly pure, one per image; the class counts come from the labels alone."""
+    rng = np.random.default_rng(5)
+    n, T = 30, 20
+    F, support, ids, cls = _planted_embedding(rng, n, T)
+    per = sg.images_per_class(support, n)
+    assert per.sum() == n and np.abs(per - np.bincount(cls)).max() <= 1
+    cores, stats = sg.spectral_cores(F, support, n, knn=T, core=T // 2)
+    assert len(cores) == n and stats["clustering"] == "spectral_per_class"
+    majority = []
+    for g in cores:
+        m = int(np.bincount(ids[g].ravel(), minlength=n).argmax())
+        majority.append(m)
+        assert support[g, cls[m]].all()
+        assert (ids[g] == m).any(1).mean() >= 0.9
+    assert len(set(majority)) >= 0.9 * n
+    km, _ = sg.kmeans_cores(F, support, n, core=T // 2)
+    assert len(km) == n
+
+
+@pytest.mark.parametrize("method", ["spectral", "kmeans"])
+def test_scalable_grouping_with_oracle_pairs(release, method):  # noqa: F811
     view, key, aux = release
-    g, run = run_grouping(view, SCALABLE, pairs_key=key)
+    g, run = run_grouping(view, {**SCALABLE, "clustering": {"method": method}}, pairs_key=key)
     _check_assignment(g, view)
     assert g.stats["path"] == "scalable" and g.stats["assignment"] == "prices"
+    assert g.stats["clustering"] == {"spectral": "spectral_per_class", "kmeans": "kmeans"}[method]
     m = evaluate_grouping(g, key)
     assert m["pair_auc"] == 1.0
     assert m["assignment_accuracy"] > 0.75 and m["class_accuracy"] > 0.9
+
+
+def test_kmeans_cores_are_the_scalable_paths_only(release):  # noqa: F811
+    view, key, _ = release
+    with pytest.raises(HidebenchError, match="'kmeans' runs on the scalable path only"):
+        run_grouping(view, {"clustering": {"method": "kmeans"}}, pairs_key=key)
 
 
 def test_scalable_path_forms_no_dense_similarity(release, monkeypatch):  # noqa: F811

@@ -203,7 +203,7 @@ class CarliniConfig(Config):
     (pair AUC, precision@T); attack output is unaffected.
     dense_max: releases of more encryptions take the scalable path (no E x E matrix, no
     n x n matrix per pixel position): the grouping works from the similarity embedding
-    (scalable_grouping.py: k-means cores, prices in place of the flow) and the regression
+    (grouping/scalable.py: per-class spectral cores, prices in place of the flow) and the regression
     from sparse designs with Lanczos sign synchronisation. 0: always.
     recovery: 'regression' (the paper's stages 4-5: per-pixel regression, then signs) or
     'fusion' (the fusion-denoising network of Luo et al., AAAI 2022, on each group of the

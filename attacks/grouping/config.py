@@ -217,7 +217,8 @@ class ClusteringConfig(Config):
     from the background to the cliques' cohesion). Either way the groups number exactly E / T.
     Spectral finds more distinct private images with a learned (noisy) similarity; greedy is the
     better choice with a near-perfect one (oracle 'pairs'). On the scalable path
-    (grouping.dense_max) the cores come from k-means on the similarity embedding instead.
+    (grouping.dense_max) 'spectral' clusters each class's rows apart (`scalable.spectral_cores`),
+    and 'kmeans' (that path only) runs k-means on the similarity embedding.
     """
 
     section = "clustering"
@@ -230,7 +231,7 @@ class ClusteringConfig(Config):
 
     def validate(self):
         s = self.section
-        check_choice(self.method, f"{s}.method", ("spectral", "greedy"))
+        check_choice(self.method, f"{s}.method", ("spectral", "greedy", "kmeans"))
         check_choice(self.linkage, f"{s}.linkage", ("min", "mean"))
         for name in ("core_frac", "candidates_frac", "knn_frac"):
             check_float(getattr(self, name), f"{s}.{name}", min=0, min_open=True)

@@ -68,6 +68,9 @@ def find_cores(S: np.ndarray, support: np.ndarray, n: int, T: int, cfg: Clusteri
     """Stage 2: exactly n core groups of encryptions (one per private image), and stats."""
     core = max(2, int(round(cfg.core_frac * T)))
     cands = max(core, int(round(cfg.candidates_frac * T)))
+    if cfg.method == "kmeans":
+        raise HidebenchError("clustering.method 'kmeans' runs on the scalable path only (releases over "
+                             f"grouping.dense_max encryptions); this release has {len(S)}: choose 'spectral' or 'greedy'")
     if cfg.method == "greedy":
         groups = clu.greedy_cliques(S, support, n, size=core, candidates=cands, max_overlap=cfg.max_overlap,
                                     linkage=cfg.linkage, seed=seed)

@@ -7,9 +7,10 @@ everything the dense path reads from S has a form that never holds E x E numbers
 
 - neighbours: each row's m most similar label-consistent rows, computed in row blocks
   (O(E^2 d) multiply-adds in BLAS, O(E m) memory);
-- cores: k-means on the unit rows F (one cluster per private image, like the dense path's
-  spectral clustering of the kNN graph: each encryption lands with its dominant image), each
-  cut to the `core` members nearest its centre among those whose label holds its class;
+- cores: the dense path's spectral clustering of the kNN graph, one class at a time (the rows
+  whose label holds class c, into that class's share of the images: `spectral_cores`), or
+  k-means on the unit rows F (`kmeans_cores`); each cluster cut to the `core` members nearest
+  its centre;
 - group scores: mean similarity to a group's members = F . (sum of the members' rows), an
   E x C product;
 - assignment: the min-cost flow's capacities enforced by prices instead (Lagrangian dual
@@ -70,13 +71,57 @@ def expand_queries(F: np.ndarray, k: int, support: np.ndarray, alpha: float = 3.
     return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-8)).astype(np.float32)
 
 
+def images_per_class(support: np.ndarray, n: int) -> np.ndarray:
+    """How many of the n private images each class holds, from the labels alone: an encryption
+    whose label names one class holds two of its images, one naming two classes one of each,
+    and every image fills about as many slots (2T); the shares rounded to sum to n."""
+    single = support.sum(1) == 1
+    slots = 2 * (support & single[:, None]).sum(0) + (support & ~single[:, None]).sum(0)
+    est = slots * n / max(slots.sum(), 1)
+    out = np.floor(est).astype(np.int64)
+    out[np.argsort(-(est - out), kind="stable")[: n - out.sum()]] += 1
+    return out
+
+
+def spectral_cores(F: np.ndarray, support: np.ndarray, n: int, *, knn: int, core: int, seed: int = 0,
+                   progress: bool = False) -> tuple[list[np.ndarray], dict]:
+    """Stage 2 class by class: spectral clustering of the kNN graph of the rows whose label holds
+    class c (`neighbours` within them: O(rows * knn) memory) into that class's share of the n
+    images (`images_per_class`), each cluster cut to the `core` members most similar to its
+    centre. Among 1000 images k-means on F mixes images (n_priv = 1000, T = 50: core purity
+    0.60, images found 0.76); the class-local graph holds an image's encryptions far denser
+    than the rest (0.73, 0.84), the dense path's spectral clustering at a size it manages."""
+    from scipy import sparse
+    from sklearn.cluster import SpectralClustering
+
+    per_class = images_per_class(support, n)
+    groups: list[np.ndarray | None] = []
+    for c in bar(np.flatnonzero(per_class), enabled=progress, desc="clustering classes", leave=False):
+        rows, want = np.flatnonzero(support[:, c]), int(per_class[c])
+        if len(rows) <= 2 * want:                      # too few rows to cluster: left to the fill-in
+            groups += [None] * want
+            continue
+        nbr, sim = neighbours(F[rows], min(knn, len(rows) - 1))
+        w = np.maximum(sim - sim.min(), 1e-6)          # positive affinities, order kept
+        A = sparse.csr_matrix((w.ravel(), (np.repeat(np.arange(len(rows)), nbr.shape[1]), nbr.ravel())),
+                              shape=(len(rows), len(rows)))
+        lab = np.zeros(len(rows), dtype=np.int64)
+        if want > 1:
+            lab = SpectralClustering(n_clusters=want, affinity="precomputed", assign_labels="cluster_qr",
+                                     eigen_solver="lobpcg", random_state=seed).fit_predict(A.maximum(A.T))
+        for k in range(want):
+            m = rows[lab == k]
+            groups.append(m[np.argsort(-(F[m] @ F[m].mean(0)), kind="stable")[:core]] if len(m) >= 2 else None)
+    groups += [None] * (n - len(groups))
+    missing = _fill_missing(F, support, groups, core)
+    return groups, {"clustering": "spectral_per_class", "groups_added": missing}
+
+
 def kmeans_cores(F: np.ndarray, support: np.ndarray, n: int, *, core: int, seed: int = 0,
                  iters: int = 30) -> tuple[list[np.ndarray], dict]:
     """Stage 2: exactly n core groups from k-means on the unit rows F, projected on their top
     KMEANS_DIMS principal directions (k-means++ seeding, `iters` Lloyd rounds); each cut to
-    the `core` label-consistent members most similar to its centre. A cluster whose
-    label-consistent members number fewer than 2 is replaced by the neighbourhood of the row
-    the other groups explain worst."""
+    the `core` label-consistent members most similar to its centre."""
     from sklearn.cluster import KMeans
     from sklearn.utils.extmath import randomized_svd
 
@@ -93,6 +138,13 @@ def kmeans_cores(F: np.ndarray, support: np.ndarray, n: int, *, core: int, seed:
             m = m[support[m, cluster_class(m, support)]]
         centre = F[m].mean(0) if len(m) else None
         groups.append(m[np.argsort(-(F[m] @ centre), kind="stable")[:core]] if len(m) >= 2 else None)
+    missing = _fill_missing(F, support, groups, core)
+    return groups, {"clustering": "kmeans", "kmeans_iterations": int(km.n_iter_), "groups_added": missing}
+
+
+def _fill_missing(F: np.ndarray, support: np.ndarray, groups: list, core: int) -> int:
+    """Replace each None in `groups` (a cluster of fewer than 2 label-consistent members) by the
+    neighbourhood of the row the other groups explain worst; returns how many."""
     missing = [c for c, g in enumerate(groups) if g is None]
     if missing:
         sums = np.stack([F[g].sum(0) if g is not None else np.zeros(F.shape[1], np.float32) for g in groups])
@@ -104,7 +156,7 @@ def kmeans_cores(F: np.ndarray, support: np.ndarray, n: int, *, core: int, seed:
             s[e] = -np.inf
             s[~(support & support[e]).any(1)] = -np.inf
             groups[c] = np.concatenate([[e], np.argsort(-s, kind="stable")[: core - 1]])
-    return groups, {"clustering": "kmeans", "kmeans_iterations": int(km.n_iter_), "groups_added": len(missing)}
+    return len(missing)
 
 
 def group_scores(F: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
@@ -180,8 +232,10 @@ def price_assign(scores: np.ndarray, allowed: np.ndarray, *, slots: int, capacit
 
 
 def find_groups_scalable(view: PublicView, cfg: GroupingConfig, n: int, *, F: np.ndarray, seed: int = 0,
-                         anchor_rng: np.random.Generator | None = None, rescore=None) -> Grouping:
-    """Stages 2-3 on the embedding F (stage 1), with the dense path's output (`Grouping`);
+                         anchor_rng: np.random.Generator | None = None, rescore=None,
+                         progress: bool = False) -> Grouping:
+    """Stages 2-3 on the embedding F (stage 1), with the dense path's output (`Grouping`); the
+    cores from `spectral_cores` (clustering.method 'spectral') or `kmeans_cores` ('kmeans');
     rescore: see `grouping.assign_groups`."""
     acfg = cfg.assignment
     if acfg.method != "flow" or acfg.row_norm:
@@ -190,7 +244,11 @@ def find_groups_scalable(view: PublicView, cfg: GroupingConfig, n: int, *, F: np
 
     def cores_of(support, T):
         core = max(2, int(round(cfg.clustering.core_frac * T)))
-        cores, stats = kmeans_cores(F, support, n, core=core, seed=seed)
+        if cfg.clustering.method == "spectral":
+            cores, stats = spectral_cores(F, support, n, knn=max(2, int(round(cfg.clustering.knn_frac * T))),
+                                          core=core, seed=seed, progress=progress)
+        else:
+            cores, stats = kmeans_cores(F, support, n, core=core, seed=seed)
         return cores, {**stats, "core_size": core}
 
     def rows_of(anchors):

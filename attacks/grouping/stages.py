@@ -274,7 +274,7 @@ def _scalable_grouping(inp: GroupingInputs, similarity_model, seed: int, rng) ->
                            cfg.similarity.query_expansion, label_support(view.labels))
     timings = {"similarity_s": time.perf_counter() - t0}
     g = find_groups_scalable(view, cfg, inp.n_private, F=F, seed=seed, anchor_rng=rng,
-                             rescore=_group_rescorer(inp, similarity_model))
+                             rescore=_group_rescorer(inp, similarity_model), progress=inp.ctx.progress)
     g.stats = {"similarity": method, "path": "scalable", **g.stats}
     g.timings = {**timings, **g.timings}
     return g
@@ -292,6 +292,8 @@ def _grouping_key(inp: GroupingInputs) -> dict:
            "oracle_pairs": inp.oracle_digest("pairs")}
     if inp.scalable:
         key["path"] = "scalable"
+        if c.clustering.method == "spectral":    # k-means keys unchanged
+            key["cores"] = "spectral_per_class"
     return key
 
 

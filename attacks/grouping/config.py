@@ -108,8 +108,8 @@ class GroupModelConfig(Config):
     scores an encryption against the template of a whole group; after the assignment each
     encryption's `candidates` best groups are rescored against the assignment's templates
     (blend weight `weight`) and the assignment runs again, `passes` times. InstaHide releases
-    only. steps "auto": 1000 on the dense path, none (0) on the scalable path
-    (grouping.dense_max), where its time is unmeasured."""
+    only. steps "auto": 1000 (on the scalable path too: at n_priv = 1000 its 8 passes cost 14
+    minutes on 2 cores and lift the assignment accuracy from 0.364 to 0.498)."""
 
     section = "similarity.group"
     steps: int | str = "auto"
@@ -124,9 +124,10 @@ class GroupModelConfig(Config):
         self.passes = check_int(self.passes, f"{s}.passes", min=1)
         check_float(self.weight, f"{s}.weight", min=0, max=1)
 
-    def steps_for(self, scalable: bool) -> int:
-        """The training steps: `steps`, or for "auto" 1000 (none on the scalable path)."""
-        return self.steps if self.steps != "auto" else (0 if scalable else 1000)
+    @property
+    def resolved_steps(self) -> int:
+        """The training steps: `steps`, or 1000 for "auto"."""
+        return 1000 if self.steps == "auto" else self.steps
 
 
 @dataclass

@@ -110,7 +110,7 @@ class GroupingInputs:
     @property
     def group_steps(self) -> int:
         """Training steps of the second graph's group model (0: none; InstaHide only)."""
-        return self.grouping.similarity.group.steps_for(self.scalable) if self.view.scheme == "instahide" else 0
+        return self.grouping.similarity.group.resolved_steps if self.view.scheme == "instahide" else 0
 
     def oracle_digest(self, part: str) -> str | None:
         o = getattr(self, part)
@@ -285,6 +285,7 @@ def _grouping_key(inp: GroupingInputs) -> dict:
     if inp.assignment is not None:
         return {"view": inp.view_digest, "oracle_assignment": inp.oracle_digest("assignment"), "slots": "heavier_first"}
     similarity = c.similarity.to_dict()
+    similarity["group"]["steps"] = inp.group_steps         # "auto" resolved: what trained the rescorer
     if c.similarity.method != "comparative":     # keys of the other methods' groupings unchanged
         del similarity["comparative"]
     key = {"view": inp.view_digest, "similarity": similarity, "clustering": c.clustering.to_dict(),

@@ -1,7 +1,8 @@
 """fdn (Luo et al., AAAI 2022) on tiny cases: the comparative network's score is a dot product of
 embeddings, the fusion network ignores the order of a group's members, a short training beats
 the plain mixture of a group and the identity floor, the run records the grouping's and the
-fusion's figures, models are reused, carlini recovers by fusion, bad config is one clear error."""
+fusion's figures, models are reused, carlini recovers by fusion, bad config is one clear error,
+`hidebench demo` runs end to end."""
 import json
 
 import numpy as np
@@ -179,6 +180,10 @@ def test_defaults_and_carlini_config():
 
     c = FdnConfig.from_dict({"grouping": {"similarity": {"width": 8}}})      # a partial section keeps fdn's defaults
     assert c.grouping.similarity.method == "comparative" and c.grouping.similarity.rounds.pool_draws == 8
+    demo = FdnConfig.from_dict(load_preset("fdn", "demo"))     # `hidebench demo`'s shorter training, defaults elsewhere
+    assert (demo.grouping.similarity.comparative.steps, demo.grouping.similarity.group.steps,
+            demo.fusion.training.steps) == (300, 300, 700)
+    assert demo.grouping.similarity.comparative.width == c.grouping.similarity.comparative.width
     assert CarliniConfig().recovery == "regression" and CarliniConfig().similarity.method == "cnn"
     with pytest.raises(HidebenchError, match="carlini.recovery"):
         CarliniConfig.from_dict({"recovery": "denoise"})
@@ -212,3 +217,20 @@ def test_shift_back_undoes_the_augmentation_shift():
         keep = (slice(max(0, dy), 32 + min(0, dy)), slice(max(0, dx), 32 + min(0, dx)))
         assert np.array_equal(back[i][keep], x[i][keep])
         assert np.count_nonzero(np.abs(back[i]).sum(-1)) <= (32 - abs(dy)) * (32 - abs(dx))
+
+
+def test_demo_runs_the_floor_and_fdn_and_draws_the_recoveries(tmp_path, ctx, monkeypatch):
+    """`hidebench demo` end to end on a small faces release (its fdn preset swapped for the tiny
+    one): both records, the fusion above the identity floor, demo.png written."""
+    import hidebench.stock
+    from hidebench.app.demo import ATTACK, run_demo
+
+    generate_to_dir(load_recipe("faces", {"n_priv": 10, "T": 8, "pool_screen": 60}), tmp_path / "demo" / "challenge",
+                    progress=False)
+    monkeypatch.setattr(hidebench.stock, "load_preset", lambda attack, name: TINY if (attack, name) == ("fdn", "demo")
+                        else pytest.fail(f"unexpected preset {attack}/{name}"))
+    records = run_demo(tmp_path / "demo", ctx)
+    assert set(records) == {"identity", ATTACK} == {"identity", "fdn"}
+    score = {name: r.metrics["challenge"]["Max_SSIM"] for name, r in records.items()}
+    assert score["fdn"] > score["identity"] + 0.1
+    assert (tmp_path / "demo" / "demo.png").stat().st_size > 10_000

@@ -1,6 +1,6 @@
 """The `hidebench` command line.
 
-    hidebench demo                                  # Carlini attack on the embedded faces challenge
+    hidebench demo                                  # fusion-denoising attack on the embedded faces challenge
     hidebench challenge generate RECIPE --out DIR   # write a challenge in the 2020 format
     hidebench challenge verify DIR                  # regenerate from the key's seed, compare sha256s
     hidebench challenge show DIR                    # PNG grid of private images and encryptions
@@ -523,7 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    d = sub.add_parser("demo", help="run the Carlini attack on the embedded faces challenge (no data root needed); "
+    d = sub.add_parser("demo", help="run the fusion-denoising attack (fdn) on the embedded faces challenge (no data root "
+                                    "needed); "
                                     "--text: the TextHide attack on movie-review sentences")
     d.add_argument("--out", help="output folder (default: hidebench-demo, with --text hidebench-demo-text)")
     d.add_argument("--text", action="store_true",

@@ -13,25 +13,94 @@ of encryptions share a private image) on four sets of encryptions shaped like th
     release                 the release itself
 
 The first step isolates the images, the second the public patches, the third whatever else
-differs in the release. Needs the challenge's key (a scorer-side diagnostic) and, for pools on
-data-root sources, HIDEBENCH_DATA.
+differs in the release. Three more columns probe the release itself:
+
+    AdaBN                   its pair AUC with the CNN's BatchNorm statistics re-estimated on the
+                            release's own encryptions (test-time adaptation of the normalisation)
+    no region negatives     its pair AUC with every negative pair that shares a public region left
+                            out: what explaining the reused public patches away could win at most
+    region AUC              among negative pairs, how well the score tells region-sharing pairs
+                            from the rest (0.5: the patches do not confound the score)
+
+The regions come from regenerating the release from its recipe and key/seed (checked equal to
+the release). Needs the challenge's key (a scorer-side diagnostic) and, for pools on data-root
+sources, HIDEBENCH_DATA.
 """
 from __future__ import annotations
 
 import argparse
 import time
 
+import numpy as np
 
-def pair_auc(embed_fn, encryptions, private_ids, n_images: int) -> float:
+
+def shares(ids, n: int):
+    """E x E bool: do two rows of `ids` (E x slots, values in 0..n-1) hold a common value?"""
     import numpy as np
-    from sklearn.metrics import roc_auc_score
 
     from hidebench.attacks.grouping.membership import membership_matrix
 
+    member = membership_matrix(ids, n, np.float32)
+    return (member @ member.T) > 0
+
+
+def pair_auc(embed_fn, encryptions, private_ids, n_images: int) -> float:
+    from sklearn.metrics import roc_auc_score
+
     z = embed_fn(encryptions)
-    member = membership_matrix(private_ids, n_images, np.float32)
     upper = np.triu_indices(len(z), 1)
-    return float(roc_auc_score(((member @ member.T) > 0)[upper], (z @ z.T)[upper]))
+    return float(roc_auc_score(shares(private_ids, n_images)[upper], (z @ z.T)[upper]))
+
+
+def region_aucs(embed_fn, encryptions, private_ids, n_images: int, regions) -> tuple[float, float]:
+    """(pair AUC with the negatives sharing a public region left out, AUC of region sharing among
+    the negatives); regions: E x public slots, each slot's region in the release's pool."""
+    from sklearn.metrics import roc_auc_score
+
+    z = embed_fn(encryptions)
+    upper = np.triu_indices(len(z), 1)
+    score, pos = (z @ z.T)[upper], shares(private_ids, n_images)[upper]
+    region = shares(regions, int(regions.max()) + 1)[upper]
+    keep = pos | ~region
+    return float(roc_auc_score(pos[keep], score[keep])), float(roc_auc_score(region[~pos], score[~pos]))
+
+
+def adabn_embedder(cfg, model, encryptions, batch: int = 256):
+    """`encryption_embedder` with the CNN's BatchNorm statistics re-estimated on `encryptions`
+    (their plain average: momentum None), the trained blend kept."""
+    import torch
+
+    from hidebench.attacks.grouping.nets import abs_features, arrays_to_state, build_similarity_net, embed
+    from hidebench.attacks.grouping.similarity import blend_embedding, pearson_embedding
+
+    net = arrays_to_state(build_similarity_net(cfg), model.weights, "embed.")
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    feats = abs_features(encryptions)
+    net.train()
+    with torch.no_grad():
+        for i in range(0, len(feats), batch):
+            net(torch.from_numpy(feats[i: i + batch]))
+    net.eval()
+    return lambda enc: blend_embedding(embed(net, abs_features(enc), torch.device("cpu")), pearson_embedding(enc),
+                                       float(model.blend))
+
+
+def release_regions(challenge, view, key, data_root):
+    """E x public slots: the pool region of each public slot, from regenerating the release."""
+    from hidebench.challenge_io import read_manifest
+    from hidebench.defenses.challenge import generate
+    from hidebench.recipes import recipe_from_dict
+
+    manifest = read_manifest(challenge)
+    if not manifest.get("recipe") or key.seed is None:
+        raise SystemExit(f"{challenge}: no recipe or key/seed to regenerate its public regions from")
+    ch = generate(recipe_from_dict(manifest["recipe"]), seed=key.seed, data_root=data_root, progress=False)
+    if ch.public_origin is None or not np.array_equal(ch.view.encryptions, view.encryptions):
+        raise SystemExit(f"{challenge}: regenerating it from its recipe and seed does not give its encryptions")
+    return ch.public_origin[key.selection[:, key.n_private_slots:], 0]
 
 
 def main(argv=None) -> int:
@@ -43,7 +112,6 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     args = p.parse_args(argv)
 
-    import numpy as np
     import torch
 
     from hidebench.attacks.attacker_data import AttackerEncryptions, attacker_pool, load_aux
@@ -66,7 +134,11 @@ def main(argv=None) -> int:
     print(f"{args.challenge}: {len(view)} encryptions, n_priv {n}, T {view.T}; {args.steps} training steps")
     aux = load_aux(threat.aux, ctx, CarliniConfig().aux_max, needed_for="this benchmark")
     unseen = attacker_pool(threat, ctx, stage_seed(args.seed + 1, "pool"))
-    print("pool_draws | aux, own patches | private, own patches | private, new patches | release | training")
+    regions = release_regions(args.challenge, view, key, ctx.data_root) if view.k > key.n_private_slots else None
+    if regions is not None:
+        print(f"{len(np.unique(regions))} public regions in the release's {regions.size} public slots")
+    print("pool_draws | aux, own patches | private, own patches | private, new patches | release | AdaBN | "
+          "no region negatives | region AUC | training")
     for draws in args.pool_draws:
         cfg = CarliniConfig.from_dict({"similarity": {"embedder": {"steps": args.steps}, "rounds": {"pool_draws": draws}}})
         pool = attacker_pool(threat, ctx, stage_seed(args.seed, "pool"), screens=draws)
@@ -82,6 +154,10 @@ def main(argv=None) -> int:
                                                    att.rng.choice(len(images), size=n, replace=False))
             aucs.append(pair_auc(embed_fn, sim_view.encryptions, sim_key.private_of(), n))
         aucs.append(pair_auc(embed_fn, view.encryptions, key.private_of(), n))
+        aucs.append(pair_auc(adabn_embedder(cfg.similarity, model, view.encryptions), view.encryptions,
+                             key.private_of(), n))
+        aucs += region_aucs(embed_fn, view.encryptions, key.private_of(), n, regions) if regions is not None \
+            else [float("nan")] * 2
         print(f"{draws} | " + " | ".join(f"{a:.3f}" for a in aucs) + f" | {train_s:.0f} s")
     return 0
 

@@ -37,6 +37,9 @@ class GeneratedChallenge:
     manifest: dict     # public: goes to manifest.json
     key_info: dict     # secret: goes to key/manifest.json
     timings: dict
+    # each public patch's origin in the pool (region, top, left), None without public slots: which
+    # slots reuse one region. Held in memory only (diagnostics regenerate it from the key's seed).
+    public_origin: np.ndarray | None = None
 
 
 def generate(recipe: Recipe, *, seed: int | None = None, data_root=None, progress: bool = True,
@@ -63,7 +66,7 @@ def generate(recipe: Recipe, *, seed: int | None = None, data_root=None, progres
     private = load_source(recipe.private.source, data_root=data_root, indices=idx, download=download)
     timings["load_private_s"] = time.perf_counter() - t
 
-    patches, pool_stats, pool_fp = None, {}, None
+    patches, origin, pool_stats, pool_fp = None, None, {}, None
     n_public = cfg.k - cfg.n_private_slots
     if n_public:
         t = time.perf_counter()
@@ -71,7 +74,7 @@ def generate(recipe: Recipe, *, seed: int | None = None, data_root=None, progres
         timings["screen_pool_s"] = time.perf_counter() - t
         t = time.perf_counter()
         n_patches = len(private) * cfg.T * n_public  # one fresh patch per public slot, on average
-        patches, _ = pool.patches(np.random.default_rng(s_patch), n_patches)
+        patches, origin = pool.patches(np.random.default_rng(s_patch), n_patches)
         timings["cut_patches_s"] = time.perf_counter() - t
         pool_fp = pool.fingerprint
         pool_stats = {"screened": pool.screened, "accepted": len(pool.regions),
@@ -90,7 +93,7 @@ def generate(recipe: Recipe, *, seed: int | None = None, data_root=None, progres
                          "pool": {"source": recipe.pool.source, "fingerprint": pool_fp, **pool_stats} if n_public else None},
                 "versions": library_versions()}
     key_info = {"private_source_fingerprint": private.fingerprint}
-    return GeneratedChallenge(view, key, manifest, key_info, timings)
+    return GeneratedChallenge(view, key, manifest, key_info, timings, origin)
 
 
 def generate_to_dir(recipe: Recipe, out_dir, *, seed: int | None = None, data_root=None, progress: bool = True,

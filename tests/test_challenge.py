@@ -113,6 +113,11 @@ def test_seed_and_overrides_change_the_challenge():
     assert b.key.seed == big_seed
     assert str(big_seed) not in json.dumps(b.manifest)   # the seed lives only in the key
     assert a.manifest["recipe"] == b.manifest["recipe"]
+    # every public slot's pool region (resized regions: no offsets), the same again from the seed
+    o = a.public_origin
+    assert o.shape == (6 * 3 * 4, 3) and not o[:, 1:].any()
+    assert 0 <= o[:, 0].min() and o[:, 0].max() < a.manifest["data"]["pool"]["accepted"]
+    assert np.array_equal(generate(r, progress=False).public_origin, o)
 
 
 def test_cli_round_trip_generate_attack_score(faces_dir, tmp_path, capsys):

@@ -182,7 +182,7 @@ def test_defaults_and_carlini_config():
     assert c.grouping.similarity.method == "comparative" and c.grouping.similarity.rounds.pool_draws == 8
     demo = FdnConfig.from_dict(load_preset("fdn", "demo"))     # `hidebench demo`'s shorter training, defaults elsewhere
     assert (demo.grouping.similarity.comparative.steps, demo.grouping.similarity.group.steps,
-            demo.fusion.training.steps) == (300, 300, 700)
+            demo.fusion.training.steps) == (300, 0, 900)
     assert demo.grouping.similarity.comparative.width == c.grouping.similarity.comparative.width
     assert CarliniConfig().recovery == "regression" and CarliniConfig().similarity.method == "cnn"
     with pytest.raises(HidebenchError, match="carlini.recovery"):

@@ -98,3 +98,18 @@ def text_release(tmp_path_factory, text_corpus):
                                               "candidates": TEXT_SLICE})
     generate_text_to_dir(recipe, d, seed=11, progress=False)
     return d
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """Load a script of benchmarks/ (not a package) as a module: benchmark_script("bench_utility")."""
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

@@ -1,22 +1,14 @@
 """The frontier of benchmarks/bench_utility.py: each setting's accuracy beside the best attack
 without oracles on it, from sweep results (issue 33)."""
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
 from hidebench.record import RunRecord
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_utility", ROOT / "benchmarks" / "bench_utility.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(benchmark_script):
+    return benchmark_script("bench_utility")
 
 
 def _summary(bench):

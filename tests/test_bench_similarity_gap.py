@@ -1,20 +1,12 @@
 """benchmarks/similarity_gap.py's release probes on a synthetic embedding: the region columns
 tell a score that sees only the private images from one that also sees the public regions."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def gap():
-    spec = importlib.util.spec_from_file_location("similarity_gap", ROOT / "benchmarks" / "similarity_gap.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def gap(benchmark_script):
+    return benchmark_script("similarity_gap")
 
 
 def test_region_probes_separate_private_and_region_scores(gap):

@@ -36,8 +36,6 @@ import numpy as np
 
 def shares(ids, n: int):
     """E x E bool: do two rows of `ids` (E x slots, values in 0..n-1) hold a common value?"""
-    import numpy as np
-
     from hidebench.attacks.grouping.membership import membership_matrix
 
     member = membership_matrix(ids, n, np.float32)

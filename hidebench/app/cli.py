@@ -523,9 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    d = sub.add_parser("demo", help="run the fusion-denoising attack (fdn) on the embedded faces challenge (no data root "
-                                    "needed); "
-                                    "--text: the TextHide attack on movie-review sentences")
+    d = sub.add_parser("demo", help="run the fusion-denoising attack (fdn) on the embedded faces challenge "
+                                    "(no data root needed); --text: the TextHide attack on movie-review sentences")
     d.add_argument("--out", help="output folder (default: hidebench-demo, with --text hidebench-demo-text)")
     d.add_argument("--text", action="store_true",
                    help="TextHide instead: a release of 150 Rotten Tomatoes sentences and texthide_invert on it, "

@@ -42,20 +42,20 @@ def shares(ids, n: int):
     return (member @ member.T) > 0
 
 
-def pair_auc(embed_fn, encryptions, private_ids, n_images: int) -> float:
+def pair_auc(z, private_ids, n_images: int) -> float:
+    """Pair AUC of embedding rows z (dot products as scores): does a pair share a private image?"""
     from sklearn.metrics import roc_auc_score
 
-    z = embed_fn(encryptions)
     upper = np.triu_indices(len(z), 1)
     return float(roc_auc_score(shares(private_ids, n_images)[upper], (z @ z.T)[upper]))
 
 
-def region_aucs(embed_fn, encryptions, private_ids, n_images: int, regions) -> tuple[float, float]:
+def region_aucs(z, private_ids, n_images: int, regions) -> tuple[float, float]:
     """(pair AUC with the negatives sharing a public region left out, AUC of region sharing among
-    the negatives); regions: E x public slots, each slot's region in the release's pool."""
+    the negatives) of embedding rows z; regions: E x public slots, each slot's region in the
+    release's pool."""
     from sklearn.metrics import roc_auc_score
 
-    z = embed_fn(encryptions)
     upper = np.triu_indices(len(z), 1)
     score, pos = (z @ z.T)[upper], shares(private_ids, n_images)[upper]
     region = shares(regions, int(regions.max()) + 1)[upper]
@@ -63,13 +63,14 @@ def region_aucs(embed_fn, encryptions, private_ids, n_images: int, regions) -> t
     return float(roc_auc_score(pos[keep], score[keep])), float(roc_auc_score(region[~pos], score[~pos]))
 
 
-def adabn_embedder(cfg, model, encryptions, batch: int = 256):
-    """`encryption_embedder` with the CNN's BatchNorm statistics re-estimated on `encryptions`
-    (their plain average: momentum None), the trained blend kept."""
+def adabn_model(cfg, model, encryptions, batch: int = 256):
+    """`model` with the CNN's BatchNorm statistics re-estimated on `encryptions` (their plain
+    average: momentum None), everything else as trained."""
+    import dataclasses
+
     import torch
 
-    from hidebench.attacks.grouping.nets import abs_features, arrays_to_state, build_similarity_net, embed
-    from hidebench.attacks.grouping.similarity import blend_embedding, pearson_embedding
+    from hidebench.attacks.grouping.nets import abs_features, arrays_to_state, build_similarity_net, state_to_arrays
 
     net = arrays_to_state(build_similarity_net(cfg), model.weights, "embed.")
     for m in net.modules():
@@ -81,9 +82,7 @@ def adabn_embedder(cfg, model, encryptions, batch: int = 256):
     with torch.no_grad():
         for i in range(0, len(feats), batch):
             net(torch.from_numpy(feats[i: i + batch]))
-    net.eval()
-    return lambda enc: blend_embedding(embed(net, abs_features(enc), torch.device("cpu")), pearson_embedding(enc),
-                                       float(model.blend))
+    return dataclasses.replace(model, weights={**model.weights, **state_to_arrays(net, "embed.")})
 
 
 def release_regions(challenge, view, key, data_root):
@@ -150,12 +149,12 @@ def main(argv=None) -> int:
             att = AttackerEncryptions(view, images, n_images=n, T=view.T, pool=pool_, seed=args.seed + 7)
             sim_view, sim_key = att.encrypt_subset(np.arange(n) if images is private else
                                                    att.rng.choice(len(images), size=n, replace=False))
-            aucs.append(pair_auc(embed_fn, sim_view.encryptions, sim_key.private_of(), n))
-        aucs.append(pair_auc(embed_fn, view.encryptions, key.private_of(), n))
-        aucs.append(pair_auc(adabn_embedder(cfg.similarity, model, view.encryptions), view.encryptions,
-                             key.private_of(), n))
-        aucs += region_aucs(embed_fn, view.encryptions, key.private_of(), n, regions) if regions is not None \
-            else [float("nan")] * 2
+            aucs.append(pair_auc(embed_fn(sim_view.encryptions), sim_key.private_of(), n))
+        z = embed_fn(view.encryptions)
+        aucs.append(pair_auc(z, key.private_of(), n))
+        adapted = encryption_embedder(cfg.similarity, adabn_model(cfg.similarity, model, view.encryptions))
+        aucs.append(pair_auc(adapted(view.encryptions), key.private_of(), n))
+        aucs += region_aucs(z, key.private_of(), n, regions) if regions is not None else [float("nan")] * 2
         print(f"{draws} | " + " | ".join(f"{a:.3f}" for a in aucs) + f" | {train_s:.0f} s")
     return 0
 

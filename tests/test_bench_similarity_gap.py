@@ -15,16 +15,15 @@ def test_region_probes_separate_private_and_region_scores(gap):
     private = np.stack([rng.permutation(n)[:2] for _ in range(E)])
     regions = rng.integers(0, n_regions, size=(E, 4))
     one_hot = lambda ids, m: np.eye(m, dtype=np.float32)[ids].sum(1)     # noqa: E731
-    enc = np.zeros((E, 32, 32, 3), dtype=np.float32)                    # the probes only pass it on
 
     def embedder(region_weight):
         z = np.concatenate([one_hot(private, n), region_weight * one_hot(regions, n_regions)], axis=1)
-        return lambda _: z / np.linalg.norm(z, axis=1, keepdims=True)
+        return z / np.linalg.norm(z, axis=1, keepdims=True)
 
     assert gap.shares(private, n).sum() > E and np.array_equal(gap.shares(private, n), gap.shares(private, n).T)
-    assert gap.pair_auc(embedder(0.0), enc, private, n) == 1.0
-    clean, region_auc = gap.region_aucs(embedder(0.0), enc, private, n, regions)
+    assert gap.pair_auc(embedder(0.0), private, n) == 1.0
+    clean, region_auc = gap.region_aucs(embedder(0.0), private, n, regions)
     assert clean == 1.0 and region_auc == 0.5            # the score ignores the regions
-    confounded = gap.pair_auc(embedder(1.0), enc, private, n)
-    clean, region_auc = gap.region_aucs(embedder(1.0), enc, private, n, regions)
+    confounded = gap.pair_auc(embedder(1.0), private, n)
+    clean, region_auc = gap.region_aucs(embedder(1.0), private, n, regions)
     assert region_auc > 0.9 and clean > confounded        # it also scores regions: leaving them out helps

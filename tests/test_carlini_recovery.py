@@ -187,11 +187,11 @@ def test_reassign_repairs_a_corrupted_assignment():
     def accuracy(a):
         return float((np.sort(a, 1) == np.sort(true, 1)).all(1).mean())
 
-    new, _ = reassign(view.encryptions, view.labels, key.private_labels, priv, np.zeros(priv.shape[1:]))
+    new = reassign(view.encryptions, view.labels, key.private_labels, priv, np.zeros(priv.shape[1:])).assignment
     assert accuracy(bad) < 0.75
     assert accuracy(new) > 0.95                                 # measured 0.995 from 0.71
-    pruned, _ = reassign(view.encryptions, view.labels, key.private_labels, priv, np.zeros(priv.shape[1:]),
-                         candidates=2)
+    pruned = reassign(view.encryptions, view.labels, key.private_labels, priv, np.zeros(priv.shape[1:]),
+                      candidates=2).assignment
     assert accuracy(pruned) < accuracy(new)
 
 
@@ -215,9 +215,66 @@ def test_reassign_round_repairs_a_grouping_at_k6():
 
     lam, split = lambdas_from_labels(view.labels, A, key.private_labels)
     res = regress(view.encryptions, A, lam, n, split=split, cfg=RegressionConfig(steps=10, adam_steps=0))
-    new, _ = reassign(view.encryptions, view.labels, key.private_labels, res.images, res.noise_mean)
+    new = reassign(view.encryptions, view.labels, key.private_labels, res.images, res.noise_mean).assignment
     assert membership(A) < 0.85
     assert membership(new) > membership(A) + 0.03
+
+
+def test_split_overfull_gives_a_merged_groups_second_image_to_the_dead_group():
+    """The dead-group repair between reassignment rounds: a group that took the encryptions of
+    two private images of its class (here by construction, at k=6) is cut in two by the energy
+    features, and the dead group takes one image's side with the merged group's class. The cut
+    must put most rows on their image's side (measured 0.84; chance 0.5) and leave every other row alone."""
+    from hidebench.attacks.carlini.reassignment import energy_features, split_overfull
+
+    rng = np.random.default_rng(7)
+    n, T = 30, 30
+    priv = smooth_images(rng, n, grid=8)
+    classes = np.arange(n) % 10
+    view, key = encrypt(priv, classes, 10, EncryptionConfig(k=6, mode="cross", T=T), seed=8,
+                        public_patches=smooth_images(rng, 400, grid=8))
+    true = key.private_of()
+    A = np.where(true == 10, 0, true)              # images 0 and 10 (both class 0) merged into group 0
+    cc = classes.copy()
+    cc[10] = 3                                    # the dead group's class was wrong
+    new, new_cc, moves = split_overfull(A, cc, energy_features(view.encryptions), below=0.3, above=1.3)
+    assert [(d, g) for d, g, _ in moves] == [(10, 0)] and new_cc[10] == 0
+    merged = (A == 0).any(1)
+    np.testing.assert_array_equal(new[~merged], A[~merged])
+    holds_second = (true == 10).any(1)[merged]
+    to_dead = (new == 10).any(1)[merged]
+    agree = max(np.mean(to_dead == holds_second), np.mean(to_dead != holds_second))
+    assert agree > 0.75
+    assert 0 < to_dead.sum() <= merged.sum() / 2                   # the smaller side of a cut
+    _, _, none = split_overfull(true, classes, energy_features(view.encryptions), below=0.3, above=1.3)
+    assert none == []                              # no dead group: nothing moves
+
+
+def test_reassign_slot_margins_flag_the_wrong_slot_and_shown_by_fit_uses_them():
+    """Each slot's margin (its pair's fit over the best pair that keeps the other slot and
+    replaces it) is what tells the decryption both of a row's groups are right; shown_by_fit
+    then shows the group whose image fits its rows best there, and keeps the given choice
+    elsewhere."""
+    from types import SimpleNamespace
+
+    from hidebench.attacks.carlini.stages import SURE_SLOT_MARGIN, shown_by_fit
+
+    rng = np.random.default_rng(3)
+    n = 32
+    priv = smooth_images(rng, n)
+    view, key = encrypt(priv, rng.integers(0, 8, n), 8, EncryptionConfig(k=3, mode="cross", T=40, c2=0.8), seed=4,
+                        public_patches=random_images(rng, 300))
+    true = key.private_of()
+    r = reassign(view.encryptions, view.labels, key.private_labels, priv, np.zeros(priv.shape[1:]))
+    right = np.sort(r.assignment, 1) == np.sort(true, 1)
+    assert right.all(1).mean() > 0.95 and r.slot_margin.shape == (len(true), 2) and r.fit.shape == (len(true),)
+    assert np.median(r.slot_margin[right.all(1)]) > SURE_SLOT_MARGIN
+    # decryption's choice: group quality = mean fit of its rows; sure rows show their better group
+    A = np.array([[0, 1], [0, 1], [1, 2], [2, 0]])
+    reg = SimpleNamespace(assignment=A, images=np.zeros((3, 2, 2, 3)), fit=np.array([0.9, 0.9, 0.1, 0.5]),
+                          slot_margin=np.array([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 1.0]]))
+    # quality: group 0 (rows 0, 1, 3) 0.767, group 1 (rows 0, 1, 2) 0.633, group 2 (rows 2, 3) 0.3
+    np.testing.assert_array_equal(shown_by_fit(np.array([1, 1, 2, 2]), reg), [0, 1, 1, 0])
 
 
 def test_zero_weight_rows_do_not_count(cross_release):

@@ -92,6 +92,11 @@ class ReassignmentConfig(Config):
     a round's time grows linearly with E), and none on releases of fewer than `min_T`
     encryptions per private image, where an image's few encryptions regress into too poor an
     image to re-choose memberships by (docs/results.md, the reassignment measurements).
+    split_below / split_above: after every round but the last, each group holding fewer than
+    split_below times the mean group size takes half of a group holding more than split_above
+    times it (reassignment.split_overfull; split_below 0: never). shown_by_fit: where both of
+    an encryption's groups won the last round by a clear fit margin, its decryption shows the
+    one whose image fits its encryptions best (stages.shown_by_fit).
     """
 
     section = "carlini.reassignment"
@@ -99,12 +104,18 @@ class ReassignmentConfig(Config):
     candidates: int = 12
     margin_weights: bool = True
     min_T: int = 30
+    split_below: float = 0.3
+    split_above: float = 1.3
+    shown_by_fit: bool = True
 
     def validate(self):
         check_auto(self.rounds, f"{self.section}.rounds", lambda v, n: check_int(v, n, min=0))
         self.candidates = check_int(self.candidates, f"{self.section}.candidates", min=2)
         self.min_T = check_int(self.min_T, f"{self.section}.min_T", min=1)
         check_bool(self.margin_weights, f"{self.section}.margin_weights")
+        self.split_below = check_float(self.split_below, f"{self.section}.split_below", min=0.0, max=1.0)
+        self.split_above = check_float(self.split_above, f"{self.section}.split_above", min=1.0)
+        check_bool(self.shown_by_fit, f"{self.section}.shown_by_fit")
 
     def rounds_for(self, scalable: bool, T: int) -> int:
         """The rounds to run: `rounds`, or for "auto" five (one on the scalable path; none below min_T)."""

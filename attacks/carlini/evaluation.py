@@ -57,7 +57,8 @@ def evaluate_run(artifacts: dict, recovered: np.ndarray, key: SecretKey) -> dict
         match = np.asarray(out["grouping"]["cluster_to_private"])
     else:
         out["grouping"] = evaluate_grouping(g, key)
-        final = evaluate_grouping(Grouping(assignment=A, cluster_class=g.cluster_class, n_clusters=g.n_clusters), key)
+        final = evaluate_grouping(Grouping(assignment=A, cluster_class=reg.cluster_class, n_clusters=g.n_clusters),
+                                  key)
         out["after_reassign"] = {k: final[k] for k in ("assignment_accuracy", "rows_all_correct", "group_purity",
                                                        "group_recall") if k in final}
         match = np.asarray(final["cluster_to_private"])

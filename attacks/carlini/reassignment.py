@@ -81,11 +81,10 @@ def _pair_fits(X, mu, y2, w: np.ndarray, pa: np.ndarray, pb: np.ndarray, coef: l
 
 
 class Reassignment(NamedTuple):
-    """What `reassign` chose: assignment (E x 2 group ids), margin (E: each row's best pair fit
-    minus its runner-up's), slot_margin (E x 2: the best fit minus that of the best pair that
+    """What `reassign` chose: assignment (E x 2 group ids); margin (E: each row's best pair fit
+    minus its runner-up's); slot_margin (E x 2: the best fit minus that of the best pair that
     keeps the other slot's group and replaces this one; 2, the most a difference of correlations
-    can be, where no such pair was a candidate),
-    fit (E: the best pair's fit)."""
+    can be, where no such pair was a candidate); fit (E: the best pair's fit)."""
 
     assignment: np.ndarray
     margin: np.ndarray

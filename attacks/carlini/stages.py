@@ -225,10 +225,9 @@ def _solve(inp: AttackInputs, n: int, A, L, split, weights=None, prior=None):
 
 def regression_stage(inp: AttackInputs, grouping: Grouping, decoder_prior: DecoderPrior | None = None) -> Regression:
     """Regression on the grouping, then `reassignment_rounds` of: move every encryption to the
-    pair of groups that explains it best (reassignment.py), split over-full groups into dead
-    ones (every round but the last: `split_overfull`), weigh rows
-    by their fit margin, regress again. A decoder prior (its images) steers the sign
-    synchronisation."""
+    pair of groups that explains it best (reassignment.py), let dead groups take half of an
+    over-full one (every round but the last: `split_overfull`), weigh rows by their fit margin,
+    regress again. A decoder prior (its images) steers the sign synchronisation."""
     cfg = inp.config.reassignment
     n, classes = int(grouping.n_clusters), np.asarray(grouping.cluster_class, dtype=np.int64)
     prior = None if decoder_prior is None else decoder_prior.images
@@ -332,8 +331,8 @@ class Decryption:
     source: np.ndarray
 
 
-# A slot margin this wide marks both of a row's groups as sure (shown_by_fit). On the unseen
-# Tiny-ImageNet release of 2026-12-06 (docs/history.md) 0.04 to 0.06 gave the same Max_SSIM.
+# A slot margin this wide marks both of a row's groups as sure (shown_by_fit). On a
+# Tiny-ImageNet release (docs/history.md, 2026-12-06) 0.04 to 0.06 gave the same Max_SSIM.
 SURE_SLOT_MARGIN = 0.05
 
 

@@ -112,7 +112,7 @@ def _slot_margins(fit, pa, pb, j) -> np.ndarray:
 
 def reassign(encryptions: np.ndarray, labels: np.ndarray, cluster_class: np.ndarray, images: np.ndarray,
              noise_mean: np.ndarray, *, candidates: int = 12, splits: tuple = (0.3, 0.5, 0.7),
-             chunk_elements: int = 2 ** 24, device=None) -> Reassignment:
+             chunk_elements: int = 2 ** 24, device=None, features=None) -> Reassignment:
     """Each encryption's best label-consistent pair of groups under the current images.
 
     Candidates: one group of each labelled class (both of the one class, with the split of its
@@ -121,7 +121,8 @@ def reassign(encryptions: np.ndarray, labels: np.ndarray, cluster_class: np.ndar
     more). A pair's fit is the correlation over the pixels of L e^2 with L m^2, the predicted
     intensity (m = l_a x_a + l_b x_b + w mu) under L, a 4-neighbour Laplacian: the public
     patches' energy is smooth, the private images' edges are not, and correlation ignores offset
-    and scale. `device`: a torch device or its name (None: CPU).
+    and scale. `device`: a torch device or its name (None: CPU); `features`: the encryptions'
+    `energy_features` on that device when the caller has them (rounds reuse one computation).
     Returns a `Reassignment`: the pairs, each row's margin (a confidence the attack turns into
     regression weights), each slot's margin and the pairs' fits (the decryption's choice of the
     group to show, `shown_by_fit`).
@@ -131,7 +132,7 @@ def reassign(encryptions: np.ndarray, labels: np.ndarray, cluster_class: np.ndar
     E, n = len(encryptions), len(images)
     dev = torch.device(device or "cpu")
     shape = np.asarray(encryptions).shape[1:]
-    y2 = energy_features(encryptions, dev)
+    y2 = energy_features(encryptions, dev) if features is None else features
     X = torch.as_tensor(np.asarray(images, np.float32).reshape(n, -1), device=dev)
     mu = torch.as_tensor(np.asarray(noise_mean, np.float32).reshape(-1), device=dev)
     P = X.shape[1]

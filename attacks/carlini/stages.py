@@ -240,11 +240,11 @@ def regression_stage(inp: AttackInputs, grouping: Grouping, decoder_prior: Decod
     rounds = inp.reassignment_rounds
     for r in range(rounds):
         t0 = time.perf_counter()
+        features = inp.once("energy_features", lambda: energy_features(inp.view.encryptions, inp.device))
         new = reassign(inp.view.encryptions, inp.view.labels, classes, res.images, res.noise_mean,
-                       candidates=cfg.candidates, device=inp.device)
+                       candidates=cfg.candidates, device=inp.device, features=features)
         newA, slot_margin, fit = new.assignment, new.slot_margin, new.fit
         if cfg.split_below and r < rounds - 1:
-            features = inp.once("energy_features", lambda: energy_features(inp.view.encryptions, inp.device))
             newA, classes, moved = split_overfull(newA, classes, features, below=cfg.split_below,
                                                   above=cfg.split_above)
             moves.append([list(m) for m in moved])
@@ -265,8 +265,8 @@ def regression_stage(inp: AttackInputs, grouping: Grouping, decoder_prior: Decod
         stats["colour"] = "grey"
     return Regression(images=res.images[..., :1] if inp.grey else res.images, lambdas=res.lambdas,
                       noise_mean=res.noise_mean, noise_energy=res.noise_energy, assignment=A, cluster_class=classes,
-                      lambdas_from_labels=L, split=split, slot_margin=slot_margin.astype(np.float32),
-                      fit=fit.astype(np.float32), steps=res.stages, stats=stats, timings=timings)
+                      lambdas_from_labels=L, split=split, slot_margin=slot_margin, fit=fit, steps=res.stages,
+                      stats=stats, timings=timings)
 
 
 def _regression_key(inp: AttackInputs) -> dict:

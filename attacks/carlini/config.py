@@ -36,10 +36,18 @@ class RegressionConfig(Config):
     start: -0.01 everywhere plus tiny noise). refine: 'altmin' (alternating minimisation for real
     phase retrieval, Netrapalli et al. 2013: fix the sign of each predicted encryption pixel,
     solve the linear least squares; `steps` iterations), then `adam_steps` of Adam on the
-    amplitude loss (0: none); or 'adam' (`steps` of Adam on `loss` at learning rate `lr`: the
-    paper's method with loss 'paper' and init 'aligned'; 'paper' min((|e|-m)^2, (|e|+m)^2) equals
+    loss (0: none); or 'adam' (`steps` of Adam on `loss` at learning rate `lr`: the paper's
+    method with loss 'paper' and init 'aligned'; 'paper' min((|e|-m)^2, (|e|+m)^2) equals
     (|e|-|m|)^2). steps 0 skips refinement. fit_noise: model the public patches' energy (and
     mean) per pixel position.
+
+    loss 'folded' is the likelihood of |e| when the public patches add Gaussian noise: |e| is
+    folded-normal around the prediction, with variance (public weight^2 x the position's public
+    energy + noise_floor x its mean) x a scale fitted per encryption (how much energy its own
+    public patches carry: the labels give only their total weight). 'amplitude' is its
+    equal-weight least squares. tv_weight: a colour total-variation prior on the images, in nats
+    of that likelihood per unit of gradient (loss 'folded' only), on the last regression of the
+    stage (the reassignment rounds compare high-frequency energy, which the prior smooths).
     """
 
     section = "carlini.regression"
@@ -47,19 +55,26 @@ class RegressionConfig(Config):
     refine: str = "altmin"
     steps: int = 30
     adam_steps: int = 50
-    loss: str = "amplitude"
-    lr: float = 0.01
+    loss: str = "folded"
+    lr: float = 0.02
     fit_noise: bool = True
+    noise_floor: float = 0.05
+    tv_weight: float = 4.0
 
     def validate(self):
         s = self.section
         check_choice(self.init, f"{s}.init", ("spectral", "magnitudes", "aligned"))
         check_choice(self.refine, f"{s}.refine", ("altmin", "adam"))
-        check_choice(self.loss, f"{s}.loss", ("amplitude", "intensity", "paper"))
+        check_choice(self.loss, f"{s}.loss", ("folded", "amplitude", "intensity", "paper"))
         self.steps = check_int(self.steps, f"{s}.steps", min=0)
         self.adam_steps = check_int(self.adam_steps, f"{s}.adam_steps", min=0)
         check_float(self.lr, f"{s}.lr", min=0, min_open=True)
         check_bool(self.fit_noise, f"{s}.fit_noise")
+        check_float(self.noise_floor, f"{s}.noise_floor", min=0, min_open=True)
+        check_float(self.tv_weight, f"{s}.tv_weight", min=0)
+        if self.tv_weight and self.loss != "folded":
+            raise HidebenchError(f"{s}.tv_weight weighs the image prior in nats of loss 'folded'; with loss "
+                                 f"{self.loss!r} set {s}.tv_weight = 0")
 
 
 @dataclass
@@ -87,7 +102,9 @@ class ReassignmentConfig(Config):
     driven reassignment, EM-style. Each round moves every encryption to the label-consistent
     pair of groups whose predicted intensity best matches it, among the `candidates` groups per
     labelled class whose image correlates best with it, then regresses again; `margin_weights`:
-    rows whose best pair wins by a wide margin weigh more in the next regression.
+    rows whose best pair wins by a wide margin weigh more in the next regression (off: under
+    the folded likelihood, whose per-encryption noise scales already weigh the rows, they cost
+    0.006 on an unseen Tiny-ImageNet release, docs/history.md 2026-12-06).
     rounds "auto" (the default): 5 on the dense path, 1 on the scalable path (carlini.dense_max:
     a round's time grows linearly with E), and none on releases of fewer than `min_T`
     encryptions per private image, where an image's few encryptions regress into too poor an
@@ -102,7 +119,7 @@ class ReassignmentConfig(Config):
     section = "carlini.reassignment"
     rounds: int | str = "auto"
     candidates: int = 12
-    margin_weights: bool = True
+    margin_weights: bool = False
     min_T: int = 30
     split_below: float = 0.3
     split_above: float = 1.3

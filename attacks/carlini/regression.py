@@ -13,9 +13,11 @@ pixel), sharing one design (grouping + coefficients, mixing.design) across posit
 * sign synchronisation (relative_signs.py): per position, a vote on whether two images that share an
   encryption agree in sign, solved spectrally over the graph of images.
 * refinement: alternating minimisation (fix the sign of each predicted pixel, solve the linear
-  least squares), then Adam on an amplitude loss with a fitted public-noise model, starting from
-  the synchronised estimate (a symmetric start is a saddle point; the paper starts all-negative
-  and minimises min((|e|-m)^2, (|e|+m)^2) = (|e|-|m|)^2, loss 'paper').
+  least squares), then Adam on the likelihood of |e| under a fitted public-noise model (loss
+  'folded': Gaussian public noise whose variance grows with the encryption's public weight,
+  times a per-encryption scale, seen through the unknown sign) plus a colour total-variation
+  prior, starting from the synchronised estimate (a symmetric start is a saddle point; the paper
+  starts all-negative and minimises min((|e|-m)^2, (|e|+m)^2) = (|e|-|m|)^2, loss 'paper').
 
 What remains unidentifiable is one sign per pixel position, shared by all images: signs.py.
 When both private images of an encryption share a class, its label holds only l1 + l2
@@ -84,14 +86,15 @@ def regress(encryptions: np.ndarray, assignment: np.ndarray, lambdas: np.ndarray
             scheme: str = "instahide", split: np.ndarray | None = None, cfg: RegressionConfig | None = None,
             sync: SignSyncConfig | None = None, weights: np.ndarray | None = None, seed: int = 0, device=None,
             progress: bool = False, prior: np.ndarray | None = None, prior_weight: float = 1.0,
-            sparse: bool = False) -> RegressionResult:
+            sparse: bool = False, smooth: bool = True) -> RegressionResult:
     """Recover n_clusters private images from encryptions (E x H x W x C), the assignment
     (E x s cluster ids) and coefficients (E x s). scheme 'mixup' (no sign mask) is linear.
     weights: per-encryption confidence in its assignment (weighted least squares; None: all 1).
     seed: the 'aligned' start's noise; device: a torch device (None: CPU). prior: n x H x W x C
     estimates of the images (a learned decoder's) for the sign synchronisation (relative_signs.py).
     sparse: the scalable solvers for many images (sparse designs, sign synchronisation by Lanczos
-    steps on the vote graph instead of a dense eigen-solve per position)."""
+    steps on the vote graph instead of a dense eigen-solve per position). smooth: apply the image
+    prior cfg.tv_weight (False: the reassignment rounds' regressions)."""
     import torch
 
     cfg = cfg or RegressionConfig()
@@ -131,12 +134,14 @@ def regress(encryptions: np.ndarray, assignment: np.ndarray, lambdas: np.ndarray
             stages["altmin"] = x_hat.copy()
             split_after = np.zeros(E, dtype=bool)    # altmin already estimated the splits
             x_hat, lam_hat, mu, nu, h2 = _refine(Y, a, lam_hat, split_after, x_hat, mu, nu, scheme, cfg, dev,
-                                                 progress, steps=cfg.adam_steps, weights=weights, sparse=sparse)
+                                                 progress, steps=cfg.adam_steps, weights=weights, sparse=sparse,
+                                                 shape=shape, smooth=smooth)
             loss_hist = loss_hist + h2
             timings["adam_s"] = time.perf_counter() - t0
     else:
         x_hat, lam_hat, mu, nu, loss_hist = _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress,
-                                                    steps=cfg.steps, weights=weights, sparse=sparse)
+                                                    steps=cfg.steps, weights=weights, sparse=sparse, shape=shape,
+                                                    smooth=smooth)
         timings["adam_s"] = time.perf_counter() - t0
     stats["loss_first_last"] = [loss_hist[0], loss_hist[-1]] if loss_hist else []
     stats["n_split"] = int(split.sum())
@@ -202,9 +207,33 @@ def _position_chunk(E: int, P: int, sparse: bool) -> int:
     return P if not sparse else max(1, min(P, POSITION_BLOCK_ELEMENTS // max(E, 1)))
 
 
-def _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, steps, weights=None, sparse=False):
+def colour_tv(x, shape):
+    """Colour total variation of images (rows of x, each `shape` = H x W x C): the sum over pixels
+    of the length of the stacked channels' forward differences (smoothed at 0)."""
+    import torch
+
+    img = x.view((-1,) + tuple(shape))
+    dv = img[:, 1:, :-1] - img[:, :-1, :-1]
+    dh = img[:, :-1, 1:] - img[:, :-1, :-1]
+    return torch.sqrt((dv * dv + dh * dh).sum(-1) + 1e-3).sum()
+
+
+def _folded_nll(yabs, m, var):
+    """Negative log-likelihood (up to a constant) of |e| = yabs when e ~ N(m, var) with an
+    unknown sign: the folded normal, (yabs - |m|)^2 / 2 var + log(var) / 2 - log(1 + exp(-2 yabs |m| / var))."""
+    import torch
+
+    am = m.abs()
+    return 0.5 * torch.log(var) + (yabs - am) ** 2 / (2 * var) - torch.nn.functional.softplus(-2 * yabs * am / var)
+
+
+def _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, steps, weights=None, sparse=False,
+            shape=None, smooth=True):
     """Adam on the chosen loss over images, public-noise model and split coefficients (the loss
-    summed over blocks of positions, `_position_chunk`, before each step)."""
+    summed over blocks of positions, `_position_chunk`, before each step). Loss 'folded': each
+    encryption's noise scale is a parameter too, starting from 1 (at the default lr and steps it
+    moves by up to about e^+-1: the encryptions that fit worst weigh less); with `smooth`,
+    cfg.tv_weight x the images' colour total variation joins the likelihood."""
     import torch
 
     E, s = a.shape
@@ -221,7 +250,11 @@ def _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, steps, w
     # split logits: softmax over the slots of a split encryption, starting from the even split
     logit = torch.zeros((E, s), device=dev, requires_grad=bool(split.any()))
     pw = (1 - tot).clamp(min=0)
-    params = [x] + ([mu, rnu] if cfg.fit_noise else []) + ([logit] if split.any() else [])
+    folded = cfg.loss == "folded" and scheme != "mixup"
+    # loss 'folded': each encryption's log noise scale (its public patches' share of their weight's energy)
+    log_scale = torch.zeros((E, 1), device=dev, requires_grad=folded)
+    params = [x] + ([mu, rnu] if cfg.fit_noise else []) + ([logit] if split.any() else []) + (
+        [log_scale] if folded else [])
     opt = torch.optim.Adam(params, lr=cfg.lr)
     hist = []
     # per-row weights, mean 1 (the loss keeps its scale)
@@ -239,24 +272,34 @@ def _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, steps, w
     def reduce(t):
         return t.mean() if pc == P else t.sum() / (E * P)
 
+    def predict(c):
+        L = coefs()
+        # index_select, not x[idx]: the backward of advanced indexing is index_put_(accumulate=True),
+        # which on CPU adds the rows of one cluster with parallel atomics, in an order that varies from
+        # run to run (float differences of ~1e-5 that reassign's discrete choices amplify). The
+        # backward of index_select, index_add_, sums them in index order.
+        m = sum(L[:, j:j + 1] * torch.index_select(x[:, c], 0, idx[:, j]) for j in range(s))
+        return m + pw * mu[c] if cfg.fit_noise else m
+
+    def floor():
+        """The variance every prediction carries beyond its public patches' (model error)."""
+        return cfg.noise_floor * (rnu ** 2).mean().detach() + 1e-6
+
+    tv_weight = cfg.tv_weight if smooth and folded else 0.0
     it = bar(range(steps), enabled=progress, desc="regression (adam)", leave=False)
     for _ in it:
         opt.zero_grad()
         total = 0.0
         for p0 in range(0, P, pc):
             c = slice(p0, p0 + pc)
-            L = coefs()
-            # index_select, not x[idx]: the backward of advanced indexing is index_put_(accumulate=True),
-            # which on CPU adds the rows of one cluster with parallel atomics, in an order that varies from
-            # run to run (float differences of ~1e-5 that reassign's discrete choices amplify). The
-            # backward of index_select, index_add_, sums them in index order.
-            m = sum(L[:, j:j + 1] * torch.index_select(x[:, c], 0, idx[:, j]) for j in range(s))
-            if cfg.fit_noise:
-                m = m + pw * mu[c]
+            m = predict(c)
             if scheme == "mixup":
                 loss = reduce(wt * (y[:, c] - m) ** 2)
             elif cfg.loss == "paper":
                 loss = reduce(wt * (yabs[:, c] - m.abs()) ** 2)
+            elif folded:
+                var = ((pw * rnu[c]) ** 2 + floor()) * torch.exp(log_scale)
+                loss = reduce(wt * _folded_nll(yabs[:, c], m, var))
             elif cfg.loss == "intensity":
                 pred2 = m ** 2 + (pw * rnu[c]) ** 2 if cfg.fit_noise else m ** 2
                 loss = reduce(wt * (y[:, c] * y[:, c] - pred2) ** 2)
@@ -265,6 +308,10 @@ def _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, steps, w
                 loss = reduce(wt * (yabs[:, c] - pred) ** 2)
             loss.backward()
             total += float(loss.detach())
+        if tv_weight:
+            tv = tv_weight * colour_tv(x, shape) / (E * P)
+            tv.backward()
+            total += float(tv.detach())
         opt.step()
         with torch.no_grad():
             x.clamp_(-1, 1)

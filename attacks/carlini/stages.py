@@ -203,11 +203,13 @@ def _coefficients(inp: AttackInputs, assignment: np.ndarray, cluster_class: np.n
     return lambdas_from_labels(inp.view.labels, assignment, cluster_class)
 
 
-def _solve(inp: AttackInputs, n: int, A, L, split, weights=None, prior=None):
-    """One regression; with `grey`, the channels are extra observations of one channel."""
+def _solve(inp: AttackInputs, n: int, A, L, split, weights=None, prior=None, smooth=True):
+    """One regression (smooth: with the image prior); with `grey`, the channels are extra
+    observations of one channel."""
     view, cfg = inp.view, inp.config
     kw = dict(scheme=view.scheme, cfg=cfg.regression, sync=cfg.sign_sync, seed=inp.seed("regression"),
-              device=inp.device, progress=inp.ctx.progress, prior_weight=_prior_weight(inp), sparse=inp.scalable)
+              device=inp.device, progress=inp.ctx.progress, prior_weight=_prior_weight(inp), sparse=inp.scalable,
+              smooth=smooth)
     if not inp.grey:
         return regress(view.encryptions, A, L, n, split=split, weights=weights, prior=prior, **kw)
     C = view.encryptions.shape[-1]
@@ -226,18 +228,19 @@ def _solve(inp: AttackInputs, n: int, A, L, split, weights=None, prior=None):
 def regression_stage(inp: AttackInputs, grouping: Grouping, decoder_prior: DecoderPrior | None = None) -> Regression:
     """Regression on the grouping, then `reassignment_rounds` of: move every encryption to the
     pair of groups that explains it best (reassignment.py), let dead groups take half of an
-    over-full one (every round but the last: `split_overfull`), weigh rows by their fit margin,
-    regress again. A decoder prior (its images) steers the sign synchronisation."""
+    over-full one (every round but the last: `split_overfull`), optionally weigh rows by their
+    fit margin, regress again; only the last regression has the image prior (regression.tv_weight).
+    A decoder prior (its images) steers the sign synchronisation."""
     cfg = inp.config.reassignment
     n, classes = int(grouping.n_clusters), np.asarray(grouping.cluster_class, dtype=np.int64)
     prior = None if decoder_prior is None else decoder_prior.images
     A = np.asarray(grouping.assignment, dtype=np.int64)
     L, split = _coefficients(inp, A, classes)
-    res = _solve(inp, n, A, L, split, prior=prior)
+    rounds = inp.reassignment_rounds
+    res = _solve(inp, n, A, L, split, prior=prior, smooth=not rounds)
     timings = dict(res.timings)
     changed, moves = [], []
     slot_margin, fit = np.zeros(A.shape, np.float32), np.zeros(len(A), np.float32)
-    rounds = inp.reassignment_rounds
     for r in range(rounds):
         t0 = time.perf_counter()
         features = inp.once("energy_features", lambda: energy_features(inp.view.encryptions, inp.device))
@@ -255,7 +258,7 @@ def regression_stage(inp: AttackInputs, grouping: Grouping, decoder_prior: Decod
         changed.append(float((np.sort(newA, 1) != np.sort(A, 1)).any(1).mean()))
         A = newA
         L, split = _coefficients(inp, A, classes)
-        res = _solve(inp, n, A, L, split, weights, prior=prior)
+        res = _solve(inp, n, A, L, split, weights, prior=prior, smooth=r == rounds - 1)
         for k, v in res.timings.items():
             timings[k] = timings.get(k, 0.0) + v
     stats = dict(res.stats, reassign_changed_fraction=changed)

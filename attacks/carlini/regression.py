@@ -129,7 +129,7 @@ def regress(encryptions: np.ndarray, assignment: np.ndarray, lambdas: np.ndarray
         x_hat, lam_hat, mu, nu, loss_hist = _altmin(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress,
                                                     weights, sparse=sparse)
         timings["altmin_s"] = time.perf_counter() - t0
-        if cfg.adam_steps:
+        if cfg.adam_steps and scheme != "mixup":     # Mixup: altmin already solved its least squares
             t0 = time.perf_counter()
             stages["altmin"] = x_hat.copy()
             split_after = np.zeros(E, dtype=bool)    # altmin already estimated the splits

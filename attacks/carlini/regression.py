@@ -272,15 +272,6 @@ def _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, steps, w
     def reduce(t):
         return t.mean() if pc == P else t.sum() / (E * P)
 
-    def predict(c):
-        L = coefs()
-        # index_select, not x[idx]: the backward of advanced indexing is index_put_(accumulate=True),
-        # which on CPU adds the rows of one cluster with parallel atomics, in an order that varies from
-        # run to run (float differences of ~1e-5 that reassign's discrete choices amplify). The
-        # backward of index_select, index_add_, sums them in index order.
-        m = sum(L[:, j:j + 1] * torch.index_select(x[:, c], 0, idx[:, j]) for j in range(s))
-        return m + pw * mu[c] if cfg.fit_noise else m
-
     def floor():
         """The variance every prediction carries beyond its public patches' (model error)."""
         return cfg.noise_floor * (rnu ** 2).mean().detach() + 1e-6
@@ -292,7 +283,14 @@ def _refine(Y, a, lam, split, x0, mu0, nu0, scheme, cfg, dev, progress, steps, w
         total = 0.0
         for p0 in range(0, P, pc):
             c = slice(p0, p0 + pc)
-            m = predict(c)
+            L = coefs()
+            # index_select, not x[idx]: the backward of advanced indexing is index_put_(accumulate=True),
+            # which on CPU adds the rows of one cluster with parallel atomics, in an order that varies from
+            # run to run (float differences of ~1e-5 that reassign's discrete choices amplify). The
+            # backward of index_select, index_add_, sums them in index order.
+            m = sum(L[:, j:j + 1] * torch.index_select(x[:, c], 0, idx[:, j]) for j in range(s))
+            if cfg.fit_noise:
+                m = m + pw * mu[c]
             if scheme == "mixup":
                 loss = reduce(wt * (y[:, c] - m) ** 2)
             elif cfg.loss == "paper":

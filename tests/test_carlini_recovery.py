@@ -138,6 +138,7 @@ def test_folded_likelihood_and_colour_prior_beat_least_squares(cross_release):
 
 def test_folded_nll_is_the_folded_normal_density():
     """_folded_nll + log(2 pi) / 2 = -log of the density of |e| for e ~ N(m, var)."""
+    import torch
     from scipy.stats import norm
 
     from hidebench.attacks.carlini.regression import _folded_nll
@@ -145,7 +146,6 @@ def test_folded_nll_is_the_folded_normal_density():
     y, m, var = np.abs(rng.normal(size=50)), rng.normal(size=50), rng.uniform(0.01, 1, 50)
     sd = np.sqrt(var)
     density = norm.pdf(y, m, sd) + norm.pdf(-y, m, sd)
-    import torch
     ours = _folded_nll(*(torch.as_tensor(v) for v in (y, m, var))).numpy()
     np.testing.assert_allclose(ours + 0.5 * np.log(2 * np.pi), -np.log(density), rtol=1e-6)
 

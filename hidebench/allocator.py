@@ -14,21 +14,21 @@ once, and only under glibc; elsewhere it does nothing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import platform
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 
-_applied = False
 
-
+@functools.cache
 def retain_freed_memory() -> bool:
-    """Tell glibc's malloc to keep freed memory for reuse; True when the setting holds."""
-    global _applied
-    if not _applied and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        try:
-            libc = ctypes.CDLL(None)
-            _applied = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, -1))
-        except (OSError, AttributeError):
-            _applied = False
-    return _applied
+    """Tell glibc's malloc to keep freed memory for reuse (once per process); True when the
+    setting holds."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, -1))
+    except (OSError, AttributeError):
+        return False
